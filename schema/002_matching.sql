@@ -1,0 +1,135 @@
+-- The matching rules of SPEC.md, in one place. Each function runs inside the
+-- caller's SERIALIZABLE transaction, so an order is reserved, opened, matched
+-- and settled atomically in one round trip, or not at all.
+
+CREATE OR REPLACE FUNCTION exchange_epoch_seconds() RETURNS bigint
+LANGUAGE sql STABLE AS $$ SELECT floor(extract(epoch FROM now()))::bigint $$;
+
+CREATE OR REPLACE FUNCTION credit_position(p_account text, p_sym text, p_shares numeric) RETURNS void
+LANGUAGE sql AS $$
+  INSERT INTO positions (account_id, sym, shares) VALUES (p_account, p_sym, p_shares)
+  ON CONFLICT (account_id, sym) DO UPDATE SET shares = positions.shares + EXCLUDED.shares
+$$;
+
+-- <create><symbol><account>: NULL on success, else the reason.
+CREATE OR REPLACE FUNCTION add_shares(p_account text, p_sym text, p_shares numeric) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM 1 FROM accounts WHERE id = p_account;
+  IF NOT FOUND THEN RETURN 'unknown account'; END IF;
+  PERFORM credit_position(p_account, p_sym, p_shares);
+  RETURN NULL;
+END $$;
+
+-- <order>: opens the order (order_id) or says why not (rejection), then matches it.
+CREATE OR REPLACE FUNCTION place_order(
+  p_account text, p_sym text, p_amount numeric, p_limit numeric,
+  OUT order_id bigint, OUT rejection text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  is_buy  constant boolean := p_amount > 0;
+  now_s   constant bigint := exchange_epoch_seconds();
+  unfilled numeric := abs(p_amount);
+  resting record;
+  fill    numeric;
+BEGIN
+  PERFORM 1 FROM symbols WHERE sym = p_sym;
+  IF NOT FOUND THEN rejection := 'unknown symbol'; RETURN; END IF;
+
+  -- Reserve what the order may spend: a buy's cash at its limit, a sell's shares.
+  IF is_buy THEN
+    UPDATE accounts SET balance = balance - p_amount * p_limit
+     WHERE id = p_account AND balance >= p_amount * p_limit;
+    IF NOT FOUND THEN
+      PERFORM 1 FROM accounts WHERE id = p_account;
+      rejection := CASE WHEN FOUND THEN 'insufficient funds' ELSE 'unknown account' END;
+      RETURN;
+    END IF;
+  ELSE
+    UPDATE positions SET shares = shares - unfilled
+     WHERE account_id = p_account AND sym = p_sym AND shares >= unfilled;
+    IF NOT FOUND THEN
+      PERFORM 1 FROM accounts WHERE id = p_account;
+      rejection := CASE WHEN FOUND THEN 'insufficient shares' ELSE 'unknown account' END;
+      RETURN;
+    END IF;
+  END IF;
+
+  INSERT INTO orders (account_id, sym, amount, limit_price, open_shares)
+  VALUES (p_account, p_sym, p_amount, p_limit, unfilled)
+  RETURNING id INTO order_id;
+
+  -- Best price first, then earliest id; the resting order's limit is the price.
+  WHILE unfilled > 0 LOOP
+    IF is_buy THEN
+      SELECT o.id, o.account_id, o.limit_price, o.open_shares INTO resting
+        FROM orders o
+       WHERE o.sym = p_sym AND o.amount < 0 AND o.open_shares > 0 AND o.limit_price <= p_limit
+       ORDER BY o.limit_price ASC, o.id ASC
+       LIMIT 1 FOR UPDATE;
+    ELSE
+      SELECT o.id, o.account_id, o.limit_price, o.open_shares INTO resting
+        FROM orders o
+       WHERE o.sym = p_sym AND o.amount > 0 AND o.open_shares > 0 AND o.limit_price >= p_limit
+       ORDER BY o.limit_price DESC, o.id ASC
+       LIMIT 1 FOR UPDATE;
+    END IF;
+    EXIT WHEN NOT FOUND;
+
+    fill := least(unfilled, resting.open_shares);
+    unfilled := unfilled - fill;
+    UPDATE orders SET open_shares = open_shares - fill WHERE id = resting.id;
+
+    IF is_buy THEN
+      INSERT INTO executions (buy_order_id, sell_order_id, shares, price, executed_at)
+      VALUES (order_id, resting.id, fill, resting.limit_price, now_s);
+      -- Seller is paid; buyer gets the shares and back what it reserved above the price.
+      UPDATE accounts SET balance = balance + fill * resting.limit_price WHERE id = resting.account_id;
+      IF p_limit > resting.limit_price THEN
+        UPDATE accounts SET balance = balance + fill * (p_limit - resting.limit_price) WHERE id = p_account;
+      END IF;
+      PERFORM credit_position(p_account, p_sym, fill);
+    ELSE
+      INSERT INTO executions (buy_order_id, sell_order_id, shares, price, executed_at)
+      VALUES (resting.id, order_id, fill, resting.limit_price, now_s);
+      -- The resting buy reserved exactly price * shares, so it gets no refund.
+      UPDATE accounts SET balance = balance + fill * resting.limit_price WHERE id = p_account;
+      PERFORM credit_position(resting.account_id, p_sym, fill);
+    END IF;
+  END LOOP;
+
+  IF unfilled <> abs(p_amount) THEN
+    UPDATE orders SET open_shares = unfilled WHERE id = order_id;
+  END IF;
+END $$;
+
+-- <cancel>: outcome is 'canceled', 'nothing open' or 'unknown order' (also for
+-- another account's order, so ids cannot be probed). Refunds happen exactly once
+-- because only a row with open shares can be canceled.
+CREATE OR REPLACE FUNCTION cancel_order(
+  p_account text, p_order_id bigint,
+  OUT outcome text, OUT shares_canceled numeric, OUT time_canceled bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  now_s constant bigint := exchange_epoch_seconds();
+  canceled record;
+BEGIN
+  UPDATE orders
+     SET canceled_shares = open_shares, canceled_at = now_s, open_shares = 0
+   WHERE id = p_order_id AND account_id = p_account AND open_shares > 0
+  RETURNING sym, amount, limit_price, canceled_shares INTO canceled;
+  IF NOT FOUND THEN
+    PERFORM 1 FROM orders WHERE id = p_order_id AND account_id = p_account;
+    outcome := CASE WHEN FOUND THEN 'nothing open' ELSE 'unknown order' END;
+    RETURN;
+  END IF;
+
+  IF canceled.amount > 0 THEN
+    UPDATE accounts SET balance = balance + canceled.canceled_shares * canceled.limit_price WHERE id = p_account;
+  ELSE
+    PERFORM credit_position(p_account, canceled.sym, canceled.canceled_shares);
+  END IF;
+  outcome := 'canceled';
+  shares_canceled := canceled.canceled_shares;
+  time_canceled := now_s;
+END $$;
