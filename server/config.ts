@@ -1,0 +1,113 @@
+/** Configuration from the environment, overridden by command-line flags, validated at start. */
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+import type { ReplyFraming } from './protocol/render-reply.js';
+
+export type Config = {
+  host: string;
+  port: number;
+  databaseUrl: string | null;
+  redisUrl: string | null;
+  replyFraming: ReplyFraming;
+  maxRequestBytes: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  graceMs: number;
+  maxConnections: number;
+  dbPoolSize: number;
+  dataDir: string;
+  embeddedPgPort: number;
+  shutdownTimeoutMs: number;
+};
+
+type Setting = {
+  key: keyof Config;
+  env: string;
+  flag: string;
+  default: string;
+  help: string;
+  parse: (text: string) => Config[keyof Config];
+};
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function integer(min: number, max: number) {
+  return (text: string): number => {
+    if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+      throw new ConfigError(`must be an integer from ${min} to ${max}`);
+    }
+    return Number(text);
+  };
+}
+const optionalText = (text: string): string | null => (text.length > 0 ? text : null);
+
+const SETTINGS: Setting[] = [
+  { key: 'port', env: 'PORT', flag: 'port', default: '12345', help: 'TCP port to listen on', parse: integer(0, 65535) },
+  { key: 'host', env: 'HOST', flag: 'host', default: '0.0.0.0', help: 'address to listen on', parse: (text) => text },
+  {
+    key: 'databaseUrl', env: 'DATABASE_URL', flag: 'database-url', default: '',
+    help: 'PostgreSQL URL; unset: an embedded PostgreSQL under --data-dir', parse: optionalText,
+  },
+  { key: 'redisUrl', env: 'REDIS_URL', flag: 'redis-url', default: '', help: 'Redis URL for the read cache; unset: no cache', parse: optionalText },
+  {
+    key: 'replyFraming', env: 'REPLY_FRAMING', flag: 'reply-framing', default: 'bare',
+    help: "'bare' (reply, then close) or 'length' (length-prefixed replies, persistent connections)",
+    parse: (text) => {
+      if (text !== 'bare' && text !== 'length') throw new ConfigError("must be 'bare' or 'length'");
+      return text;
+    },
+  },
+  { key: 'maxRequestBytes', env: 'MAX_REQUEST_BYTES', flag: 'max-request-bytes', default: '1048576', help: 'largest request body accepted', parse: integer(64, 64 * 1024 * 1024) },
+  { key: 'requestTimeoutMs', env: 'REQUEST_TIMEOUT_MS', flag: 'request-timeout-ms', default: '10000', help: 'a request must arrive whole within this long of its first byte', parse: integer(100, 3_600_000) },
+  { key: 'idleTimeoutMs', env: 'IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', default: '60000', help: 'close connections idle this long', parse: integer(100, 86_400_000) },
+  { key: 'graceMs', env: 'GRACE_MS', flag: 'grace-ms', default: '100', help: 'wait this long before processing a complete document shorter than its declared length', parse: integer(1, 10_000) },
+  { key: 'maxConnections', env: 'MAX_CONNECTIONS', flag: 'max-connections', default: '10000', help: 'concurrent connections accepted', parse: integer(1, 1_000_000) },
+  { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
+  { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },
+  { key: 'embeddedPgPort', env: 'EMBEDDED_PG_PORT', flag: 'embedded-pg-port', default: '54329', help: 'port of the embedded PostgreSQL', parse: integer(1, 65535) },
+  { key: 'shutdownTimeoutMs', env: 'SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', default: '10000', help: 'on SIGINT/SIGTERM, wait this long for in-flight requests', parse: integer(0, 600_000) },
+];
+
+export function helpText(): string {
+  const lines = [
+    'exchange-server: XML-over-TCP exchange matching server',
+    '',
+    'Usage: npm start -- [flags]    (or: node dist/server/main.js [flags])',
+    '',
+    'Each flag can also be set by its environment variable; a flag wins over the variable.',
+    '',
+  ];
+  for (const setting of SETTINGS) {
+    const fallback = setting.default === '' ? 'unset' : setting.default;
+    lines.push(`  --${setting.flag.padEnd(22)} ${setting.env.padEnd(20)} ${setting.help} (default: ${fallback})`);
+  }
+  lines.push('  --help                                          show this help', '');
+  return lines.join('\n');
+}
+
+export type ParsedCommandLine = { help: true } | { help: false; config: Config };
+
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedCommandLine {
+  const options = Object.fromEntries(SETTINGS.map((setting) => [setting.flag, { type: 'string' as const }]));
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean' } }, strict: true, allowPositionals: false }));
+  } catch (error) {
+    throw new ConfigError(`${(error as Error).message} (see --help)`);
+  }
+  if (values['help']) return { help: true };
+  const config: Partial<Record<keyof Config, unknown>> = {};
+  for (const setting of SETTINGS) {
+    const flagValue = values[setting.flag];
+    const text = typeof flagValue === 'string' ? flagValue : env[setting.env] ?? setting.default;
+    try {
+      config[setting.key] = setting.parse(text.trim());
+    } catch (error) {
+      const source = typeof flagValue === 'string' ? `--${setting.flag}` : setting.env;
+      throw new ConfigError(`${source}=${JSON.stringify(text)}: ${(error as Error).message}`);
+    }
+  }
+  return { help: false, config: config as Config };
+}

@@ -1,0 +1,12 @@
+/** Turns a store failure into the reason an error reply gives; never a false success. */
+import { RetriesExhaustedError } from '../store/retry.js';
+import { log } from '../log.js';
+
+export function failureReason(error: unknown, what: string): string {
+  if (error instanceof RetriesExhaustedError) {
+    return 'not applied: too many concurrent updates, try again';
+  }
+  log.error('request failed', { what, error: error instanceof Error ? error.message : String(error) });
+  // The transaction may have been cut off mid-COMMIT, so its outcome is unknown.
+  return 'internal error: the request could not be completed';
+}

@@ -1,0 +1,16 @@
+/** The children of <status> and <canceled> replies, shared by query and cancel. */
+import { canonicalDecimal } from '../protocol/decimal.js';
+import { element, type ReplyElement } from '../protocol/replies.js';
+import type { Fill } from '../store/exchange-store.js';
+
+/** Same message for unknown ids and other accounts' ids, so ids cannot be probed. */
+export const UNKNOWN_ORDER = 'no such order for this account';
+
+export function canceledElement(shares: string, time: string): ReplyElement {
+  return element('canceled', [['shares', canonicalDecimal(shares)], ['time', time]]);
+}
+
+export function executedElements(fills: readonly Fill[]): ReplyElement[] {
+  return fills.map((fill) =>
+    element('executed', [['shares', canonicalDecimal(fill.shares)], ['price', canonicalDecimal(fill.price)], ['time', fill.time]]));
+}

@@ -1,0 +1,47 @@
+/** <transactions id>: children run in document order, each its own transaction. */
+import type { TransactionItem, TransactionsRequest } from '../protocol/requests.js';
+import { errorElement, type ReplyElement } from '../protocol/replies.js';
+import type { ExchangeStore } from '../store/exchange-store.js';
+import { handleCancel } from './cancel.js';
+import { failureReason } from './failure.js';
+import { handleOrder } from './order.js';
+import { handleQuery } from './query.js';
+
+type ValidItem = Exclude<TransactionItem, { kind: 'invalid' }>;
+
+function runItem(store: ExchangeStore, accountId: string, item: ValidItem): Promise<ReplyElement> {
+  switch (item.kind) {
+    case 'order':
+      return handleOrder(store, accountId, item);
+    case 'query':
+      return handleQuery(store, accountId, item);
+    case 'cancel':
+      return handleCancel(store, accountId, item);
+  }
+}
+
+export async function handleTransactions(store: ExchangeStore, request: TransactionsRequest): Promise<ReplyElement[]> {
+  if (request.items.length === 0) {
+    return [errorElement(request.accountEcho, request.accountIdProblem ?? '<transactions> has no children')];
+  }
+  let accountProblem = request.accountIdProblem;
+  if (accountProblem === null && request.accountId !== null) {
+    try {
+      // Accounts are never deleted, so one check covers every child.
+      if (!(await store.accountExists(request.accountId))) accountProblem = 'unknown account';
+    } catch (error) {
+      accountProblem = failureReason(error, 'account lookup');
+    }
+  }
+  const results: ReplyElement[] = [];
+  for (const item of request.items) {
+    if (accountProblem !== null || request.accountId === null) {
+      results.push(errorElement(item.echo, accountProblem ?? 'unknown account'));
+    } else if (item.kind === 'invalid') {
+      results.push(errorElement(item.echo, item.reason));
+    } else {
+      results.push(await runItem(store, request.accountId, item));
+    }
+  }
+  return results;
+}

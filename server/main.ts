@@ -1,0 +1,96 @@
+/** Entry point: configuration, database, schema, listener, signals. */
+import { ConfigError, helpText, loadConfig, type Config } from './config.js';
+import { createRequestProcessor } from './app.js';
+import { ExchangeListener } from './net/listener.js';
+import { isCompleteDocument } from './protocol/parse-request.js';
+import { renderRequestError } from './protocol/render-reply.js';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.js';
+import { PostgresExchangeStore } from './store/exchange-store.js';
+import { applySchema } from './store/migrate.js';
+import { createPool } from './store/pool.js';
+import { log } from './log.js';
+
+async function run(config: Config): Promise<void> {
+  let embedded: EmbeddedDatabase | null = null;
+  let databaseUrl = config.databaseUrl;
+  if (databaseUrl === null) {
+    log.info('DATABASE_URL unset: starting embedded PostgreSQL', { dataDir: config.dataDir, port: config.embeddedPgPort });
+    embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort);
+    databaseUrl = embedded.url;
+    log.info('embedded PostgreSQL running; data is kept in this directory across restarts', { dataDir: config.dataDir });
+  }
+  const pool = createPool({
+    databaseUrl,
+    maxConnections: config.dbPoolSize,
+    onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
+  });
+  await applySchema(pool);
+  const store = new PostgresExchangeStore(pool);
+  if (config.redisUrl === null) {
+    log.info('REDIS_URL unset: running without a cache; every read goes to PostgreSQL');
+  } else {
+    log.warn('REDIS_URL is set but this build has no cache layer yet; every read goes to PostgreSQL');
+  }
+
+  const listener = new ExchangeListener(
+    {
+      host: config.host,
+      port: config.port,
+      maxConnections: config.maxConnections,
+      framing: config.replyFraming,
+      maxRequestBytes: config.maxRequestBytes,
+      requestTimeoutMs: config.requestTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+      graceMs: config.graceMs,
+      maxQueuedRequests: 64,
+    },
+    {
+      processRequest: createRequestProcessor(store),
+      renderError: renderRequestError,
+      isCompleteDocument,
+    },
+  );
+  const address = await listener.listen();
+  log.info('exchange server listening', { host: address.address, port: address.port, replyFraming: config.replyFraming });
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    await listener.close(config.shutdownTimeoutMs);
+    await pool.end();
+    if (embedded) await embedded.stop();
+    log.info('stopped', { serializationRetries: store.retryCounters.retries, retriesExhausted: store.retryCounters.exhausted });
+  };
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      shutdown(signal).then(
+        () => process.exit(0),
+        (error: unknown) => {
+          log.error('shutdown failed', { error: String(error) });
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
+let parsed;
+try {
+  parsed = loadConfig(process.argv.slice(2), process.env);
+} catch (error) {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`configuration error: ${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+}
+if (parsed.help) {
+  process.stdout.write(helpText());
+} else {
+  run(parsed.config).catch((error: unknown) => {
+    log.error('failed to start', { error: error instanceof Error ? error.message : String(error) });
+    process.exit(1);
+  });
+}

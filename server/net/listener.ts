@@ -1,0 +1,56 @@
+/** The TCP listener: accepts connections, caps their number, shuts down gracefully. */
+import net from 'node:net';
+import { Connection, type ConnectionHooks, type ConnectionOptions } from './connection.js';
+import { log } from '../log.js';
+
+export type ListenerOptions = ConnectionOptions & {
+  host: string;
+  port: number;
+  maxConnections: number;
+};
+
+export class ExchangeListener {
+  private readonly server: net.Server;
+  private readonly connections = new Set<Connection>();
+
+  constructor(private readonly options: ListenerOptions, hooks: ConnectionHooks) {
+    // allowHalfOpen: a client may shut down its sending side and still read the reply.
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
+      const connection = new Connection(socket, options, hooks);
+      this.connections.add(connection);
+      socket.once('close', () => this.connections.delete(connection));
+    });
+    this.server.maxConnections = options.maxConnections;
+    this.server.on('drop', () => log.warn('connection refused: maxConnections reached', { maxConnections: options.maxConnections }));
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  listen(): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.options.host, port: this.options.port }, () => {
+        this.server.off('error', reject);
+        this.server.on('error', (error) => log.error('listener error', { error: error.message }));
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  /**
+   * Stop accepting, answer what each connection already received, and let each
+   * close once its replies are flushed; whatever is left at the deadline is cut.
+   */
+  async close(deadlineMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const connection of this.connections) connection.stopAccepting();
+    const deadline = new Promise<'deadline'>((resolve) => setTimeout(() => resolve('deadline'), deadlineMs).unref());
+    if ((await Promise.race([closed, deadline])) === 'deadline') {
+      log.warn('shutdown deadline reached; cutting remaining connections', { open: this.connections.size });
+      for (const connection of this.connections) connection.destroy();
+      await closed;
+    }
+  }
+}

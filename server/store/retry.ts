@@ -1,0 +1,62 @@
+/**
+ * Bounded, jittered retry of transactions PostgreSQL aborted to keep them
+ * serializable. Only 40001 and 40P01 are retried: the server reports those
+ * before anything commits, so a retry can never apply an order twice. Any
+ * other failure (a lost connection mid-COMMIT included) is passed up, because
+ * its outcome is unknown and retrying could double-apply.
+ */
+export const SERIALIZATION_FAILURE = '40001';
+export const DEADLOCK_DETECTED = '40P01';
+
+export type RetryPolicy = {
+  maxAttempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+};
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 100, baseDelayMs: 1, maxDelayMs: 50 };
+
+export type RetryCounters = { retries: number; exhausted: number };
+
+/** Thrown when every attempt was aborted by PostgreSQL; nothing was applied. */
+export class RetriesExhaustedError extends Error {
+  constructor(readonly attempts: number, readonly lastError: unknown) {
+    super(`transaction aborted ${attempts} times by concurrent updates`);
+    this.name = 'RetriesExhaustedError';
+  }
+}
+
+export function isRetryable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === SERIALIZATION_FAILURE || code === DEADLOCK_DETECTED;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Full-jitter exponential backoff, so retrying rivals spread out instead of colliding again. */
+export function backoffMs(attempt: number, policy: RetryPolicy): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(attempt, 20));
+  return Math.random() * ceiling;
+}
+
+export async function withRetry<T>(
+  attemptOnce: () => Promise<T>,
+  policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+  counters?: RetryCounters,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await attemptOnce();
+    } catch (error) {
+      if (!isRetryable(error)) throw error;
+      if (attempt >= policy.maxAttempts) {
+        if (counters) counters.exhausted++;
+        throw new RetriesExhaustedError(attempt, error);
+      }
+      if (counters) counters.retries++;
+      await sleep(backoffMs(attempt, policy));
+    }
+  }
+}
