@@ -11,14 +11,20 @@ import { createPool } from './store/pool.js';
 import { log } from './log.js';
 
 async function run(config: Config): Promise<void> {
-  let embedded: EmbeddedDatabase | null = null;
-  let databaseUrl = config.databaseUrl;
-  if (databaseUrl === null) {
-    log.info('DATABASE_URL unset: starting embedded PostgreSQL', { dataDir: config.dataDir, port: config.embeddedPgPort });
-    embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort);
-    databaseUrl = embedded.url;
-    log.info('embedded PostgreSQL running; data is kept in this directory across restarts', { dataDir: config.dataDir });
+  if (config.databaseUrl !== null) return serve(config, config.databaseUrl, null);
+  log.info('DATABASE_URL unset: starting embedded PostgreSQL', { dataDir: config.dataDir, port: config.embeddedPgPort });
+  const embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort);
+  log.info('embedded PostgreSQL running; data is kept in this directory across restarts', { dataDir: config.dataDir });
+  try {
+    await serve(config, embedded.url, embedded);
+  } catch (error) {
+    // Do not leave an orphaned PostgreSQL behind when start-up fails (say, the port is taken).
+    await embedded.stop().catch(() => undefined);
+    throw error;
   }
+}
+
+async function serve(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): Promise<void> {
   const pool = createPool({
     databaseUrl,
     maxConnections: config.dbPoolSize,

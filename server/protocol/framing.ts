@@ -118,10 +118,9 @@ export class RequestFramer {
     if (end < line.length && line[end] !== LF) {
       return { kind: 'error', reason: 'invalid length line: expected a decimal byte count' };
     }
-    if (end === line.length) {
-      if (line.length > MAX_LENGTH_LINE) return { kind: 'error', reason: 'invalid length line: too long' };
-      return { kind: 'need-more' };
-    }
+    // Checked whether or not the newline has arrived, so chunking never changes the outcome.
+    if (Math.min(end, line.length) > MAX_LENGTH_LINE) return { kind: 'error', reason: 'invalid length line: too long' };
+    if (end === line.length) return { kind: 'need-more' };
     const text = line.subarray(0, digits).toString('ascii').replace(/^0+(?=\d)/, '');
     if (text.length > 15 || Number(text) > this.maxRequestBytes) {
       return { kind: 'error', reason: `request of ${text} bytes exceeds the maximum of ${this.maxRequestBytes} bytes` };

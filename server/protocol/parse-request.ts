@@ -12,6 +12,7 @@ import {
   accountIdProblem, amountProblem, balanceProblem, isPossibleOrderId,
   limitProblem, sharesProblem, symbolProblem,
 } from './fields.js';
+import { hasIllegalXmlCharacter, isLegalXmlCodePoint } from './xml-characters.js';
 
 /** More children than this in one request is refused whole (each child costs a transaction). */
 export const MAX_ITEMS_PER_REQUEST = 10_000;
@@ -29,7 +30,8 @@ const parser = new XMLParser({
   parseTagValue: false,
   trimValues: false,
   processEntities: true,
-  htmlEntities: false,
+  // Decodes character references (&#65;); named HTML entities never get here (UNDEFINED_ENTITY).
+  htmlEntities: true,
   ignoreDeclaration: true,
   ignorePiTags: true,
   commentPropName: false,
@@ -40,6 +42,16 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 const DOCTYPE_OR_ENTITY = /<!\s*(DOCTYPE|ENTITY)/i;
 /** Only XML's predefined entities and character references are legal without a DOCTYPE. */
 const UNDEFINED_ENTITY = /&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)/;
+const CHARACTER_REFERENCE = /&#(x[0-9a-fA-F]+|[0-9]+);/g;
+
+function hasIllegalCharacterReference(text: string): boolean {
+  for (const match of text.matchAll(CHARACTER_REFERENCE)) {
+    const digits = match[1] as string;
+    const code = digits.startsWith('x') ? parseInt(digits.slice(1), 16) : parseInt(digits, 10);
+    if (!isLegalXmlCodePoint(code)) return true;
+  }
+  return false;
+}
 
 function fail(message: string): RequestParseError {
   return { kind: 'error', message };
@@ -56,6 +68,9 @@ function wellFormedText(body: Uint8Array): string | RequestParseError {
   if (text.trim().length === 0) return fail('request is empty');
   if (DOCTYPE_OR_ENTITY.test(text)) return fail('DOCTYPE and entity declarations are not allowed');
   if (UNDEFINED_ENTITY.test(text)) return fail('malformed XML: undefined entity or stray "&"');
+  if (hasIllegalXmlCharacter(text) || hasIllegalCharacterReference(text)) {
+    return fail('malformed XML: character not allowed in XML');
+  }
   const validation = XMLValidator.validate(text, { allowBooleanAttributes: false });
   if (validation !== true) {
     return fail(`malformed XML: ${validation.err.msg} (line ${validation.err.line})`);

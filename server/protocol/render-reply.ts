@@ -2,13 +2,17 @@
 import { create } from 'xmlbuilder2';
 import type { XMLBuilder } from 'xmlbuilder2/lib/interfaces.js';
 import { errorElement, type ReplyElement } from './replies.js';
+import { withLegalXmlCharacters } from './xml-characters.js';
 
 export type ReplyFraming = 'bare' | 'length';
 
+/** A reply must stay well-formed even when an error message quotes a character XML forbids. */
+const legal = withLegalXmlCharacters;
+
 function append(parent: XMLBuilder, reply: ReplyElement): void {
   const node = parent.ele(reply.name);
-  for (const [name, value] of reply.attributes) node.att(name, value);
-  if (reply.text !== undefined) node.txt(reply.text);
+  for (const [name, value] of reply.attributes) node.att(name, legal(value));
+  if (reply.text !== undefined) node.txt(legal(reply.text));
   for (const child of reply.children ?? []) append(node, child);
 }
 

@@ -1,0 +1,63 @@
+/** A real exchange server in this process, on a random port, over its own database. */
+import type pg from 'pg';
+import { createRequestProcessor } from '../../server/app.js';
+import { ExchangeListener } from '../../server/net/listener.js';
+import { isCompleteDocument } from '../../server/protocol/parse-request.js';
+import { renderRequestError, type ReplyFraming } from '../../server/protocol/render-reply.js';
+import { PostgresExchangeStore } from '../../server/store/exchange-store.js';
+import { applySchema } from '../../server/store/migrate.js';
+import { createPool } from '../../server/store/pool.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+
+export type TestServer = {
+  port: number;
+  pool: pg.Pool;
+  store: PostgresExchangeStore;
+  database: TestDatabase;
+  close: () => Promise<void>;
+};
+
+export type TestServerOptions = {
+  framing?: ReplyFraming;
+  maxRequestBytes?: number;
+  requestTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  graceMs?: number;
+  poolSize?: number;
+  /** Reuse a database (several servers on one database, like several processes). */
+  database?: TestDatabase;
+};
+
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const ownsDatabase = options.database === undefined;
+  const database = options.database ?? (await createTestDatabase());
+  const pool = createPool({ databaseUrl: database.url, maxConnections: options.poolSize ?? 10 });
+  await applySchema(pool);
+  const store = new PostgresExchangeStore(pool);
+  const listener = new ExchangeListener(
+    {
+      host: '127.0.0.1',
+      port: 0,
+      maxConnections: 10_000,
+      framing: options.framing ?? 'bare',
+      maxRequestBytes: options.maxRequestBytes ?? 1024 * 1024,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
+      idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
+      graceMs: options.graceMs ?? 100,
+      maxQueuedRequests: 64,
+    },
+    { processRequest: createRequestProcessor(store), renderError: renderRequestError, isCompleteDocument },
+  );
+  const address = await listener.listen();
+  return {
+    port: address.port,
+    pool,
+    store,
+    database,
+    close: async () => {
+      await listener.close(2_000);
+      await pool.end();
+      if (ownsDatabase) await database.drop();
+    },
+  };
+}

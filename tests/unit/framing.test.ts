@@ -1,0 +1,346 @@
+import { expect } from 'chai';
+import { RequestFramer, type FrameEvent } from '../../server/protocol/framing.js';
+import { isCompleteDocument } from '../../server/protocol/parse-request.js';
+
+/** mulberry32: a tiny seeded PRNG so random chunkings are reproducible. */
+function prng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Shown = { type: 'request'; body: string } | { type: 'error'; reason: string };
+
+function show(events: FrameEvent[]): Shown[] {
+  return events.map((event) => (event.type === 'request' ? { type: 'request', body: event.body.toString('utf8') } : event));
+}
+
+function feed(framer: RequestFramer, chunks: Buffer[]): Shown[] {
+  const events: FrameEvent[] = [];
+  for (const chunk of chunks) events.push(...framer.push(chunk));
+  return show(events);
+}
+
+function frame(xml: string, prefix = ''): Buffer {
+  const body = Buffer.from(xml, 'utf8');
+  return Buffer.concat([Buffer.from(`${prefix}${body.length}\n`, 'ascii'), body]);
+}
+
+function byteByByte(bytes: Buffer): Buffer[] {
+  return [...bytes].map((byte) => Buffer.from([byte]));
+}
+
+function randomChunks(bytes: Buffer, random: () => number, maxChunk: number): Buffer[] {
+  const chunks: Buffer[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    const size = 1 + Math.floor(random() * maxChunk);
+    chunks.push(bytes.subarray(offset, offset + size));
+    offset += size;
+  }
+  return chunks;
+}
+
+const MAX = 1_048_576;
+const CREATE = '<?xml version="1.0" encoding="UTF-8"?>\n<create><account id="1" balance="1000"/></create>';
+const TRANSACTIONS = '<transactions id="1"><order sym="SPY" amount="100" limit="145.67"/><query id="1"/></transactions>';
+const UNICODE = '<create><account id="2" balance="5">é€😀</account></create>';
+
+/** Three requests back to back, with every tolerated framing variation between them. */
+const STREAM = Buffer.concat([
+  frame(CREATE),
+  Buffer.from('\r\n\n  \t', 'ascii'),
+  Buffer.concat([Buffer.from(`000${Buffer.byteLength(TRANSACTIONS)}\r\n`, 'ascii'), Buffer.from(TRANSACTIONS)]),
+  frame(UNICODE, '\n'),
+]);
+const EXPECTED: Shown[] = [
+  { type: 'request', body: CREATE },
+  { type: 'request', body: TRANSACTIONS },
+  { type: 'request', body: UNICODE },
+];
+
+describe('RequestFramer', () => {
+  describe('splitting', () => {
+    it('frames several requests merged into one chunk', () => {
+      expect(feed(new RequestFramer(MAX), [STREAM])).to.deep.equal(EXPECTED);
+    });
+
+    it('frames the stream fed one byte at a time', () => {
+      expect(feed(new RequestFramer(MAX), byteByByte(STREAM))).to.deep.equal(EXPECTED);
+    });
+
+    it('frames the stream split into two chunks at every byte boundary', () => {
+      for (let cut = 0; cut <= STREAM.length; cut++) {
+        const events = feed(new RequestFramer(MAX), [STREAM.subarray(0, cut), STREAM.subarray(cut)]);
+        expect(events, `cut at ${cut}`).to.deep.equal(EXPECTED);
+      }
+    });
+
+    it('frames the stream split into three chunks at many boundary pairs', () => {
+      for (let first = 0; first <= STREAM.length; first += 3) {
+        for (let second = first; second <= STREAM.length; second += 7) {
+          const chunks = [STREAM.subarray(0, first), STREAM.subarray(first, second), STREAM.subarray(second)];
+          expect(feed(new RequestFramer(MAX), chunks), `cuts at ${first}, ${second}`).to.deep.equal(EXPECTED);
+        }
+      }
+    });
+
+    it('frames the stream in random chunk sizes (seeded)', () => {
+      for (let seed = 1; seed <= 200; seed++) {
+        const random = prng(seed);
+        const chunks = randomChunks(STREAM, random, 1 + Math.floor(random() * 40));
+        expect(feed(new RequestFramer(MAX), chunks), `seed ${seed}`).to.deep.equal(EXPECTED);
+      }
+    });
+
+    it('splits a multibyte UTF-8 character across chunks without damage', () => {
+      const bytes = frame(UNICODE);
+      const euro = bytes.indexOf(Buffer.from('€'));
+      const events = feed(new RequestFramer(MAX), [bytes.subarray(0, euro + 1), bytes.subarray(euro + 1, euro + 2), bytes.subarray(euro + 2)]);
+      expect(events).to.deep.equal([{ type: 'request', body: UNICODE }]);
+    });
+
+    it('returns body bytes exactly (N counts bytes, not characters)', () => {
+      const events = new RequestFramer(MAX).push(frame(UNICODE));
+      expect(events).to.have.length(1);
+      const event = events[0];
+      if (event?.type !== 'request') throw new Error('expected a request');
+      expect(event.body.equals(Buffer.from(UNICODE, 'utf8'))).to.equal(true);
+      expect(event.body.length).to.be.greaterThan(UNICODE.length);
+    });
+
+    it('keeps bytes after a request for the next one', () => {
+      const framer = new RequestFramer(MAX);
+      expect(feed(framer, [Buffer.from('5\nhello3\nab')])).to.deep.equal([{ type: 'request', body: 'hello' }]);
+      expect(framer.hasPartialRequest()).to.equal(true);
+      expect(feed(framer, [Buffer.from('c')])).to.deep.equal([{ type: 'request', body: 'abc' }]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+  });
+
+  describe('length line', () => {
+    it('accepts \\r\\n after the length', () => {
+      expect(feed(new RequestFramer(MAX), [Buffer.from('5\r\nhello')])).to.deep.equal([{ type: 'request', body: 'hello' }]);
+    });
+
+    it('accepts blank lines and spaces before the number', () => {
+      for (const prefix of ['\n', '\r\n', '\n\n\n', '   ', '\t', ' \r\n \n\t  ']) {
+        const events = feed(new RequestFramer(MAX), [Buffer.from(`${prefix}5\nhello`)]);
+        expect(events, JSON.stringify(prefix)).to.deep.equal([{ type: 'request', body: 'hello' }]);
+      }
+    });
+
+    it('accepts leading zeros', () => {
+      expect(feed(new RequestFramer(MAX), [Buffer.from('0005\nhello')])).to.deep.equal([{ type: 'request', body: 'hello' }]);
+      expect(feed(new RequestFramer(MAX), [Buffer.from('00\n')])).to.deep.equal([{ type: 'request', body: '' }]);
+    });
+
+    it('treats N=0 as an empty request and continues with the next one', () => {
+      const framer = new RequestFramer(MAX);
+      expect(feed(framer, [Buffer.from('0\n5\nhello')])).to.deep.equal([
+        { type: 'request', body: '' },
+        { type: 'request', body: 'hello' },
+      ]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+
+    it('rejects a length line that is not digits', () => {
+      for (const line of ['abc\n', '5x\nhello', '-5\nhello', '+5\nhello', '5 3\nhello', '0x10\n', '<create/>', '5.0\nhello']) {
+        const events = feed(new RequestFramer(MAX), [Buffer.from(line)]);
+        expect(events, JSON.stringify(line)).to.have.length(1);
+        expect(events[0]?.type, JSON.stringify(line)).to.equal('error');
+      }
+    });
+
+    it('rejects a non-digit first byte immediately, before any newline', () => {
+      const framer = new RequestFramer(MAX);
+      const events = feed(framer, [Buffer.from('<')]);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+    });
+
+    it('rejects a length above the maximum, and accepts exactly the maximum', () => {
+      const over = feed(new RequestFramer(1000), [Buffer.from('1001\n')]);
+      expect(over).to.have.length(1);
+      expect(over[0]?.type).to.equal('error');
+
+      const exact = new RequestFramer(1000);
+      expect(feed(exact, [Buffer.from('1000\n')])).to.deep.equal([]);
+      expect(exact.hasPartialRequest()).to.equal(true);
+      const body = 'x'.repeat(1000);
+      expect(feed(exact, [Buffer.from(body)])).to.deep.equal([{ type: 'request', body }]);
+    });
+
+    it('rejects a huge length without overflowing', () => {
+      const events = feed(new RequestFramer(MAX), [Buffer.from('99999999999999999999999999\n')]);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+    });
+
+    it('emits nothing after an error', () => {
+      const framer = new RequestFramer(1000);
+      const events = feed(framer, [Buffer.from('2000\n5\nhello')]);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+      expect(framer.push(Buffer.from('5\nhello'))).to.deep.equal([]);
+      expect(framer.end(() => true)).to.deep.equal([]);
+      expect(framer.takeCompleteShortBody(() => true)).to.equal(null);
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+
+    it('reports only the first error when several bad lines arrive in one chunk', () => {
+      const events = feed(new RequestFramer(MAX), [Buffer.from('abc\ndef\n5\nhello')]);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+    });
+
+    it('rejects a too-long length line before its newline arrives', () => {
+      const framer = new RequestFramer(MAX);
+      const events: FrameEvent[] = [];
+      for (let i = 0; i < 1000 && events.length === 0; i++) events.push(...framer.push(Buffer.from('1')));
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+
+    it('gives the same outcome for a long run of leading zeros however it is chunked', () => {
+      const bytes = Buffer.from(`${'0'.repeat(40)}5\nhello`);
+      const whole = feed(new RequestFramer(MAX), [bytes]);
+      const trickled = feed(new RequestFramer(MAX), byteByByte(bytes));
+      expect(trickled).to.deep.equal(whole);
+    });
+
+    it('ignores blank bytes between requests without starting a request', () => {
+      const framer = new RequestFramer(MAX);
+      expect(feed(framer, [Buffer.from('\r\n  \n')])).to.deep.equal([]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+      expect(framer.end(isCompleteDocument)).to.deep.equal([]);
+    });
+
+    it('ignores empty chunks', () => {
+      const framer = new RequestFramer(MAX);
+      expect(framer.push(Buffer.alloc(0))).to.deep.equal([]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+  });
+
+  describe('takeCompleteShortBody (overstated length)', () => {
+    it('returns a complete document that is shorter than declared, then starts afresh', () => {
+      const framer = new RequestFramer(MAX);
+      const xml = '<create><account id="1" balance="5"/></create>';
+      expect(feed(framer, [Buffer.from(`${Buffer.byteLength(xml) + 5}\n${xml}`)])).to.deep.equal([]);
+      expect(framer.partialBodyBytes()).to.equal(Buffer.byteLength(xml));
+      const event = framer.takeCompleteShortBody(isCompleteDocument);
+      expect(event && show([event])).to.deep.equal([{ type: 'request', body: xml }]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+      expect(feed(framer, [Buffer.from('5\nhello')])).to.deep.equal([{ type: 'request', body: 'hello' }]);
+    });
+
+    it('accepts a complete document followed by trailing whitespace', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('100\n<create/>\r\n')]);
+      const event = framer.takeCompleteShortBody(isCompleteDocument);
+      expect(event && show([event])).to.deep.equal([{ type: 'request', body: '<create/>\r\n' }]);
+    });
+
+    it('returns null for an incomplete document and keeps waiting', () => {
+      const framer = new RequestFramer(MAX);
+      const xml = '<create><account id="1" balance="5"/></create>';
+      const bytes = Buffer.from(`${Buffer.byteLength(xml)}\n${xml}`);
+      const cut = bytes.length - 4;
+      feed(framer, [bytes.subarray(0, cut)]);
+      expect(framer.takeCompleteShortBody(isCompleteDocument)).to.equal(null);
+      expect(framer.hasPartialRequest()).to.equal(true);
+      expect(feed(framer, [bytes.subarray(cut)])).to.deep.equal([{ type: 'request', body: xml }]);
+    });
+
+    it('returns null before the length line is complete or before any body byte', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('10')]);
+      expect(framer.takeCompleteShortBody(() => true)).to.equal(null);
+      feed(framer, [Buffer.from('\n')]);
+      expect(framer.takeCompleteShortBody(() => true)).to.equal(null);
+      expect(framer.hasPartialRequest()).to.equal(true);
+    });
+
+    it('hands the checker exactly the buffered body bytes', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('50\n<cre'), Buffer.from('ate/>')]);
+      const seen: string[] = [];
+      framer.takeCompleteShortBody((body) => {
+        seen.push(Buffer.from(body).toString('utf8'));
+        return false;
+      });
+      expect(seen).to.deep.equal(['<create/>']);
+    });
+  });
+
+  describe('end (client half-closed)', () => {
+    it('processes a complete short body', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('100\n<create/>')]);
+      expect(show(framer.end(isCompleteDocument))).to.deep.equal([{ type: 'request', body: '<create/>' }]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+
+    it('reports an error mid-body', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('100\n<create><acc')]);
+      const events = framer.end(isCompleteDocument);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+
+    it('reports an error after the length line with no body', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('100\n')]);
+      const events = framer.end(isCompleteDocument);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+    });
+
+    it('reports an error mid length line', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('\n12')]);
+      const events = framer.end(isCompleteDocument);
+      expect(events).to.have.length(1);
+      expect(events[0]?.type).to.equal('error');
+    });
+
+    it('is quiet after whole requests or only blank bytes', () => {
+      const framer = new RequestFramer(MAX);
+      feed(framer, [Buffer.from('5\nhello\r\n')]);
+      expect(framer.end(isCompleteDocument)).to.deep.equal([]);
+      expect(new RequestFramer(MAX).end(isCompleteDocument)).to.deep.equal([]);
+    });
+  });
+
+  describe('hasPartialRequest', () => {
+    it('tracks the life of a request', () => {
+      const framer = new RequestFramer(MAX);
+      expect(framer.hasPartialRequest()).to.equal(false);
+      framer.push(Buffer.from('\n'));
+      expect(framer.hasPartialRequest()).to.equal(false);
+      framer.push(Buffer.from('1'));
+      expect(framer.hasPartialRequest()).to.equal(true);
+      expect(framer.partialBodyBytes()).to.equal(0);
+      framer.push(Buffer.from('0\n'));
+      expect(framer.hasPartialRequest()).to.equal(true);
+      expect(framer.partialBodyBytes()).to.equal(0);
+      framer.push(Buffer.from('<create'));
+      expect(framer.hasPartialRequest()).to.equal(true);
+      expect(framer.partialBodyBytes()).to.equal(7);
+      expect(show(framer.push(Buffer.from(' />')))).to.deep.equal([{ type: 'request', body: '<create />' }]);
+      expect(framer.hasPartialRequest()).to.equal(false);
+      expect(framer.partialBodyBytes()).to.equal(0);
+      framer.push(Buffer.from('x'));
+      expect(framer.hasPartialRequest()).to.equal(false);
+    });
+  });
+});
