@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+/**
+ * exchange-client: send XML requests to an exchange server and print the replies.
+ * Files are sent in the order given (a directory: its *.xml files by name);
+ * no file or '-' reads one request from standard input.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+const HELP = `Usage: exchange-client [--host HOST] [--port PORT] [--framing bare|length] [FILE|DIR|-]...
+
+Sends each XML file as one length-prefixed request and prints each reply.
+  --host      server address (default 127.0.0.1, or EXCHANGE_HOST)
+  --port      server port (default 12345, or EXCHANGE_PORT)
+  --framing   the server's reply framing: 'bare' (one connection per request,
+              reply read until the server closes) or 'length' (one persistent
+              connection, length-prefixed replies). Default bare, or REPLY_FRAMING.
+  --help      this text
+
+Exit status: 0 when every request got a reply, 1 on a connection error, 2 on bad usage.
+Example: npm run client -- examples/create.xml examples/transactions.xml`;
+
+function frame(body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${body.length}\n`, 'ascii'), body]);
+}
+
+async function requestFiles(args: string[]): Promise<Buffer[]> {
+  if (args.length === 0) args = ['-'];
+  const bodies: Buffer[] = [];
+  for (const arg of args) {
+    if (arg === '-') {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      bodies.push(Buffer.concat(chunks));
+    } else if ((await stat(arg)).isDirectory()) {
+      const names = (await readdir(arg)).filter((name) => name.endsWith('.xml')).sort();
+      for (const name of names) bodies.push(await readFile(path.join(arg, name)));
+    } else {
+      bodies.push(await readFile(arg));
+    }
+  }
+  return bodies;
+}
+
+/** Bare framing: one connection per request; the reply is everything until the server closes. */
+function sendBare(host: string, port: number, body: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = net.connect({ host, port }, () => socket.write(frame(body)));
+    socket.on('data', (chunk) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+  });
+}
+
+/** Length framing: all requests on one connection, replies read by their length prefix. */
+function sendLength(host: string, port: number, bodies: Buffer[], onReply: (reply: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buffer = Buffer.alloc(0);
+    let remaining = bodies.length;
+    const socket = net.connect({ host, port }, () => {
+      for (const body of bodies) socket.write(frame(body));
+      if (remaining === 0) socket.end();
+    });
+    socket.on('data', (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      for (;;) {
+        const newline = buffer.indexOf(0x0a);
+        if (newline < 0) return;
+        const length = Number(buffer.subarray(0, newline).toString('ascii'));
+        if (buffer.length < newline + 1 + length) return;
+        onReply(buffer.subarray(newline + 1, newline + 1 + length).toString('utf8'));
+        buffer = buffer.subarray(newline + 1 + length);
+        if (--remaining === 0) socket.end();
+      }
+    });
+    socket.on('error', reject);
+    socket.on('close', () => (remaining === 0 ? resolve() : reject(new Error(`connection closed with ${remaining} replies missing`))));
+  });
+}
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: { host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, help: { type: 'boolean' } },
+      allowPositionals: true,
+    });
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n\n${HELP}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  const host = values.host ?? process.env['EXCHANGE_HOST'] ?? '127.0.0.1';
+  const port = Number(values.port ?? process.env['EXCHANGE_PORT'] ?? '12345');
+  const framing = values.framing ?? process.env['REPLY_FRAMING'] ?? 'bare';
+  if (!Number.isInteger(port) || port < 1 || port > 65535 || (framing !== 'bare' && framing !== 'length')) {
+    process.stderr.write(`bad --port or --framing\n\n${HELP}\n`);
+    return 2;
+  }
+  let bodies: Buffer[];
+  try {
+    bodies = await requestFiles(positionals);
+  } catch (error) {
+    process.stderr.write(`cannot read request: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const print = (reply: string) => process.stdout.write(reply.endsWith('\n') ? reply : `${reply}\n`);
+  try {
+    if (framing === 'length') {
+      await sendLength(host, port, bodies, print);
+    } else {
+      for (const body of bodies) print(await sendBare(host, port, body));
+    }
+    return 0;
+  } catch (error) {
+    process.stderr.write(`connection error (${host}:${port}): ${(error as Error).message}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main();
