@@ -7,40 +7,20 @@
  */
 import net from 'node:net';
 import { expect } from 'chai';
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { XMLValidator } from 'fast-xml-parser';
 import { LengthClient, frameRequest, sendRaw, sendRequest } from '../support/client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
-import type { ReplyNode } from '../support/xml.js';
+import { parseResults, type ReplyNode } from '../support/xml.js';
 
 // ---------------------------------------------------------------------------
 // Reply parsing
 // ---------------------------------------------------------------------------
 
-const replyParser = new XMLParser({
-  preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', parseAttributeValue: false,
-  parseTagValue: false, ignoreDeclaration: true, ignorePiTags: true, processEntities: true, htmlEntities: false,
-});
-
-function toNode(raw: Record<string, unknown>): ReplyNode | null {
-  const name = Object.keys(raw).find((key) => key !== ':@' && key !== '#text');
-  if (!name) return null;
-  const content = (raw[name] as Array<Record<string, unknown>>) ?? [];
-  return {
-    name,
-    attributes: (raw[':@'] as Record<string, string>) ?? {},
-    text: content.map((child) => (typeof child['#text'] === 'string' ? child['#text'] : '')).join(''),
-    children: content.map(toNode).filter((node): node is ReplyNode => node !== null),
-  };
-}
-
 /** The `<results>` children; asserts the reply is one well-formed `<results>` document starting with `<?xml`. */
 function parseReply(xml: string): ReplyNode[] {
   expect(xml.startsWith('<?xml'), `reply must start with an XML declaration: ${JSON.stringify(xml)}`).to.equal(true);
   expect(XMLValidator.validate(xml), `reply must be well-formed: ${xml}`).to.equal(true);
-  const roots = (replyParser.parse(xml) as Array<Record<string, unknown>>)
-    .map(toNode).filter((node): node is ReplyNode => node !== null);
-  expect(roots.map((root) => root.name), `reply root: ${xml}`).to.deep.equal(['results']);
-  return (roots[0] as ReplyNode).children;
+  return parseResults(xml);
 }
 
 function at<T>(items: readonly T[], index: number): T {
