@@ -15,6 +15,8 @@ export type Config = {
   graceMs: number;
   maxConnections: number;
   dbPoolSize: number;
+  cacheTtlSeconds: number;
+  cacheTimeoutMs: number;
   dataDir: string;
   embeddedPgPort: number;
   shutdownTimeoutMs: number;
@@ -51,6 +53,8 @@ const SETTINGS: Setting[] = [
     help: 'PostgreSQL URL; unset: an embedded PostgreSQL under --data-dir', parse: optionalText,
   },
   { key: 'redisUrl', env: 'REDIS_URL', flag: 'redis-url', default: '', help: 'Redis URL for the read cache; unset: no cache', parse: optionalText },
+  { key: 'cacheTtlSeconds', env: 'CACHE_TTL_SECONDS', flag: 'cache-ttl-seconds', default: '3600', help: 'lifetime of a cache entry', parse: integer(1, 30 * 86_400) },
+  { key: 'cacheTimeoutMs', env: 'CACHE_TIMEOUT_MS', flag: 'cache-timeout-ms', default: '50', help: 'a cache call slower than this is a miss', parse: integer(1, 10_000) },
   {
     key: 'replyFraming', env: 'REPLY_FRAMING', flag: 'reply-framing', default: 'bare',
     help: "'bare' (reply, then close) or 'length' (length-prefixed replies, persistent connections)",

@@ -5,7 +5,9 @@ import { ExchangeListener } from './net/listener.js';
 import { isCompleteDocument } from './protocol/parse-request.js';
 import { renderRequestError } from './protocol/render-reply.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.js';
-import { PostgresExchangeStore } from './store/exchange-store.js';
+import { PostgresExchangeStore, type ExchangeStore } from './store/exchange-store.js';
+import { CachedExchangeStore } from './cache/cached-store.js';
+import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
 import { createPool } from './store/pool.js';
 import { log } from './log.js';
@@ -31,11 +33,15 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
   });
   await applySchema(pool);
-  const store = new PostgresExchangeStore(pool);
+  const database = new PostgresExchangeStore(pool);
+  let cache: RedisReadCache | null = null;
+  let store: ExchangeStore = database;
   if (config.redisUrl === null) {
     log.info('REDIS_URL unset: running without a cache; every read goes to PostgreSQL');
   } else {
-    log.warn('REDIS_URL is set but this build has no cache layer yet; every read goes to PostgreSQL');
+    cache = new RedisReadCache({ url: config.redisUrl, ttlSeconds: config.cacheTtlSeconds, commandTimeoutMs: config.cacheTimeoutMs });
+    store = await CachedExchangeStore.create(database, cache);
+    log.info('read-through cache on Redis', { ttlSeconds: config.cacheTtlSeconds });
   }
 
   const listener = new ExchangeListener(
@@ -66,8 +72,13 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     log.info('shutting down', { signal });
     await listener.close(config.shutdownTimeoutMs);
     await pool.end();
+    await cache?.close();
     if (embedded) await embedded.stop();
-    log.info('stopped', { serializationRetries: store.retryCounters.retries, retriesExhausted: store.retryCounters.exhausted });
+    log.info('stopped', {
+      serializationRetries: database.retryCounters.retries,
+      retriesExhausted: database.retryCounters.exhausted,
+      cache: cache ? cache.counters : 'off',
+    });
   };
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {

@@ -1,0 +1,91 @@
+/**
+ * The cache the store decorator talks to: get and set of strings, where any
+ * failure is a miss. PostgreSQL stays the only source of truth.
+ */
+import { createClient } from 'redis';
+import { log } from '../log.js';
+
+export type CacheCounters = { hits: number; misses: number; errors: number };
+
+export interface ReadCache {
+  readonly counters: CacheCounters;
+  /** null on a miss, and on any Redis failure. */
+  get(key: string): Promise<string | null>;
+  /** Best effort: a failure is logged once in a while and otherwise ignored. */
+  set(key: string, value: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type RedisCacheOptions = {
+  url: string;
+  ttlSeconds: number;
+  /** A cache call slower than this counts as a miss: PostgreSQL answers instead. */
+  commandTimeoutMs: number;
+};
+
+export class RedisReadCache implements ReadCache {
+  readonly counters: CacheCounters = { hits: 0, misses: 0, errors: 0 };
+  private readonly client;
+  private lastErrorLog = 0;
+
+  constructor(private readonly options: RedisCacheOptions) {
+    this.client = createClient({
+      url: options.url,
+      // No queueing while disconnected: a call then fails at once and counts as a miss.
+      disableOfflineQueue: true,
+      commandOptions: { timeout: options.commandTimeoutMs },
+      socket: {
+        connectTimeout: 1_000,
+        // Keep trying forever, at most once a second, so the cache comes back with Redis.
+        reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 5), 1_000),
+      },
+    });
+    // Without a listener node-redis errors would crash the process.
+    this.client.on('error', (error: Error) => this.noteError('redis connection error', error));
+    this.client.on('ready', () => log.info('redis cache connected'));
+    this.client.connect().catch((error: unknown) => this.noteError('redis connect failed', error));
+  }
+
+  async get(key: string): Promise<string | null> {
+    if (!this.client.isReady) {
+      this.counters.misses++;
+      return null;
+    }
+    try {
+      const value = await this.client.get(key);
+      if (value === null) this.counters.misses++;
+      else this.counters.hits++;
+      return value;
+    } catch (error) {
+      this.counters.misses++;
+      this.noteError('redis get failed', error);
+      return null;
+    }
+  }
+
+  async set(key: string, value: string): Promise<void> {
+    if (!this.client.isReady) return;
+    try {
+      await this.client.set(key, value, { EX: this.options.ttlSeconds });
+    } catch (error) {
+      this.noteError('redis set failed', error);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.client.isOpen) await this.client.close();
+    } catch {
+      this.client.destroy();
+    }
+  }
+
+  private noteError(message: string, error: unknown): void {
+    this.counters.errors++;
+    // A Redis outage must not flood the log: one line per 5 s at most.
+    const now = Date.now();
+    if (now - this.lastErrorLog < 5_000) return;
+    this.lastErrorLog = now;
+    log.warn(message, { error: error instanceof Error ? error.message : String(error), errorsSoFar: this.counters.errors });
+  }
+}
