@@ -46,6 +46,11 @@ export class RedisReadCache implements ReadCache {
     this.client.connect().catch((error: unknown) => this.noteError('redis connect failed', error));
   }
 
+  /** True while connected (used by health checks and tests). */
+  get connected(): boolean {
+    return this.client.isReady;
+  }
+
   async get(key: string): Promise<string | null> {
     if (!this.client.isReady) {
       this.counters.misses++;

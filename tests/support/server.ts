@@ -4,7 +4,9 @@ import { createRequestProcessor } from '../../server/app.js';
 import { ExchangeListener } from '../../server/net/listener.js';
 import { isCompleteDocument } from '../../server/protocol/parse-request.js';
 import { renderRequestError, type ReplyFraming } from '../../server/protocol/render-reply.js';
-import { PostgresExchangeStore } from '../../server/store/exchange-store.js';
+import { CachedExchangeStore } from '../../server/cache/cached-store.js';
+import { RedisReadCache } from '../../server/cache/read-cache.js';
+import { PostgresExchangeStore, type ExchangeStore } from '../../server/store/exchange-store.js';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
@@ -13,6 +15,8 @@ export type TestServer = {
   port: number;
   pool: pg.Pool;
   store: PostgresExchangeStore;
+  /** The Redis cache, when redisUrl was given. */
+  cache: RedisReadCache | null;
   database: TestDatabase;
   close: () => Promise<void>;
 };
@@ -26,6 +30,8 @@ export type TestServerOptions = {
   poolSize?: number;
   /** Reuse a database (several servers on one database, like several processes). */
   database?: TestDatabase;
+  /** Put the Redis read-through cache in front of the store. */
+  redisUrl?: string;
 };
 
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
@@ -34,6 +40,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const pool = createPool({ databaseUrl: database.url, maxConnections: options.poolSize ?? 10 });
   await applySchema(pool);
   const store = new PostgresExchangeStore(pool);
+  const cache = options.redisUrl ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 }) : null;
+  const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache) : store;
   const listener = new ExchangeListener(
     {
       host: '127.0.0.1',
@@ -46,17 +54,19 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       graceMs: options.graceMs ?? 100,
       maxQueuedRequests: 64,
     },
-    { processRequest: createRequestProcessor(store), renderError: renderRequestError, isCompleteDocument },
+    { processRequest: createRequestProcessor(handlerStore), renderError: renderRequestError, isCompleteDocument },
   );
   const address = await listener.listen();
   return {
     port: address.port,
     pool,
     store,
+    cache,
     database,
     close: async () => {
       await listener.close(2_000);
       await pool.end();
+      await cache?.close();
       if (ownsDatabase) await database.drop();
     },
   };
