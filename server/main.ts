@@ -65,10 +65,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
   const address = await listener.listen();
   log.info('exchange server listening', { host: address.address, port: address.port, replyFraming: config.replyFraming });
 
-  let stopping = false;
-  const shutdown = async (signal: string): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
+  const stopEverything = async (signal: string): Promise<void> => {
     log.info('shutting down', { signal });
     await listener.close(config.shutdownTimeoutMs);
     await pool.end();
@@ -80,6 +77,9 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
       cache: cache ? cache.counters : 'off',
     });
   };
+  // One shutdown, however many signals arrive: a repeated signal must not exit early.
+  let shutdownDone: Promise<void> | null = null;
+  const shutdown = (signal: string): Promise<void> => (shutdownDone ??= stopEverything(signal));
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {
       shutdown(signal).then(

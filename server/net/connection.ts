@@ -57,7 +57,6 @@ export class Connection {
   /** Shutdown: take no new requests, answer what was received, then close. */
   stopAccepting(): void {
     this.accepting = false;
-    this.socket.pause();
     this.clearTimers();
     this.finishIfDone();
   }
@@ -154,6 +153,10 @@ export class Connection {
     if (this.closed || this.busy || this.queue.length > 0) return;
     if (this.accepting && !this.clientEnded) return;
     this.socket.end();
+    // Keep reading (and discarding: onData ignores input now) so the client's FIN is
+    // seen and the socket closes; a paused socket would linger, and would not even
+    // keep the event loop alive during shutdown.
+    this.socket.resume();
     // A peer that never reads would keep a half-closed socket alive; cap how long.
     setTimeout(() => this.socket.destroy(), this.options.idleTimeoutMs).unref();
   }

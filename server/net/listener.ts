@@ -46,8 +46,14 @@ export class ExchangeListener {
   async close(deadlineMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const connection of this.connections) connection.stopAccepting();
-    const deadline = new Promise<'deadline'>((resolve) => setTimeout(() => resolve('deadline'), deadlineMs).unref());
-    if ((await Promise.race([closed, deadline])) === 'deadline') {
+    // Not unref'd: this timer is what keeps the process alive until shutdown completes.
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => resolve('deadline'), deadlineMs);
+    });
+    const outcome = await Promise.race([closed, deadline]);
+    clearTimeout(timer);
+    if (outcome === 'deadline') {
       log.warn('shutdown deadline reached; cutting remaining connections', { open: this.connections.size });
       for (const connection of this.connections) connection.destroy();
       await closed;

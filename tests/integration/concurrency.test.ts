@@ -3,15 +3,11 @@
  * crossing orders and cancels, then the SPEC invariants checked in SQL.
  */
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { LengthClient, sendRequest } from '../support/client.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { findInvariantViolations } from '../support/invariants.js';
 import { GrantLedger } from '../support/ledger.js';
+import { startServerProcess } from '../support/process.js';
 import { pick, seededRandom } from '../support/random.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
@@ -184,7 +180,8 @@ describe('concurrency: racing clients keep every invariant', function () {
   });
 
   it('two server processes on one database racing on one symbol keep every invariant', async () => {
-    const processes = await Promise.all([startServerProcess(server.database), startServerProcess(server.database)]);
+    const env = { DATABASE_URL: server.database.url, REPLY_FRAMING: 'length', LOG_LEVEL: 'warn' };
+    const processes = await Promise.all([startServerProcess(env), startServerProcess(env)]);
     try {
       const workload = await seedAccounts(processes[0]!.port, '300', 6, ['PX']);
       const stats: RaceStats = { opened: 0, canceled: 0, rejected: 0, failed: 0 };
@@ -208,43 +205,4 @@ async function sendOnce(port: number, xml: string): Promise<string> {
   } finally {
     client.close();
   }
-}
-
-type ServerProcess = { port: number; stop: () => Promise<void> };
-
-const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-async function startServerProcess(database: TestDatabase): Promise<ServerProcess> {
-  const port = await freePort();
-  const child: ChildProcess = spawn(process.execPath, [path.join(projectRoot, 'dist/server/main.js')], {
-    env: { ...process.env, DATABASE_URL: database.url, PORT: String(port), HOST: '127.0.0.1', REPLY_FRAMING: 'length', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const ready = await new Promise<boolean>((resolve) => {
-      const socket = net.connect({ host: '127.0.0.1', port }, () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.on('error', () => resolve(false));
-    });
-    if (ready) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return {
-    port,
-    stop: () => new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    }),
-  };
 }
