@@ -180,7 +180,7 @@ describe('concurrency: racing clients keep every invariant', function () {
   });
 
   it('two server processes on one database racing on one symbol keep every invariant', async () => {
-    const env = { DATABASE_URL: server.database.url, REPLY_FRAMING: 'length', LOG_LEVEL: 'warn' };
+    const env = { DATABASE_URL: server.database.url, REPLY_FRAMING: 'length' };
     const processes = await Promise.all([startServerProcess(env), startServerProcess(env)]);
     try {
       const workload = await seedAccounts(processes[0]!.port, '300', 6, ['PX']);
