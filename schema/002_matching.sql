@@ -32,6 +32,13 @@ DECLARE
   unfilled numeric := abs(p_amount);
   resting record;
   fill    numeric;
+  -- Keyset position in the book: before the first sell, or above the highest buy.
+  last_price numeric := CASE WHEN p_amount > 0 THEN 0 ELSE 'Infinity'::numeric END;
+  last_id bigint := 0;
+  -- What the incoming order's own account gains from its fills: cash (a buy's
+  -- refund or a sell's proceeds) and, for a buy, shares.
+  own_cash numeric := 0;
+  own_shares numeric := 0;
 BEGIN
   PERFORM 1 FROM symbols WHERE sym = p_sym;
   IF NOT FOUND THEN rejection := 'unknown symbol'; RETURN; END IF;
@@ -60,21 +67,27 @@ BEGIN
   RETURNING id INTO order_id;
 
   -- Best price first, then earliest id; the resting order's limit is the price.
+  -- Each step resumes after the last order filled (keyset), so sweeping many
+  -- resting orders stays linear instead of rescanning the filled ones.
   WHILE unfilled > 0 LOOP
     IF is_buy THEN
       SELECT o.id, o.account_id, o.limit_price, o.open_shares INTO resting
         FROM orders o
        WHERE o.sym = p_sym AND o.amount < 0 AND o.open_shares > 0 AND o.limit_price <= p_limit
+         AND (o.limit_price, o.id) > (last_price, last_id)
        ORDER BY o.limit_price ASC, o.id ASC
        LIMIT 1 FOR UPDATE;
     ELSE
       SELECT o.id, o.account_id, o.limit_price, o.open_shares INTO resting
         FROM orders o
        WHERE o.sym = p_sym AND o.amount > 0 AND o.open_shares > 0 AND o.limit_price >= p_limit
+         AND o.limit_price <= last_price AND (o.limit_price < last_price OR o.id > last_id)
        ORDER BY o.limit_price DESC, o.id ASC
        LIMIT 1 FOR UPDATE;
     END IF;
     EXIT WHEN NOT FOUND;
+    last_price := resting.limit_price;
+    last_id := resting.id;
 
     fill := least(unfilled, resting.open_shares);
     unfilled := unfilled - fill;
@@ -83,20 +96,27 @@ BEGIN
     IF is_buy THEN
       INSERT INTO executions (buy_order_id, sell_order_id, shares, price, executed_at)
       VALUES (order_id, resting.id, fill, resting.limit_price, now_s);
-      -- Seller is paid; buyer gets the shares and back what it reserved above the price.
+      -- The seller is paid; the buyer's shares and refund are credited once, after the loop.
       UPDATE accounts SET balance = balance + fill * resting.limit_price WHERE id = resting.account_id;
-      IF p_limit > resting.limit_price THEN
-        UPDATE accounts SET balance = balance + fill * (p_limit - resting.limit_price) WHERE id = p_account;
-      END IF;
-      PERFORM credit_position(p_account, p_sym, fill);
+      own_cash := own_cash + fill * (p_limit - resting.limit_price);
+      own_shares := own_shares + fill;
     ELSE
       INSERT INTO executions (buy_order_id, sell_order_id, shares, price, executed_at)
       VALUES (resting.id, order_id, fill, resting.limit_price, now_s);
       -- The resting buy reserved exactly price * shares, so it gets no refund.
-      UPDATE accounts SET balance = balance + fill * resting.limit_price WHERE id = p_account;
+      own_cash := own_cash + fill * resting.limit_price;
       PERFORM credit_position(resting.account_id, p_sym, fill);
     END IF;
   END LOOP;
+
+  -- One update of the incoming account however many fills (repeated updates of
+  -- one row in a transaction get slower with each version).
+  IF own_cash > 0 THEN
+    UPDATE accounts SET balance = balance + own_cash WHERE id = p_account;
+  END IF;
+  IF own_shares > 0 THEN
+    PERFORM credit_position(p_account, p_sym, own_shares);
+  END IF;
 
   IF unfilled <> abs(p_amount) THEN
     UPDATE orders SET open_shares = unfilled WHERE id = order_id;

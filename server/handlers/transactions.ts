@@ -7,6 +7,9 @@ import { failureReason } from './failure.js';
 import { handleOrder } from './order.js';
 import { handleQuery } from './query.js';
 
+/** About 100 bytes each: keeps one reply to a few megabytes. */
+export const MAX_REPLY_ELEMENTS = 50_000;
+
 type ValidItem = Exclude<TransactionItem, { kind: 'invalid' }>;
 
 function runItem(store: ExchangeStore, accountId: string, item: ValidItem): Promise<ReplyElement> {
@@ -34,14 +37,19 @@ export async function handleTransactions(store: ExchangeStore, request: Transact
     }
   }
   const results: ReplyElement[] = [];
+  let replyElements = 0;
   for (const item of request.items) {
-    if (accountProblem !== null || request.accountId === null) {
+    if (replyElements >= MAX_REPLY_ELEMENTS) {
+      // Many queries of orders with many fills would make a small request build a huge reply.
+      results.push(errorElement(item.echo, 'not processed: the reply to this request reached its size limit'));
+    } else if (accountProblem !== null || request.accountId === null) {
       results.push(errorElement(item.echo, accountProblem ?? 'unknown account'));
     } else if (item.kind === 'invalid') {
       results.push(errorElement(item.echo, item.reason));
     } else {
       results.push(await runItem(store, request.accountId, item));
     }
+    replyElements += 1 + (results[results.length - 1]?.children?.length ?? 0);
   }
   return results;
 }

@@ -10,7 +10,11 @@ import { frameReply, type ReplyFraming } from '../protocol/render-reply.js';
 export type ConnectionOptions = {
   framing: ReplyFraming;
   maxRequestBytes: number;
-  /** A request must arrive whole within this long of its first byte (slow clients are cut off). */
+  /**
+   * A request must arrive whole within this long of its first byte (slow clients
+   * are cut off); in bare mode the clock starts at connect, since the connection
+   * exists only to send one request.
+   */
   requestTimeoutMs: number;
   /** A connection with nothing in flight is closed after this long without traffic. */
   idleTimeoutMs: number;
@@ -28,6 +32,9 @@ export type ConnectionHooks = {
   isCompleteDocument: (body: Buffer) => boolean;
 };
 
+/** The full completeness check parses the whole body; a client must not be able to trigger it often. */
+const MIN_COMPLETENESS_CHECK_INTERVAL_MS = 1_000;
+
 export class Connection {
   private readonly framer: RequestFramer;
   private readonly queue: FrameEvent[] = [];
@@ -38,6 +45,8 @@ export class Connection {
   private closed = false;
   private requestTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  private closeTimer: NodeJS.Timeout | null = null;
+  private lastCompletenessCheck = 0;
 
   constructor(
     private readonly socket: net.Socket,
@@ -52,6 +61,7 @@ export class Connection {
     // Resets and broken pipes only end this connection; 'close' follows.
     socket.on('error', () => undefined);
     socket.on('close', () => this.onClose());
+    if (options.framing === 'bare') this.startRequestTimer();
   }
 
   /** Shutdown: take no new requests, answer what was received, then close. */
@@ -69,10 +79,7 @@ export class Connection {
     if (!this.accepting) return;
     const events = this.framer.push(chunk);
     // A finished request stops its deadline; a following partial one starts its own.
-    if (events.length > 0 && this.requestTimer) {
-      clearTimeout(this.requestTimer);
-      this.requestTimer = null;
-    }
+    if (events.length > 0) this.stopRequestTimer();
     this.enqueue(events);
     this.updateTimers();
   }
@@ -93,6 +100,8 @@ export class Connection {
     this.accepting = false;
     this.queue.length = 0;
     this.clearTimers();
+    if (this.closeTimer) clearTimeout(this.closeTimer);
+    this.closeTimer = null;
   }
 
   private enqueue(events: FrameEvent[]): void {
@@ -102,7 +111,6 @@ export class Connection {
       // Bare mode answers one request per connection; a framing error ends the stream.
       if (this.options.framing === 'bare' || event.type === 'error') {
         this.accepting = false;
-        this.socket.pause();
         this.clearTimers();
       }
     }
@@ -124,6 +132,9 @@ export class Connection {
         const reply = await this.hooks.processRequest(event.body);
         if (this.closed) break;
         this.write(reply);
+        // A client that does not read its replies gets no more answers until it does:
+        // unread replies never pile up in memory.
+        if (this.socket.writableNeedDrain) await this.drained();
       }
     } finally {
       this.busy = false;
@@ -132,18 +143,26 @@ export class Connection {
     this.finishIfDone();
   }
 
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
   private write(xml: string): void {
-    const flushed = this.socket.write(frameReply(xml, this.options.framing));
-    // A client that does not read its replies stops being read from: memory stays bounded.
-    if (!flushed) {
-      this.socket.pause();
-      this.socket.once('drain', () => this.resumeIfRoom());
-    }
+    // The callback runs once the reply has left our buffer, which is when reading may resume.
+    this.socket.write(frameReply(xml, this.options.framing), () => this.resumeIfRoom());
   }
 
   private resumeIfRoom(): void {
     if (this.accepting && !this.closed && this.queue.length < this.options.maxQueuedRequests
-      && this.socket.writableLength === 0) {
+      && !this.socket.writableNeedDrain) {
       this.socket.resume();
     }
   }
@@ -157,8 +176,8 @@ export class Connection {
     // seen and the socket closes; a paused socket would linger, and would not even
     // keep the event loop alive during shutdown.
     this.socket.resume();
-    // A peer that never reads would keep a half-closed socket alive; cap how long.
-    setTimeout(() => this.socket.destroy(), this.options.idleTimeoutMs).unref();
+    // A peer that never reads or never closes would keep the socket alive; cap how long.
+    this.closeTimer ??= setTimeout(() => this.socket.destroy(), this.options.idleTimeoutMs).unref();
   }
 
   private updateTimers(): void {
@@ -167,7 +186,7 @@ export class Connection {
       return;
     }
     // The request deadline runs from the first byte and is never extended (slow-loris).
-    this.requestTimer ??= setTimeout(() => this.onRequestTimeout(), this.options.requestTimeoutMs);
+    this.startRequestTimer();
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = this.framer.partialBodyBytes() > 0
       ? setTimeout(() => this.onGraceElapsed(), this.options.graceMs)
@@ -176,11 +195,27 @@ export class Connection {
 
   private onGraceElapsed(): void {
     this.graceTimer = null;
+    const sinceLastCheck = Date.now() - this.lastCompletenessCheck;
+    if (sinceLastCheck < MIN_COMPLETENESS_CHECK_INTERVAL_MS) {
+      this.graceTimer = setTimeout(() => this.onGraceElapsed(), MIN_COMPLETENESS_CHECK_INTERVAL_MS - sinceLastCheck);
+      return;
+    }
+    this.lastCompletenessCheck = Date.now();
     const request = this.framer.takeCompleteShortBody(this.hooks.isCompleteDocument);
     if (request) {
+      this.stopRequestTimer();
       this.enqueue([request]);
       this.updateTimers();
     }
+  }
+
+  private startRequestTimer(): void {
+    this.requestTimer ??= setTimeout(() => this.onRequestTimeout(), this.options.requestTimeoutMs);
+  }
+
+  private stopRequestTimer(): void {
+    if (this.requestTimer) clearTimeout(this.requestTimer);
+    this.requestTimer = null;
   }
 
   private onRequestTimeout(): void {
@@ -188,16 +223,15 @@ export class Connection {
     if (!this.accepting) return;
     if (this.socket.isPaused()) {
       // We stopped reading (backpressure), so the client is not the one stalling.
-      this.requestTimer = setTimeout(() => this.onRequestTimeout(), this.options.requestTimeoutMs);
+      this.startRequestTimer();
       return;
     }
     this.enqueue([{ type: 'error', reason: `request not received in full within ${this.options.requestTimeoutMs} ms` }]);
   }
 
   private clearTimers(): void {
-    if (this.requestTimer) clearTimeout(this.requestTimer);
+    this.stopRequestTimer();
     if (this.graceTimer) clearTimeout(this.graceTimer);
-    this.requestTimer = null;
     this.graceTimer = null;
   }
 }

@@ -53,8 +53,11 @@ function hasIllegalCharacterReference(text: string): boolean {
   return false;
 }
 
+/** Reasons may quote the input; a huge bad request must not get a huge reply. */
+const MAX_REASON_LENGTH = 200;
+
 function fail(message: string): RequestParseError {
-  return { kind: 'error', message };
+  return { kind: 'error', message: message.length > MAX_REASON_LENGTH ? `${message.slice(0, MAX_REASON_LENGTH)}...` : message };
 }
 
 /** Decodes and checks well-formedness; returns the text or an error. */
@@ -80,6 +83,10 @@ function wellFormedText(body: Uint8Array): string | RequestParseError {
 
 /** True when the bytes hold one complete, well-formed document (used for overstated lengths). */
 export function isCompleteDocument(body: Uint8Array): boolean {
+  // Cheap test first: a complete document's last non-blank byte is '>'.
+  let last = body.length - 1;
+  while (last >= 0 && (body[last] === 0x20 || body[last] === 0x0a || body[last] === 0x0d || body[last] === 0x09)) last--;
+  if (last < 0 || body[last] !== 0x3e) return false;
   const text = wellFormedText(body);
   return typeof text === 'string' && rootElements(text) !== null;
 }

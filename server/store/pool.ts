@@ -14,7 +14,8 @@ export function createPool(options: PoolOptions): pg.Pool {
     max: options.maxConnections,
     // Statements outside an explicit BEGIN are their own SERIALIZABLE transaction,
     // so a single-statement operation costs one round trip and keeps the isolation.
-    options: '-c default_transaction_isolation=serializable',
+    // synchronous_commit=on: an acknowledged order must survive a crash, whatever the server default.
+    options: '-c default_transaction_isolation=serializable -c synchronous_commit=on',
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
   });
