@@ -125,4 +125,9 @@ async function main(): Promise<number> {
   }
 }
 
+// Piped into `head` and the like: a closed stdout is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
 process.exitCode = await main();

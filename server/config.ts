@@ -15,6 +15,7 @@ export type Config = {
   graceMs: number;
   maxConnections: number;
   dbPoolSize: number;
+  workers: number;
   cacheTtlSeconds: number;
   cacheTimeoutMs: number;
   dataDir: string;
@@ -68,6 +69,7 @@ const SETTINGS: Setting[] = [
   { key: 'idleTimeoutMs', env: 'IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', default: '60000', help: 'close connections idle this long', parse: integer(100, 86_400_000) },
   { key: 'graceMs', env: 'GRACE_MS', flag: 'grace-ms', default: '100', help: 'wait this long before processing a complete document shorter than its declared length', parse: integer(1, 10_000) },
   { key: 'maxConnections', env: 'MAX_CONNECTIONS', flag: 'max-connections', default: '10000', help: 'concurrent connections accepted', parse: integer(1, 1_000_000) },
+  { key: 'workers', env: 'WORKERS', flag: 'workers', default: '1', help: 'server processes sharing the port (node:cluster)', parse: integer(1, 256) },
   { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },
   { key: 'embeddedPgPort', env: 'EMBEDDED_PG_PORT', flag: 'embedded-pg-port', default: '54329', help: 'port of the embedded PostgreSQL', parse: integer(1, 65535) },

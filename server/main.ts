@@ -11,14 +11,18 @@ import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
 import { createPool } from './store/pool.js';
 import { log } from './log.js';
+import cluster from 'node:cluster';
+import { runWorkers } from './workers.js';
 
 async function run(config: Config): Promise<void> {
-  if (config.databaseUrl !== null) return serve(config, config.databaseUrl, null);
+  // A worker's database was chosen (and its schema applied) by the primary.
+  if (cluster.isWorker) return serve(config, config.databaseUrl as string, null, false);
+  if (config.databaseUrl !== null) return start(config, config.databaseUrl, null);
   log.info('DATABASE_URL unset: starting embedded PostgreSQL', { dataDir: config.dataDir, port: config.embeddedPgPort });
   const embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort);
   log.info('embedded PostgreSQL running; data is kept in this directory across restarts', { dataDir: config.dataDir });
   try {
-    await serve(config, embedded.url, embedded);
+    await start(config, embedded.url, embedded);
   } catch (error) {
     // Do not leave an orphaned PostgreSQL behind when start-up fails (say, the port is taken).
     await embedded.stop().catch(() => undefined);
@@ -26,13 +30,24 @@ async function run(config: Config): Promise<void> {
   }
 }
 
-async function serve(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): Promise<void> {
+async function start(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): Promise<void> {
+  if (config.workers === 1) return serve(config, databaseUrl, embedded, true);
+  const pool = createPool({ databaseUrl, maxConnections: 1 });
+  try {
+    await applySchema(pool);
+  } finally {
+    await pool.end();
+  }
+  runWorkers({ workers: config.workers, databaseUrl, onStopped: () => embedded?.stop() });
+}
+
+async function serve(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null, migrate: boolean): Promise<void> {
   const pool = createPool({
     databaseUrl,
     maxConnections: config.dbPoolSize,
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
   });
-  await applySchema(pool);
+  if (migrate) await applySchema(pool);
   const database = new PostgresExchangeStore(pool);
   let cache: RedisReadCache | null = null;
   let store: ExchangeStore = database;

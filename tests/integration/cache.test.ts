@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { createClient } from 'redis';
 import { LengthClient } from '../support/client.js';
 import { createTestDatabase } from '../support/database.js';
-import { pick, seededRandom } from '../support/random.js';
+import { pick, seededRandom } from '../../client/random.js';
 import { DisposableRedis, SHARED_REDIS_URL } from '../support/redis.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';

@@ -5,10 +5,10 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { LengthClient, sendRequest } from '../support/client.js';
-import { findInvariantViolations } from '../support/invariants.js';
+import { findInvariantViolations } from '../../client/invariants.js';
 import { GrantLedger } from '../support/ledger.js';
 import { startServerProcess } from '../support/process.js';
-import { pick, seededRandom } from '../support/random.js';
+import { pick, seededRandom } from '../../client/random.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 

@@ -1,6 +1,6 @@
 /** Records every grant of cash and shares a test makes, so invariants can be checked exactly. */
 import type pg from 'pg';
-import type { ExpectedTotals } from './invariants.js';
+import type { ExpectedTotals } from '../../client/invariants.js';
 
 export class GrantLedger {
   private readonly cash: string[] = [];

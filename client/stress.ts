@@ -1,0 +1,365 @@
+#!/usr/bin/env node
+/**
+ * exchange-stress: a seeded, reproducible load on an exchange server. Creates
+ * accounts and symbols of its own, then C connections send orders (around a
+ * moving mid price, a chosen share of them crossing), queries and cancels, and
+ * finally verifies that nothing was lost or created.
+ */
+import { parseArgs } from 'node:util';
+import hdr from 'hdr-histogram-js';
+import pg from 'pg';
+import { findInvariantViolations } from './invariants.js';
+import { seededRandom } from './random.js';
+import { openChannel, type Framing, type RequestChannel } from './wire.js';
+
+const HELP = `Usage: exchange-stress [options]      (npm run stress -- [options])
+
+Load:
+  --host H            server address (default 127.0.0.1)
+  --port P            server port (default 12345)
+  --framing F         'length' (persistent connections) or 'bare' (one connection per request; default length)
+  --connections C     concurrent connections (default 8)
+  --seconds S         measured duration (default 10), or
+  --requests N        stop after N measured requests instead
+  --warmup W          seconds of load before measuring starts (default 2)
+Workload:
+  --accounts A        accounts created (default 100), each with 1,000,000 cash
+  --symbols S         symbols created (default 10), 10,000 shares per account each
+  --cross X           share of orders priced to cross the book (default 0.5)
+  --mix O:Q:C         weights of orders, queries and cancels (default 70:20:10)
+  --seed N            PRNG seed: same seed, same request sequence per connection (default 1)
+Verification:
+  --database-url URL  check the SPEC invariants in SQL (default: env DATABASE_URL);
+                      without it, checks through the protocol (every order queryable, fills balance)
+  --no-verify         skip verification
+Output:
+  --json              print the summary as one JSON object on stdout
+  --help              this text
+
+Exit status: 0 on success; 1 when verification finds a violation or requests could not be sent; 2 on bad usage.`;
+
+type Options = {
+  host: string; port: number; framing: Framing; connections: number; seconds: number; requests: number | null;
+  warmup: number; accounts: number; symbols: number; cross: number; mix: [number, number, number]; seed: number;
+  databaseUrl: string | null; verify: boolean; json: boolean;
+};
+
+type OpenedOrder = { account: string; sym: string; id: string; amount: number; canceled: boolean };
+
+type Summary = {
+  framing: Framing; connections: number; seconds: number; warmupSeconds: number;
+  requests: number; requestsPerSecond: number; orders: number; ordersPerSecond: number;
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  errors: Record<string, number>; failedRequests: number;
+  invariants: { checked: 'sql' | 'protocol' | 'none'; violations: string[] };
+};
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, connections: { type: 'string' },
+      seconds: { type: 'string' }, requests: { type: 'string' }, warmup: { type: 'string' }, accounts: { type: 'string' },
+      symbols: { type: 'string' }, cross: { type: 'string' }, mix: { type: 'string' }, seed: { type: 'string' },
+      'database-url': { type: 'string' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' },
+    },
+  });
+  if (values.help) return 'help';
+  const number = (text: string | undefined, fallback: number, name: string, min: number, max: number): number => {
+    const value = text === undefined ? fallback : Number(text);
+    if (!Number.isFinite(value) || value < min || value > max) throw new Error(`--${name} must be a number from ${min} to ${max}`);
+    return value;
+  };
+  const mix = (values.mix ?? '70:20:10').split(':').map(Number);
+  if (mix.length !== 3 || mix.some((weight) => !Number.isFinite(weight) || weight < 0) || (mix[0] ?? 0) <= 0) {
+    throw new Error('--mix must be three non-negative weights O:Q:C with O > 0');
+  }
+  const framing = values.framing ?? 'length';
+  if (framing !== 'length' && framing !== 'bare') throw new Error("--framing must be 'length' or 'bare'");
+  return {
+    host: values.host ?? '127.0.0.1',
+    port: number(values.port, 12345, 'port', 1, 65535),
+    framing,
+    connections: Math.floor(number(values.connections, 8, 'connections', 1, 10_000)),
+    seconds: number(values.seconds, 10, 'seconds', 0.1, 86_400),
+    requests: values.requests === undefined ? null : Math.floor(number(values.requests, 0, 'requests', 1, 1e9)),
+    warmup: number(values.warmup, 2, 'warmup', 0, 3600),
+    accounts: Math.floor(number(values.accounts, 100, 'accounts', 2, 100_000)),
+    symbols: Math.floor(number(values.symbols, 10, 'symbols', 1, 10_000)),
+    cross: number(values.cross, 0.5, 'cross', 0, 1),
+    mix: mix as [number, number, number],
+    seed: Math.floor(number(values.seed, 1, 'seed', 0, 2 ** 32)),
+    databaseUrl: values['database-url'] || process.env['DATABASE_URL'] || null,
+    verify: !values['no-verify'],
+    json: Boolean(values.json),
+  };
+}
+
+const CASH_PER_ACCOUNT = '1000000';
+const SHARES_PER_ACCOUNT = 10_000;
+
+/** Business rejections are expected under random load; anything else is a failure. */
+const EXPECTED_REJECTIONS = /^(insufficient funds|insufficient shares|order has nothing open to cancel)$/;
+
+class Load {
+  readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+  readonly errors: Record<string, number> = {};
+  readonly orders: OpenedOrder[] = [];
+  requests = 0;
+  ordersSent = 0;
+  failedRequests = 0;
+  measuring = false;
+  /** Mid price per symbol, in cents: a random walk shared by all connections. */
+  readonly mid: number[];
+
+  constructor(readonly options: Options, readonly accountIds: string[], readonly symbols: string[]) {
+    this.mid = symbols.map(() => 10_000);
+  }
+
+  countError(kind: string): void {
+    this.errors[kind] = (this.errors[kind] ?? 0) + 1;
+    if (!EXPECTED_REJECTIONS.test(kind)) this.failedRequests++;
+  }
+}
+
+function price(cents: number): string {
+  return (Math.max(1, cents) / 100).toFixed(2);
+}
+
+function errorsOf(reply: string): string[] {
+  return [...reply.matchAll(/<error[^>]*>([^<]*)<\/error>/g)].map((match) => match[1] ?? '');
+}
+
+async function setUp(channel: RequestChannel, options: Options, runTag: string): Promise<{ accounts: string[]; symbols: string[] }> {
+  const accounts = Array.from({ length: options.accounts }, (_, index) => `${runTag}${String(index).padStart(6, '0')}`);
+  const symbols = Array.from({ length: options.symbols }, (_, index) => `ST${runTag}X${index}`);
+  for (let start = 0; start < accounts.length; start += 500) {
+    const batch = accounts.slice(start, start + 500);
+    const reply = await channel.send(`<create>${batch.map((id) => `<account id="${id}" balance="${CASH_PER_ACCOUNT}"/>`).join('')}</create>`);
+    if (errorsOf(reply).length > 0) throw new Error(`creating accounts failed: ${errorsOf(reply)[0]}`);
+  }
+  for (const sym of symbols) {
+    for (let start = 0; start < accounts.length; start += 500) {
+      const batch = accounts.slice(start, start + 500);
+      const reply = await channel.send(`<create><symbol sym="${sym}">${batch.map((id) => `<account id="${id}">${SHARES_PER_ACCOUNT}</account>`).join('')}</symbol></create>`);
+      if (errorsOf(reply).length > 0) throw new Error(`creating shares failed: ${errorsOf(reply)[0]}`);
+    }
+  }
+  return { accounts, symbols };
+}
+
+/** One connection's loop: its own seeded PRNG, so the request sequence is reproducible. */
+async function runConnection(load: Load, index: number, stopAt: () => boolean): Promise<void> {
+  const { options } = load;
+  const random = seededRandom(options.seed * 7919 + index);
+  const [orderWeight, queryWeight, cancelWeight] = options.mix;
+  const total = orderWeight + queryWeight + cancelWeight;
+  let channel: RequestChannel;
+  try {
+    channel = await openChannel(options.framing, options.host, options.port);
+  } catch (error) {
+    load.countError(`connect: ${(error as Error).message}`);
+    return;
+  }
+  const mine: OpenedOrder[] = [];
+  while (!stopAt()) {
+    const roll = random() * total;
+    let xml: string;
+    let placing: Omit<OpenedOrder, 'id' | 'canceled'> | null = null;
+    let canceling: OpenedOrder | null = null;
+    if (roll < orderWeight || mine.length === 0) {
+      const symbolIndex = Math.floor(random() * load.symbols.length);
+      const sym = load.symbols[symbolIndex] as string;
+      const account = load.accountIds[Math.floor(random() * load.accountIds.length)] as string;
+      load.mid[symbolIndex] = Math.max(500, (load.mid[symbolIndex] ?? 10_000) + Math.round((random() - 0.5) * 20));
+      const mid = load.mid[symbolIndex] ?? 10_000;
+      const buy = random() < 0.5;
+      const crossing = random() < options.cross;
+      // Crossing orders are priced through the mid; the others rest on their own side.
+      const offset = 1 + Math.floor(random() * 50);
+      const cents = buy === crossing ? mid + offset : mid - offset;
+      const amount = (1 + Math.floor(random() * 100)) * (buy ? 1 : -1);
+      xml = `<transactions id="${account}"><order sym="${sym}" amount="${amount}" limit="${price(cents)}"/></transactions>`;
+      placing = { account, sym, amount };
+    } else if (roll < orderWeight + queryWeight) {
+      const order = mine[Math.floor(random() * mine.length)] as OpenedOrder;
+      xml = `<transactions id="${order.account}"><query id="${order.id}"/></transactions>`;
+    } else {
+      const open = mine.filter((order) => !order.canceled);
+      canceling = open.length > 0 ? (open[Math.floor(random() * open.length)] as OpenedOrder) : (mine[0] as OpenedOrder);
+      xml = `<transactions id="${canceling.account}"><cancel id="${canceling.id}"/></transactions>`;
+    }
+    const started = process.hrtime.bigint();
+    let reply: string;
+    try {
+      reply = await channel.send(xml);
+    } catch (error) {
+      load.countError(`connection: ${(error as Error).message}`);
+      try {
+        channel = await openChannel(options.framing, options.host, options.port);
+      } catch {
+        return;
+      }
+      continue;
+    }
+    const measured = load.measuring;
+    if (measured) {
+      load.histogram.recordValue(Number(process.hrtime.bigint() - started) / 1_000);
+      load.requests++;
+      if (placing) load.ordersSent++;
+    }
+    for (const reason of errorsOf(reply)) load.countError(reason);
+    if (placing) {
+      const id = /<opened [^>]*id="(\d+)"/.exec(reply)?.[1];
+      if (id) {
+        const order = { ...placing, id, canceled: false };
+        mine.push(order);
+        load.orders.push(order);
+      }
+    }
+    if (canceling && reply.includes('<canceled id=')) canceling.canceled = true;
+  }
+  channel.close();
+}
+
+/** Without database access: every order must be queryable and each symbol's fills must balance. */
+async function verifyByProtocol(load: Load): Promise<string[]> {
+  const violations: string[] = [];
+  const channel = await openChannel(load.options.framing, load.options.host, load.options.port);
+  const filled = new Map<string, { bought: number; sold: number }>();
+  try {
+    for (const order of load.orders) {
+      const reply = await channel.send(`<transactions id="${order.account}"><query id="${order.id}"/></transactions>`);
+      if (!reply.includes(`<status id="${order.id}"`)) {
+        violations.push(`order ${order.id} acknowledged but not queryable: ${errorsOf(reply)[0] ?? reply}`);
+        continue;
+      }
+      const shares = (tag: string) => [...reply.matchAll(new RegExp(`<${tag} shares="([0-9.]+)"`, 'g'))].reduce((sum, match) => sum + Number(match[1]), 0);
+      const executed = shares('executed');
+      const accounted = executed + shares('open') + shares('canceled');
+      if (accounted !== Math.abs(order.amount)) violations.push(`order ${order.id}: executed + open + canceled = ${accounted}, amount ${order.amount}`);
+      const totals = filled.get(order.sym) ?? { bought: 0, sold: 0 };
+      if (order.amount > 0) totals.bought += executed;
+      else totals.sold += executed;
+      filled.set(order.sym, totals);
+    }
+  } finally {
+    channel.close();
+  }
+  for (const [sym, totals] of filled) {
+    if (totals.bought !== totals.sold) violations.push(`${sym}: ${totals.bought} shares bought but ${totals.sold} sold`);
+  }
+  return violations;
+}
+
+async function verifyBySql(load: Load, databaseUrl: string): Promise<string[]> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+  try {
+    return await findInvariantViolations(pool, {
+      cash: (BigInt(CASH_PER_ACCOUNT) * BigInt(load.accountIds.length)).toString(),
+      shares: Object.fromEntries(load.symbols.map((sym) => [sym, String(SHARES_PER_ACCOUNT * load.accountIds.length)])),
+      accounts: load.accountIds,
+    });
+  } finally {
+    await pool.end();
+  }
+}
+
+function startTicker(load: Load, options: Options, startedAt: number): () => void {
+  if (options.json || !process.stderr.isTTY) return () => undefined;
+  let last = 0;
+  const timer = setInterval(() => {
+    const elapsed = (Date.now() - startedAt) / 1000;
+    const phase = load.measuring ? 'measuring' : 'warm-up';
+    const rate = load.requests - last;
+    last = load.requests;
+    const failed = load.failedRequests > 0 ? `, ${load.failedRequests} failed` : '';
+    process.stderr.write(`\r${phase} ${elapsed.toFixed(0)}s: ${rate} req/s, ${load.requests} measured, ${load.orders.length} orders opened${failed}   `);
+  }, 1000);
+  return () => {
+    clearInterval(timer);
+    process.stderr.write('\n');
+  };
+}
+
+function summarize(load: Load, seconds: number, invariants: Summary['invariants']): Summary {
+  const ms = (micros: number) => Math.round(micros) / 1000;
+  const { options } = load;
+  return {
+    framing: options.framing, connections: options.connections, seconds, warmupSeconds: options.warmup,
+    requests: load.requests, requestsPerSecond: load.requests / seconds,
+    orders: load.ordersSent, ordersPerSecond: load.ordersSent / seconds,
+    latencyMs: {
+      p50: ms(load.histogram.getValueAtPercentile(50)), p90: ms(load.histogram.getValueAtPercentile(90)),
+      p99: ms(load.histogram.getValueAtPercentile(99)), p999: ms(load.histogram.getValueAtPercentile(99.9)),
+      max: ms(load.histogram.maxValue), mean: ms(load.histogram.mean),
+    },
+    errors: load.errors, failedRequests: load.failedRequests, invariants,
+  };
+}
+
+function printSummary(summary: Summary): void {
+  const lines = [
+    `${summary.requests} requests in ${summary.seconds.toFixed(1)} s over ${summary.connections} ${summary.framing} connections (after ${summary.warmupSeconds} s warm-up)`,
+    `throughput: ${summary.requestsPerSecond.toFixed(0)} requests/s, ${summary.ordersPerSecond.toFixed(0)} orders/s`,
+    `latency ms: p50 ${summary.latencyMs.p50}  p90 ${summary.latencyMs.p90}  p99 ${summary.latencyMs.p99}  p99.9 ${summary.latencyMs.p999}  max ${summary.latencyMs.max}`,
+    `errors: ${Object.keys(summary.errors).length === 0 ? 'none' : Object.entries(summary.errors).map(([kind, count]) => `${kind}: ${count}`).join('; ')}`,
+    `failed requests (not business rejections): ${summary.failedRequests}`,
+    `serialization retries: not reported per request by the server (see its shutdown log line)`,
+    `invariants (${summary.invariants.checked}): ${summary.invariants.checked === 'none' ? 'not checked' : summary.invariants.violations.length === 0 ? 'all hold' : summary.invariants.violations.join('; ')}`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+async function main(): Promise<number> {
+  let options: Options | 'help';
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n\n${HELP}\n`);
+    return 2;
+  }
+  if (options === 'help') {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  // Ids unique to this run, so runs never meet each other's accounts or symbols.
+  const runTag = `${Date.now() % 1e9}${Math.floor(Math.random() * 1000)}`;
+  let created: { accounts: string[]; symbols: string[] };
+  try {
+    const setup = await openChannel(options.framing, options.host, options.port);
+    created = await setUp(setup, options, runTag);
+    setup.close();
+  } catch (error) {
+    process.stderr.write(`setup failed (${options.host}:${options.port}): ${(error as Error).message}\n`);
+    return 1;
+  }
+  const load = new Load(options, created.accounts, created.symbols);
+  const startedAt = Date.now();
+  const measureFrom = startedAt + options.warmup * 1000;
+  const endAt = measureFrom + options.seconds * 1000;
+  const warmupTimer = setTimeout(() => (load.measuring = true), options.warmup * 1000);
+  if (options.warmup === 0) load.measuring = true;
+  const stopTicker = startTicker(load, options, startedAt);
+  const stopAt = options.requests === null
+    ? () => Date.now() >= endAt
+    : () => load.measuring && load.requests >= (options.requests as number);
+  await Promise.all(Array.from({ length: options.connections }, (_, index) => runConnection(load, index, stopAt)));
+  clearTimeout(warmupTimer);
+  stopTicker();
+  const seconds = options.requests === null ? options.seconds : Math.max(0.001, (Date.now() - measureFrom) / 1000);
+
+  let invariants: Summary['invariants'] = { checked: 'none', violations: [] };
+  if (options.verify) {
+    invariants = options.databaseUrl
+      ? { checked: 'sql', violations: await verifyBySql(load, options.databaseUrl) }
+      : { checked: 'protocol', violations: await verifyByProtocol(load) };
+  }
+  const summary = summarize(load, seconds, invariants);
+  if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else printSummary(summary);
+  const connectionErrors = Object.keys(load.errors).some((kind) => kind.startsWith('connect'));
+  return invariants.violations.length > 0 || connectionErrors ? 1 : 0;
+}
+
+process.exitCode = await main();

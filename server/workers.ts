@@ -1,0 +1,46 @@
+/**
+ * The primary process of a multi-process server (WORKERS > 1): forks workers
+ * that share the listening port (node:cluster), replaces any that die, and on
+ * SIGINT/SIGTERM waits for every worker's graceful shutdown before it exits.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { log } from './log.js';
+
+export type WorkersOptions = {
+  workers: number;
+  /** Handed to each worker, so all of them use the database the primary chose. */
+  databaseUrl: string;
+  /** Runs after the last worker stopped (stops the embedded PostgreSQL). */
+  onStopped: () => Promise<void> | undefined;
+};
+
+export function runWorkers(options: WorkersOptions): void {
+  let stopping = false;
+  const fork = (): Worker => cluster.fork({ DATABASE_URL: options.databaseUrl });
+  for (let index = 0; index < options.workers; index++) fork();
+  log.info('started workers', { workers: options.workers });
+
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    // A worker that crashed takes only its own connections with it; replace it.
+    log.error('worker died; starting a replacement', { pid: worker.process.pid, code, signal });
+    fork();
+  });
+
+  const stop = async (signal: NodeJS.Signals): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping workers', { signal });
+    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
+      if (worker.isDead()) return resolve();
+      worker.once('exit', () => resolve());
+      worker.process.kill('SIGTERM');
+    })));
+    await options.onStopped();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}

@@ -1,0 +1,74 @@
+/** The stress client, run for a few seconds against a real server process (CI smoke). */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { PROJECT_ROOT, startServerProcess } from '../support/process.js';
+
+type StressSummary = {
+  requests: number; orders: number; failedRequests: number;
+  latencyMs: Record<string, number>;
+  invariants: { checked: string; violations: string[] };
+};
+
+function runStress(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    // No DATABASE_URL from the environment: each test says whether SQL verification is used.
+    const env = { ...process.env, DATABASE_URL: '' };
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist/client/stress.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('stress client (smoke)', function () {
+  this.timeout(120_000);
+  let database: TestDatabase;
+  before(async () => {
+    database = await createTestDatabase();
+  });
+  after(async () => database.drop());
+
+  for (const framing of ['length', 'bare'] as const) {
+    it(`${framing} framing: a 3 s run sends orders, queries and cancels and the SQL invariant check passes`, async () => {
+      const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: framing });
+      try {
+        const result = await runStress([
+          '--port', String(server.port), '--framing', framing, '--seconds', '3', '--warmup', '0.5',
+          '--connections', '6', '--accounts', '20', '--symbols', '3', '--seed', '7', '--database-url', database.url, '--json',
+        ]);
+        expect(result.code, result.stderr).to.equal(0);
+        const summary = JSON.parse(result.stdout) as StressSummary;
+        expect(summary.requests).to.be.greaterThan(50);
+        expect(summary.orders).to.be.greaterThan(20);
+        expect(summary.failedRequests).to.equal(0);
+        expect(summary.latencyMs['p99']).to.be.greaterThan(0);
+        expect(summary.invariants).to.deep.equal({ checked: 'sql', violations: [] });
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+
+  it('without database access it verifies through the protocol', async () => {
+    const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length' });
+    try {
+      const result = await runStress(['--port', String(server.port), '--seconds', '2', '--warmup', '0', '--accounts', '10', '--symbols', '2', '--json']);
+      expect(result.code, result.stderr).to.equal(0);
+      expect((JSON.parse(result.stdout) as StressSummary).invariants).to.deep.equal({ checked: 'protocol', violations: [] });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('exits 1 with a clear message when the server cannot be reached, and 2 on bad usage', async () => {
+    const unreachable = await runStress(['--port', '1', '--seconds', '1']);
+    expect(unreachable.code).to.equal(1);
+    expect(unreachable.stderr).to.match(/setup failed/);
+    const usage = await runStress(['--mix', 'nonsense']);
+    expect(usage.code).to.equal(2);
+  });
+});
