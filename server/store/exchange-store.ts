@@ -5,6 +5,7 @@
  * schema/002_matching.sql. Decimals cross this boundary as strings.
  */
 import type pg from 'pg';
+import { SymbolLanes } from './symbol-lanes.js';
 import { DEFAULT_RETRY_POLICY, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
 
 export type Fill = { shares: string; price: string; time: string };
@@ -49,6 +50,7 @@ function fillsOf(rows: FillRow[]): Fill[] {
 
 export class PostgresExchangeStore implements ExchangeStore {
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
+  private readonly symbolLanes = new SymbolLanes();
 
   constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {}
 
@@ -90,10 +92,10 @@ export class PostgresExchangeStore implements ExchangeStore {
   }
 
   async placeOrder(accountId: string, sym: string, amount: string, limit: string): Promise<PlaceOrderResult> {
-    const result = await this.query<{ order_id: string | null; rejection: string | null }>(
+    const result = await this.symbolLanes.run(sym, () => this.query<{ order_id: string | null; rejection: string | null }>(
       'SELECT order_id, rejection FROM place_order($1, $2, $3, $4)',
       [accountId, sym, amount, limit],
-    );
+    ));
     const row = result.rows[0];
     if (row?.order_id) return { opened: true, orderId: row.order_id };
     return { opened: false, reason: row?.rejection ?? 'order not opened' };
