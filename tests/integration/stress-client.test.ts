@@ -53,6 +53,23 @@ describe('stress client (smoke)', function () {
     });
   }
 
+  it('two worker processes sharing the port (WORKERS=2): the SQL invariant check passes', async () => {
+    const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2' });
+    try {
+      const result = await runStress([
+        '--port', String(server.port), '--seconds', '3', '--warmup', '0.5', '--connections', '8',
+        '--accounts', '20', '--symbols', '2', '--seed', '11', '--database-url', database.url, '--json',
+      ]);
+      expect(result.code, result.stderr).to.equal(0);
+      const summary = JSON.parse(result.stdout) as StressSummary;
+      expect(summary.failedRequests).to.equal(0);
+      expect(summary.invariants).to.deep.equal({ checked: 'sql', violations: [] });
+      expect(server.log().match(/"msg":"exchange server listening"/g)).to.have.length(2);
+    } finally {
+      expect(await server.stop()).to.equal(0);
+    }
+  });
+
   it('without database access it verifies through the protocol', async () => {
     const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length' });
     try {
