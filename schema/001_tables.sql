@@ -69,3 +69,9 @@ CREATE OR REPLACE VIEW order_fills AS
   SELECT buy_order_id AS order_id, id AS execution_id, shares, price, executed_at FROM executions
   UNION ALL
   SELECT sell_order_id, id, shares, price, executed_at FROM executions;
+
+-- Writers (orders and cancels) lock this table before their transaction takes
+-- its snapshot, so they never run concurrently, in one process or many: under
+-- SERIALIZABLE they would otherwise abort each other (often on false positives
+-- from index-page predicate locks). Nothing reads or writes its rows.
+CREATE TABLE IF NOT EXISTS exchange_write_lock (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton));

@@ -153,3 +153,30 @@ BEGIN
   shares_canceled := canceled.canceled_shares;
   time_canceled := now_s;
 END $$;
+
+-- A batch of writes (orders and cancels, any symbols) in one transaction, in
+-- arrival order: each sees the book as the previous one left it, and all share
+-- one commit. For a cancel, also its fills (final once canceled), oldest first.
+DROP FUNCTION IF EXISTS place_orders(text, text[], numeric[], numeric[]);
+CREATE OR REPLACE FUNCTION apply_writes(
+  p_kinds text[], p_accounts text[], p_syms text[], p_amounts numeric[], p_limits numeric[], p_order_ids bigint[])
+RETURNS TABLE (order_id bigint, rejection text, outcome text, shares_canceled numeric, time_canceled bigint, fills jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(p_kinds, 1), 0) LOOP
+    order_id := NULL; rejection := NULL; outcome := NULL;
+    shares_canceled := NULL; time_canceled := NULL; fills := NULL;
+    IF p_kinds[i] = 'order' THEN
+      SELECT placed.order_id, placed.rejection INTO order_id, rejection
+        FROM place_order(p_accounts[i], p_syms[i], p_amounts[i], p_limits[i]) AS placed;
+    ELSE
+      SELECT c.outcome, c.shares_canceled, c.time_canceled INTO outcome, shares_canceled, time_canceled
+        FROM cancel_order(p_accounts[i], p_order_ids[i]) AS c;
+      IF outcome = 'canceled' THEN
+        SELECT jsonb_agg(jsonb_build_array(f.shares::text, f.price::text, f.executed_at::text) ORDER BY f.execution_id)
+          INTO fills FROM order_fills f WHERE f.order_id = p_order_ids[i];
+      END IF;
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+END $$;

@@ -33,7 +33,7 @@ throughput.svg, latency.svg, report.md}. Progress on stderr, summary on stdout.
   --connections C    stress connections, and pgbench clients (default 8)
   --max-cores N      highest core count to try (default: all available, here ${os.availableParallelism()})
   --accounts A       accounts the stress client trades with (default 100)
-  --symbols S        symbols the stress client trades (default 5)
+  --symbols S        symbols the stress client trades (default 10)
   --quick            CI smoke: 1 repeat, 3 s, 1 s warm-up (explicit flags still win)
   --out DIR          output directory (default docs/scaling)
   --stress-client F  stress client script (default dist/client/stress.js)
@@ -105,7 +105,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     connections: positiveInteger('connections', values.connections, 8),
     maxCores,
     accounts: positiveInteger('accounts', values.accounts, 100),
-    symbols: positiveInteger('symbols', values.symbols, 5),
+    symbols: positiveInteger('symbols', values.symbols, 10),
     quick,
     outDir: path.resolve(root, values.out ?? 'docs/scaling'),
     stressClient: path.resolve(root, values['stress-client'] ?? 'dist/client/stress.js'),
@@ -352,7 +352,11 @@ function readProcessTicks(pid: number): ProcessTicks | null {
     // comm may contain spaces and parentheses; the fields after the last ')' are fixed.
     const comm = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { comm, ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+    // utime + stime, plus cutime + cstime: the CPU of children it has reaped. PostgreSQL backends
+    // that end inside the window (a replaced pool connection) would be lost otherwise; the
+    // postmaster reaps them, so their CPU shows up there.
+    const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
+    return { comm, ppid: Number(fields[1]), ticks: (utime ?? 0) + (stime ?? 0) + (cutime ?? 0) + (cstime ?? 0) };
   } catch {
     return null; // the process ended between listing and reading
   }
@@ -383,7 +387,7 @@ function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: number, clie
   const seconds = (after.atMs - before.atMs) / 1000;
   const use = { server: 0, postgres: 0, client: 0, other: 0 };
   for (const [pid, now] of after.processes) {
-    // A process born inside the window counts from zero; one that died inside it is lost (short-lived, small).
+    // A process born inside the window counts from zero; one that died inside it counts in its parent.
     const delta = (now.ticks - (before.processes.get(pid)?.ticks ?? 0)) / ticksPerSecond / seconds;
     if (descendsFrom(pid, serverPid, after.processes)) use.server += delta;
     else if (now.comm === 'postgres') use.postgres += delta;
@@ -452,6 +456,10 @@ function parseStressJson(stdout: string): StressResult {
   };
 }
 
+/** Weights of orders : queries : cancels, and the share of orders priced to cross the book. */
+const WORKLOAD_MIX = '70:20:10';
+const WORKLOAD_CROSS = 0.5;
+
 type StressOutcome = { result: StressResult | null; exitCode: number | null; stderrTail: string; cpu: CpuUse | null };
 
 async function runStress(server: RunningServer, databaseUrlForRun: string, seed: number, options: Options): Promise<StressOutcome> {
@@ -465,6 +473,9 @@ async function runStress(server: RunningServer, databaseUrlForRun: string, seed:
     '--accounts', String(options.accounts),
     '--symbols', String(options.symbols),
     '--seed', String(seed),
+    // Passed explicitly (they are the client's defaults) so the report can state them.
+    '--mix', WORKLOAD_MIX,
+    '--cross', String(WORKLOAD_CROSS),
     '--json',
     // With the database URL the client checks the SPEC invariants in SQL after the run.
     '--database-url', databaseUrlForRun,
@@ -516,10 +527,13 @@ type RunRecord = {
   repeat: number;
   connections: number;
   seconds: number;
+  warmup: number;
   stress: StressResult | null;
   cpu: CpuUse | null;
   serializationRetries: number;
   retriesExhausted: number;
+  /** PostgreSQL's counters for the run's database over the whole run, or null if unavailable. */
+  database: DatabaseCounters | null;
   /** Why the run counts as failed, or null. */
   failure: string | null;
 };
@@ -543,6 +557,7 @@ async function runOnce(coreCount: number, repeat: number, options: Options): Pro
       throw error;
     }
     const shutdown = await server.stop();
+    const database = await databaseCounters(name);
     const failure = describeFailure(outcome, shutdown);
     if (failure) progress(`cores ${coreCount}, repeat ${repeat}: FAILED: ${failure}\n${outcome.stderrTail}`);
     else progress(`cores ${coreCount}, repeat ${repeat}: ${outcome.result?.ordersPerSecond.toFixed(0)} orders/s, p99 ${outcome.result?.latencyMs.p99.toFixed(1)} ms`);
@@ -553,10 +568,12 @@ async function runOnce(coreCount: number, repeat: number, options: Options): Pro
       repeat,
       connections: options.connections,
       seconds: options.seconds,
+      warmup: options.warmup,
       stress: outcome.result,
       cpu: outcome.cpu,
       serializationRetries: shutdown.serializationRetries,
       retriesExhausted: shutdown.retriesExhausted,
+      database,
       failure,
     };
   } finally {
@@ -564,9 +581,34 @@ async function runOnce(coreCount: number, repeat: number, options: Options): Pro
   }
 }
 
+type DatabaseCounters = { sessions: number; rollbacks: number; commits: number };
+
+/**
+ * Sessions opened to the run's database, and its commits and rollbacks. Many sessions mean the
+ * server replaced pooled connections during the run, each a backend fork on the same cores.
+ * Read after the server stopped: a backend reports its counters when it ends.
+ */
+async function databaseCounters(name: string): Promise<DatabaseCounters | null> {
+  try {
+    return await withAdmin(async (client) => {
+      const result = await client.query<{ sessions: string; rollbacks: string; commits: string }>(
+        'SELECT sessions::text, xact_rollback::text AS rollbacks, xact_commit::text AS commits FROM pg_stat_database WHERE datname = $1',
+        [name],
+      );
+      const row = result.rows[0];
+      return row ? { sessions: Number(row.sessions), rollbacks: Number(row.rollbacks), commits: Number(row.commits) } : null;
+    });
+  } catch {
+    return null; // pg_stat_database.sessions is PostgreSQL 14+
+  }
+}
+
 function describeFailure(outcome: StressOutcome, shutdown: ServerShutdown): string | null {
   const problems: string[] = [];
   if (outcome.exitCode !== 0) problems.push(`stress client exited with ${outcome.exitCode}`);
+  // The error kinds say why (connection refused, timeouts, server errors), so put the commonest in the reason.
+  const errorKinds = Object.entries(outcome.result?.errors ?? {}).sort((a, b) => b[1] - a[1]).slice(0, 3);
+  if ((outcome.result?.failedRequests ?? 0) > 0) problems.push(`${outcome.result?.failedRequests} failed requests (${errorKinds.map(([kind, count]) => `${kind}: ${count}`).join('; ')})`);
   if (!outcome.result) problems.push('no stress JSON');
   const violations = outcome.result?.invariants.violations ?? [];
   if (violations.length > 0) problems.push(`invariant violations: ${violations.slice(0, 5).join('; ')}`);
@@ -591,6 +633,7 @@ function stddev(values: number[]): number {
 type Spread = { mean: number; sd: number; min: number; max: number };
 
 function spread(values: number[]): Spread {
+  if (values.length === 0) return { mean: Number.NaN, sd: Number.NaN, min: Number.NaN, max: Number.NaN };
   return { mean: mean(values), sd: stddev(values), min: Math.min(...values), max: Math.max(...values) };
 }
 
@@ -598,25 +641,38 @@ type CoreSummary = {
   cores: number;
   runs: number;
   failedRuns: number;
+  /** Over the runs that passed; NaN when none did. */
   orders: Spread;
   requests: Spread;
   p50: Spread;
   p99: Spread;
   ratio: number;
-  failedRequests: number;
   retriesPer100Orders: number;
+  sessionsPer100Orders: number;
   cpu: CpuUse | null;
 };
+
+type PassedRun = RunRecord & { stress: StressResult };
+
+/**
+ * A count taken over the whole run (set-up, warm-up, measured window, verification) per 100
+ * orders, with the orders of warm-up plus window estimated from the measured rate.
+ */
+function per100Orders(runs: PassedRun[], count: (run: PassedRun) => number | null): number {
+  const counted = runs.filter((run) => count(run) !== null);
+  const orders = counted.reduce((sum, run) => sum + run.stress.ordersPerSecond * (run.warmup + run.seconds), 0);
+  return orders > 0 ? (100 * counted.reduce((sum, run) => sum + (count(run) ?? 0), 0)) / orders : Number.NaN;
+}
 
 function summarize(records: RunRecord[], pgbench: PgbenchResult): CoreSummary[] {
   const coreCounts = [...new Set(records.map((record) => record.cores))].sort((a, b) => a - b);
   return coreCounts.map((cores) => {
     const all = records.filter((record) => record.cores === cores);
-    const measured = all.filter((record): record is RunRecord & { stress: StressResult } => record.stress !== null);
-    const pick = (get: (stress: StressResult) => number): Spread => spread(measured.map((record) => get(record.stress)));
+    // A failed run's numbers (a crashed server, refused connections) would only distort the means.
+    const passed = all.filter((record): record is PassedRun => record.stress !== null && record.failure === null);
+    const pick = (get: (stress: StressResult) => number): Spread => spread(passed.map((record) => get(record.stress)));
     const orders = pick((stress) => stress.ordersPerSecond);
-    const totalOrders = measured.reduce((sum, record) => sum + record.stress.orders, 0);
-    const sampled = all.map((record) => record.cpu).filter((cpu): cpu is CpuUse => cpu !== null);
+    const sampled = passed.map((record) => record.cpu).filter((cpu): cpu is CpuUse => cpu !== null);
     const cpu: CpuUse | null = sampled.length === 0 ? null : {
       server: mean(sampled.map((use) => use.server)),
       postgres: mean(sampled.map((use) => use.postgres)),
@@ -627,15 +683,14 @@ function summarize(records: RunRecord[], pgbench: PgbenchResult): CoreSummary[] 
     return {
       cores,
       runs: all.length,
-      failedRuns: all.filter((record) => record.failure !== null).length,
+      failedRuns: all.length - passed.length,
       orders,
       requests: pick((stress) => stress.requestsPerSecond),
       p50: pick((stress) => stress.latencyMs.p50),
       p99: pick((stress) => stress.latencyMs.p99),
       ratio: orders.mean / pgbench.mean,
-      failedRequests: measured.reduce((sum, record) => sum + record.stress.failedRequests, 0),
-      // Retries are counted over the whole run (warm-up included), orders only in the window: an upper bound.
-      retriesPer100Orders: totalOrders > 0 ? (100 * measured.reduce((sum, record) => sum + record.serializationRetries, 0)) / totalOrders : Number.NaN,
+      retriesPer100Orders: per100Orders(passed, (run) => run.serializationRetries),
+      sessionsPer100Orders: per100Orders(passed, (run) => run.database?.sessions ?? null),
       cpu,
     };
   });
@@ -656,7 +711,7 @@ function writeCsv(file: string, records: RunRecord[], pgbench: PgbenchResult): v
     'timestamp', 'cores', 'workers', 'repeat', 'connections', 'seconds', 'requests_per_s', 'orders_per_s',
     'p50_ms', 'p90_ms', 'p99_ms', 'p999_ms', 'max_ms', 'failed', 'pgbench_tps', 'ratio_to_pgbench',
     // Beyond the core columns: what explains the numbers, and whether the run passed.
-    'serialization_retries', 'cpu_server_cores', 'cpu_postgres_cores', 'cpu_client_cores', 'machine_busy_pct',
+    'serialization_retries', 'pg_sessions', 'pg_rollbacks', 'cpu_server_cores', 'cpu_postgres_cores', 'cpu_client_cores', 'cpu_other_cores', 'machine_busy_pct',
     'invariants_checked', 'run_failure',
   ];
   const rows = records.map((record) => {
@@ -667,8 +722,8 @@ function writeCsv(file: string, records: RunRecord[], pgbench: PgbenchResult): v
       fixed(stress?.latencyMs.p50, 3), fixed(stress?.latencyMs.p90, 3), fixed(stress?.latencyMs.p99, 3),
       fixed(stress?.latencyMs.p999, 3), fixed(stress?.latencyMs.max, 3), stress?.failedRequests ?? '',
       fixed(pgbench.mean, 1), stress ? fixed(stress.ordersPerSecond / pgbench.mean, 4) : '',
-      record.serializationRetries, fixed(record.cpu?.server, 2), fixed(record.cpu?.postgres, 2), fixed(record.cpu?.client, 2),
-      fixed(record.cpu?.machineBusyPercent, 1), stress?.invariants.checked ?? '', record.failure ?? '',
+      record.serializationRetries, record.database?.sessions ?? '', record.database?.rollbacks ?? '', fixed(record.cpu?.server, 2), fixed(record.cpu?.postgres, 2), fixed(record.cpu?.client, 2),
+      fixed(record.cpu?.other, 2), fixed(record.cpu?.machineBusyPercent, 1), stress?.invariants.checked ?? '', record.failure ?? '',
     ].map(csvField).join(',');
   });
   writeFileSync(file, `${[header.join(','), ...rows].join('\n')}\n`);
@@ -687,7 +742,7 @@ async function renderSvg(spec: TopLevelSpec): Promise<string> {
 const coresAxis = {
   field: 'cores',
   type: 'ordinal' as const,
-  title: 'CPU cores given to the server (taskset; WORKERS = cores)',
+  title: 'cores for the server (taskset, WORKERS = cores)',
   axis: { labelAngle: 0 },
 };
 
@@ -698,11 +753,11 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
   // requests/s is only worth a line when the workload sends more than orders.
   const showRequests = summary.some((row) => Math.abs(row.requests.mean - row.orders.mean) > 0.01 * row.orders.mean);
   const series = showRequests ? [ordersSeries, requestsSeries, pgbenchSeries] : [ordersSeries, pgbenchSeries];
-  const bars = summary.flatMap((row) => [
+  const bars = summary.filter((row) => !Number.isNaN(row.orders.mean)).flatMap((row) => [
     { cores: row.cores, series: ordersSeries, ...row.orders },
     ...(showRequests ? [{ cores: row.cores, series: requestsSeries, ...row.requests }] : []),
   ]);
-  const runs = records.flatMap((record) => record.stress ? [
+  const runs = records.flatMap((record) => record.stress && record.failure === null ? [
     { cores: record.cores, series: ordersSeries, value: record.stress.ordersPerSecond },
     ...(showRequests ? [{ cores: record.cores, series: requestsSeries, value: record.stress.requestsPerSecond }] : []),
   ] : []);
@@ -713,14 +768,18 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
     scale: { domain: series, range: showRequests ? ['#1f77b4', '#2ca02c', '#d62728'] : ['#1f77b4', '#d62728'] },
     legend: { orient: 'bottom' as const, direction: 'vertical' as const, labelLimit: 400 },
   };
-  const yTitle = 'throughput (per second; orders/s, requests/s, tps)';
+  // Axis titles stay short: with no canvas vega over-estimates text length and would pad the chart.
+  const yTitle = 'per second (orders, requests, tps)';
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: {
-      text: 'Throughput versus CPU cores',
+      text: 'Throughput versus CPU cores given to the server',
+      anchor: 'start',
+      offset: 14,
       subtitle: [
-        `mean of ${options.repeats} run(s) per point, bars = min–max, dots = single runs; ${options.connections} connections, ${options.seconds} s each`,
-        `${machine.cpuModel}, ${machine.cores} cores shared with PostgreSQL and the load generator`,
+        `mean of ${options.repeats} run(s), bars = min–max, dots = single runs`,
+        `${options.connections} connections, ${options.seconds} s measured per run`,
+        `${machine.cores} cores shared with PostgreSQL and the load generator`,
       ],
     },
     width: 460,
@@ -738,7 +797,7 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
       },
       {
         data: { values: bars },
-        mark: { type: 'errorbar', ticks: true },
+        mark: { type: 'errorbar', ticks: { size: 14 }, thickness: 1.5 },
         encoding: { x: coresAxis, y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } }, y2: { field: 'max' }, color },
       },
       {
@@ -748,7 +807,7 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
       },
       {
         data: { values: bars.map((bar) => ({ ...bar, label: bar.mean.toFixed(0) })) },
-        mark: { type: 'text', align: 'left', dx: 8, dy: 0 },
+        mark: { type: 'text', align: 'left', dx: 10, dy: -9 },
         encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative' }, text: { field: 'label' }, color },
       },
       {
@@ -761,11 +820,11 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
 }
 
 function latencySpec(records: RunRecord[], summary: CoreSummary[], options: Options): TopLevelSpec {
-  const bars = summary.flatMap((row) => [
+  const bars = summary.filter((row) => !Number.isNaN(row.p50.mean)).flatMap((row) => [
     { cores: row.cores, percentile: 'p50 (median)', ...row.p50 },
     { cores: row.cores, percentile: 'p99', ...row.p99 },
   ]);
-  const runs = records.flatMap((record) => record.stress ? [
+  const runs = records.flatMap((record) => record.stress && record.failure === null ? [
     { cores: record.cores, percentile: 'p50 (median)', value: record.stress.latencyMs.p50 },
     { cores: record.cores, percentile: 'p99', value: record.stress.latencyMs.p99 },
   ] : []);
@@ -776,19 +835,24 @@ function latencySpec(records: RunRecord[], summary: CoreSummary[], options: Opti
     scale: { domain: ['p50 (median)', 'p99'], range: ['#1f77b4', '#ff7f0e'] },
     legend: { orient: 'bottom' as const },
   };
-  const yTitle = 'latency per request (ms, as seen by the client)';
+  const yTitle = 'latency per request (ms)';
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: {
-      text: 'Request latency versus CPU cores',
-      subtitle: `mean of ${options.repeats} run(s), bars = min–max, dots = single runs; closed loop, ${options.connections} connections`,
+      text: 'Request latency versus CPU cores given to the server',
+      anchor: 'start',
+      offset: 14,
+      subtitle: [
+        `mean of ${options.repeats} run(s), bars = min–max, dots = single runs`,
+        `closed loop, ${options.connections} connections, as seen by the client`,
+      ],
     },
     width: 460,
     height: 300,
     layer: [
       {
         data: { values: bars },
-        mark: { type: 'errorbar', ticks: true },
+        mark: { type: 'errorbar', ticks: { size: 14 }, thickness: 1.5 },
         encoding: { x: coresAxis, y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } }, y2: { field: 'max' }, color },
       },
       {
@@ -798,7 +862,7 @@ function latencySpec(records: RunRecord[], summary: CoreSummary[], options: Opti
       },
       {
         data: { values: bars.map((bar) => ({ ...bar, label: `${bar.mean.toFixed(1)} ms` })) },
-        mark: { type: 'text', align: 'left', dx: 8 },
+        mark: { type: 'text', align: 'left', dx: 10, dy: -9 },
         encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative' }, text: { field: 'label' }, color },
       },
       {
@@ -834,68 +898,93 @@ async function describeMachine(): Promise<Machine> {
   };
 }
 
-const plusMinus = (value: Spread, digits: number): string => `${value.mean.toFixed(digits)} ± ${value.sd.toFixed(digits)}`;
+const plusMinus = (value: Spread, digits: number): string =>
+  Number.isNaN(value.mean) ? 'n/a' : `${value.mean.toFixed(digits)} ± ${value.sd.toFixed(digits)}`;
 
-/** The "what limits it" paragraph, worded from the measured numbers rather than written in advance. */
+/** The "what limits it" findings, worded from the measured numbers rather than written in advance. */
 function limitsText(summary: CoreSummary[], pgbench: PgbenchResult, options: Options, machine: Machine): string {
-  const first = summary[0];
-  const last = summary.at(-1);
-  if (!first || !last) return 'No run produced numbers, so there is nothing to explain.';
-  const sentences: string[] = [];
+  const rows = summary.filter((row) => !Number.isNaN(row.orders.mean));
+  const first = rows[0];
+  const last = rows.at(-1);
+  if (!first || !last) return 'No run passed, so there is nothing to explain.';
+  const findings: string[] = [];
 
   if (last.cores > first.cores) {
     const gain = last.orders.mean / first.orders.mean;
-    const verdict = gain < 1.1
+    const verdict = gain < 0.9
+      ? 'so throughput fell when the server got more cores: each extra worker process (its event loop, its own pool of database connections) ' +
+        'adds work on the cores PostgreSQL also needs, and whatever one process coordinates in memory is split across processes that can only coordinate through PostgreSQL'
+      : gain < 1.1
       ? 'so more cores for the server buy almost nothing: the server process is not where the time goes'
       : gain > 0.85 * (last.cores / first.cores)
         ? 'close to linear, so at one core the server process itself was the limit'
-        : 'less than linear: part of the limit is the server, part is elsewhere';
-    sentences.push(`Going from ${first.cores} to ${last.cores} core(s) took orders/s from ${first.orders.mean.toFixed(0)} to ${last.orders.mean.toFixed(0)} (×${gain.toFixed(2)}), ${verdict}.`);
+        : 'less than linear: part of the limit is the server process, part is elsewhere';
+    findings.push(`**Scaling.** Going from ${first.cores} to ${last.cores} core(s) took orders/s from ${first.orders.mean.toFixed(0)} to ${last.orders.mean.toFixed(0)} (×${gain.toFixed(2)}), ${verdict}.`);
   }
 
-  if (last.cpu) {
-    const { server, postgres, client, machineBusyPercent } = last.cpu;
-    let text = `With ${last.cores} core(s) the machine was ${machineBusyPercent.toFixed(0)}% busy during the measured window; PostgreSQL used ${postgres.toFixed(2)} cores, the server ${server.toFixed(2)}, the stress client ${client.toFixed(2)}.`;
+  for (const row of [first, last].filter((row, index, both) => row.cpu && both.indexOf(row) === index)) {
+    if (!row.cpu) continue;
+    const { server, postgres, client, other, machineBusyPercent } = row.cpu;
+    let text = `**CPU at ${row.cores} core(s).** The machine was ${machineBusyPercent.toFixed(0)}% busy during the measured window: PostgreSQL used ${postgres.toFixed(2)} cores, ` +
+      `the server ${server.toFixed(2)} (of ${row.cores} allowed), the stress client ${client.toFixed(2)}, everything else ${other.toFixed(2)}.`;
+    if (server >= 0.85 * row.cores) text += ' The server uses all the CPU it is allowed, so at this setting it is CPU-bound on its own side (XML, matching calls, pg protocol).';
     if (machineBusyPercent >= 85) {
-      text += ` The ${machine.cores} cores are saturated and shared: PostgreSQL was not restricted, so every core given to the server is a core PostgreSQL and the load generator compete for, and the experiment cannot separate the server's own scaling from that competition.`;
-    } else {
-      text += ' The CPU was not saturated, so the wait is elsewhere: commits waiting for the WAL flush, lock and serialization conflicts, and round trips.';
+      text += ` All ${machine.cores} cores are busy and PostgreSQL is not restricted, so a core given to the server is one PostgreSQL and the load generator must share: ` +
+        'past this point the experiment measures the machine, not the server\'s own scaling.';
+    } else if (server < 0.85 * row.cores) {
+      text += ' Neither the server\'s allowance nor the machine is saturated, so the time goes to waiting: commits waiting for the WAL flush, conflicts, round trips.';
     }
-    sentences.push(text);
-  }
-  if (first.cpu && first.cores === 1 && first.cpu.server >= 0.85) {
-    sentences.push(`At 1 core the server process used ${first.cpu.server.toFixed(2)} of its one core, so there it is CPU-bound on its own side (XML parsing, rendering, pg protocol).`);
+    if (other >= 0.2) text += ` (${other.toFixed(2)} cores went to unrelated processes on this machine; the numbers are lower than on a quiet one.)`;
+    findings.push(text);
   }
 
-  const best = summary.reduce((top, row) => (row.ratio > top.ratio ? row : top));
-  sentences.push(
-    `PostgreSQL alone commits ${pgbench.mean.toFixed(0)} pgbench -N transactions/s with the same ${options.connections} clients (read committed, synchronous_commit=on); ` +
-      `the server reaches ${(100 * best.ratio).toFixed(0)}% of that at ${best.cores} core(s). ` +
-      'Both pay one WAL flush per commit, but an order is heavier than a pgbench transaction: one SERIALIZABLE transaction running place_order() ' +
-      '(validate and reserve, match against the book, update both accounts and positions, insert executions), plus XML parsing and a TCP round trip, ' +
-      'and serializable isolation adds predicate-lock bookkeeping that read committed does not.',
+  const best = rows.reduce((top, row) => (row.ratio > top.ratio ? row : top));
+  findings.push(
+    `**Against PostgreSQL alone.** pgbench -N commits ${pgbench.mean.toFixed(0)} transactions/s with the same ${options.connections} clients (read committed, synchronous_commit=on); ` +
+      `the server reaches ${(100 * best.ratio).toFixed(1)}% of that (at ${best.cores} core(s)). ` +
+      'Both pay one WAL flush per commit, but an order costs more than a pgbench transaction: a SERIALIZABLE transaction running place_order() ' +
+      '(check and reserve funds or shares, match against the book, update both sides\' balances and positions, record executions) with predicate-lock bookkeeping, ' +
+      'plus XML parsing, rendering and a TCP round trip in the server.',
   );
 
   const retries = last.retriesPer100Orders;
+  const sessions = last.sessionsPer100Orders;
   if (!Number.isNaN(retries)) {
-    sentences.push(
+    findings.push(
       retries >= 5
-        ? `Serialization conflicts are a real cost: ${retries.toFixed(1)} retries per 100 orders at ${last.cores} core(s), each one redoing a whole transaction; with ${options.symbols} symbol(s) many orders hit the same book rows.`
-        : `Serialization retries are rare (${retries.toFixed(2)} per 100 orders at ${last.cores} core(s)), so contention on the book is not what limits throughput here.`,
+        ? `**Serialization conflicts.** ${retries.toFixed(1)} retries per 100 orders at ${last.cores} core(s) (${first.retriesPer100Orders.toFixed(1)} at ${first.cores}): each retry redoes a whole transaction; ` +
+            `with ${options.symbols} symbols and ${100 * WORKLOAD_CROSS}% crossing orders, concurrent orders often touch the same book and account rows.`
+        : `**Serialization conflicts** are rare (${retries.toFixed(2)} retries per 100 orders at ${last.cores} core(s)), so contention on the book is not what limits throughput here.`,
+    );
+  }
+  if (!Number.isNaN(sessions) && sessions >= 1) {
+    const likeRetries = !Number.isNaN(retries) && retries > 0 && Math.abs(sessions - retries) / retries < 0.5;
+    findings.push(
+      `**Connection churn.** PostgreSQL saw ${sessions.toFixed(1)} new sessions per 100 orders at ${last.cores} core(s) (pg_stat_database.sessions), although the pool holds at most ${10 * last.cores}: ` +
+        'pooled connections are being replaced during the run, each a backend fork plus session start-up on the same cores. ' +
+        (likeRetries
+          ? 'That is about one per serialization retry, which is what node-postgres\'s pool.query does: it discards the connection after any failed query, a 40001 included.'
+          : 'node-postgres\'s pool.query discards the connection after any failed query, so failed statements are the first suspect.'),
     );
   }
 
   // Closed loop: C requests always in flight, so mean latency ≈ C / throughput (Little's law).
   const predicted = (1000 * options.connections) / last.requests.mean;
-  sentences.push(`Latency follows from throughput: the client keeps ${options.connections} requests in flight, so the mean is about ${options.connections} / ${last.requests.mean.toFixed(0)} requests/s ≈ ${predicted.toFixed(1)} ms; lower latency at this load needs more throughput, not a faster single request.`);
-  return sentences.join(' ');
+  findings.push(
+    `**Latency** follows from throughput: the client keeps ${options.connections} requests in flight, so the mean is about ${options.connections} / ${last.requests.mean.toFixed(0)} requests/s ≈ ${predicted.toFixed(1)} ms ` +
+      `(p50 measured: ${last.p50.mean.toFixed(1)} ms); at this load lower latency needs more throughput, not a faster single request.` +
+      (retries > 0 ? ` The p99 tail (${last.p99.mean.toFixed(0)} ms) includes orders that were retried.` : ''),
+  );
+  return findings.map((finding) => `- ${finding}`).join('\n');
 }
 
 function writeReport(file: string, records: RunRecord[], summary: CoreSummary[], pgbench: PgbenchResult, options: Options, machine: Machine, startedAt: Date): void {
   const failed = records.filter((record) => record.failure !== null);
   const table = summary.map((row) => {
-    const cpu = row.cpu ? `${row.cpu.server.toFixed(2)} / ${row.cpu.postgres.toFixed(2)} / ${row.cpu.client.toFixed(2)} (${row.cpu.machineBusyPercent.toFixed(0)}%)` : 'n/a';
-    return `| ${row.cores} | ${row.runs}${row.failedRuns ? ` (${row.failedRuns} failed)` : ''} | ${plusMinus(row.orders, 0)} | ${plusMinus(row.requests, 0)} | ${plusMinus(row.p50, 2)} | ${plusMinus(row.p99, 2)} | ${(100 * row.ratio).toFixed(1)}% | ${fixed(row.retriesPer100Orders, 2)} | ${cpu} |`;
+    const cpu = row.cpu
+      ? `${row.cpu.server.toFixed(2)} / ${row.cpu.postgres.toFixed(2)} / ${row.cpu.client.toFixed(2)} / ${row.cpu.other.toFixed(2)} (${row.cpu.machineBusyPercent.toFixed(0)}%)`
+      : 'n/a';
+    return `| ${row.cores} | ${row.runs}${row.failedRuns ? ` (${row.failedRuns} failed)` : ''} | ${plusMinus(row.orders, 0)} | ${plusMinus(row.requests, 0)} | ${plusMinus(row.p50, 2)} | ${plusMinus(row.p99, 2)} | ${Number.isNaN(row.ratio) ? 'n/a' : `${(100 * row.ratio).toFixed(1)}%`} | ${fixed(row.retriesPer100Orders, 2)} | ${fixed(row.sessionsPer100Orders, 2)} | ${cpu} |`;
   });
   const lines = [
     '# Scalability experiment',
@@ -917,10 +1006,12 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
       '`taskset -c <first k allowed CPUs> node dist/server/main.js` with `WORKERS=k` (node:cluster workers inherit the CPU mask), ' +
       '`REPLY_FRAMING=length`, no Redis, on a **fresh database per run** (created before, dropped after), so every run starts from an empty book.',
     `- Load: \`node dist/client/stress.js --framing length --connections ${options.connections} --seconds ${options.seconds} --warmup ${options.warmup} ` +
-      `--accounts ${options.accounts} --symbols ${options.symbols} --seed <repeat> --json --database-url <run database>\`: a closed loop ` +
+      `--accounts ${options.accounts} --symbols ${options.symbols} --seed <repeat> --mix ${WORKLOAD_MIX} --cross ${WORKLOAD_CROSS} --json --database-url <run database>\`: ` +
+      `orders, queries and cancels in the weights ${WORKLOAD_MIX}, ${100 * WORKLOAD_CROSS}% of orders priced to cross the book around a moving mid price; a closed loop ` +
       `(each connection sends its next request when the previous reply arrives), ${options.warmup} s warm-up then ${options.seconds} s measured; ` +
       'the seed depends only on the repeat, so each core count sees the same workloads. After each run the client checks the SPEC invariants in SQL; ' +
-      'a run fails if the client exits non-zero or reports a violation. The workload mix is the stress client\'s (`client/stress.ts`).',
+      'a run fails if the client exits non-zero or reports a violation. orders/s counts order requests answered in the window, business rejections ' +
+      '(insufficient funds or shares) included; requests/s counts all three kinds.',
     `- Ceiling: PostgreSQL alone, \`pgbench -i -s 10\` into a scratch database, then ${options.repeats} × \`pgbench -N -c ${options.connections} -j ${Math.min(2, options.connections)} ` +
       `-T ${options.seconds} -M prepared\` (with \`synchronous_commit=on\` like the server): ${pgbench.tps.map((tps) => tps.toFixed(0)).join(', ')} tps, ` +
       `mean **${pgbench.mean.toFixed(0)} tps**. pgbench -N runs read committed; the server runs SERIALIZABLE.`,
@@ -931,11 +1022,12 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
     '## Results',
     '',
     'Mean ± sample standard deviation over the runs (± 0 with a single run). Ratio = mean orders/s ÷ mean pgbench tps. ' +
-      'Retries = serialization retries (SQLSTATE 40001/40P01) per 100 orders, from the server\'s shutdown log (counted over warm-up too, so an upper bound). ' +
-      'CPU = cores used by server / PostgreSQL / stress client (machine busy %).',
+      'Retries = serialization retries (SQLSTATE 40001/40P01) per 100 orders, from the server\'s shutdown log; sessions = PostgreSQL sessions opened to the run\'s database ' +
+      '(pg_stat_database) per 100 orders; both are counted over the whole run and divided by the orders of warm-up plus window. ' +
+      'CPU = cores used by server / PostgreSQL / stress client / everything else on the machine (machine busy %).',
     '',
-    '| cores | runs | orders/s | requests/s | p50 ms | p99 ms | ratio to pgbench | retries /100 orders | CPU server / PG / client |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| cores | runs | orders/s | requests/s | p50 ms | p99 ms | ratio to pgbench | retries /100 orders | sessions /100 orders | CPU server / PG / client / other |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...table,
     '',
     `pgbench -N: **${pgbench.mean.toFixed(0)} tps** (${options.connections} clients). Every run is a row in [runs.csv](runs.csv).`,
@@ -949,6 +1041,8 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
     '![Latency versus cores](latency.svg)',
     '',
     '## What limits it',
+    '',
+    'Generated from the numbers above by the script; read it with the CPU and machine notes in mind.',
     '',
     limitsText(summary, pgbench, options, machine),
     '',

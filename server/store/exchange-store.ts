@@ -5,8 +5,8 @@
  * schema/002_matching.sql. Decimals cross this boundary as strings.
  */
 import type pg from 'pg';
-import { SymbolLanes } from './symbol-lanes.js';
-import { DEFAULT_RETRY_POLICY, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
+import { WriteQueue } from './write-queue.js';
+import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
 
 export type Fill = { shares: string; price: string; time: string };
 export type OrderStatus = {
@@ -36,6 +36,45 @@ export interface ExchangeStore {
   cancelOrder(accountId: string, orderId: string): Promise<CancelResult>;
 }
 
+/** Most writes one transaction carries (group commit of the queue). */
+const MAX_WRITES_PER_TRANSACTION = 64;
+
+type WriteRequest =
+  | { kind: 'order'; accountId: string; sym: string; amount: string; limit: string }
+  | { kind: 'cancel'; accountId: string; orderId: string };
+type WriteResult = { kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult };
+type WriteRow = {
+  order_id: string | null; rejection: string | null;
+  outcome: string | null; shares_canceled: string | null; time_canceled: string | null;
+  /** [shares, price, time] per fill, oldest first. */
+  fills: Array<[string, string, string]> | null;
+};
+
+function writeResult(request: WriteRequest, row: WriteRow | undefined): WriteResult {
+  if (!row) throw new Error('apply_writes returned too few rows');
+  if (request.kind === 'order') {
+    return {
+      kind: 'order',
+      result: row.order_id ? { opened: true, orderId: row.order_id } : { opened: false, reason: row.rejection ?? 'order not opened' },
+    };
+  }
+  if (row.outcome === 'canceled' && row.shares_canceled !== null && row.time_canceled !== null) {
+    const fills = (row.fills ?? []).map(([shares, price, time]) => ({ shares, price, time }));
+    return { kind: 'cancel', result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills } };
+  }
+  return { kind: 'cancel', result: { outcome: row.outcome === 'nothing open' ? 'nothing open' : 'unknown order' } };
+}
+
+/**
+ * An error PostgreSQL raised while executing a statement of ours (data,
+ * integrity or PL/pgSQL errors): the implicit transaction rolled back, nothing
+ * committed. Connection failures carry no such code, or a class of their own.
+ */
+function isStatementError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^(22|23|P0)/.test(code);
+}
+
 type FillRow = { shares: string | null; price: string | null; executed_at: string | null };
 
 function fillsOf(rows: FillRow[]): Fill[] {
@@ -50,7 +89,7 @@ function fillsOf(rows: FillRow[]): Fill[] {
 
 export class PostgresExchangeStore implements ExchangeStore {
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
-  private readonly symbolLanes = new SymbolLanes();
+  private readonly writes = new WriteQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
 
   constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {}
 
@@ -92,13 +131,76 @@ export class PostgresExchangeStore implements ExchangeStore {
   }
 
   async placeOrder(accountId: string, sym: string, amount: string, limit: string): Promise<PlaceOrderResult> {
-    const result = await this.symbolLanes.run(sym, () => this.query<{ order_id: string | null; rejection: string | null }>(
-      'SELECT order_id, rejection FROM place_order($1, $2, $3, $4)',
-      [accountId, sym, amount, limit],
-    ));
-    const row = result.rows[0];
-    if (row?.order_id) return { opened: true, orderId: row.order_id };
-    return { opened: false, reason: row?.rejection ?? 'order not opened' };
+    const result = await this.writes.submit({ kind: 'order', accountId, sym, amount, limit });
+    if (result.kind !== 'order') throw new Error('write queue returned the wrong result kind');
+    return result.result;
+  }
+
+  async cancelOrder(accountId: string, orderId: string): Promise<CancelResult> {
+    const result = await this.writes.submit({ kind: 'cancel', accountId, orderId });
+    if (result.kind !== 'cancel') throw new Error('write queue returned the wrong result kind');
+    return result.result;
+  }
+
+  /** A batch of writes in one transaction; on an error inside one write, each on its own. */
+  private async applyWrites(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
+    try {
+      const rows = await this.writeTransaction(batch);
+      return batch.map((request, index) => ({ status: 'fulfilled', value: writeResult(request, rows[index]) }));
+    } catch (error) {
+      // An error raised inside one write rolled the whole batch back: nothing committed,
+      // so each write runs again on its own and only the culprit fails. Any other failure
+      // (a lost connection mid-COMMIT) may have committed: it is passed up, never retried.
+      if (batch.length === 1 || !isStatementError(error)) throw error;
+      const results: Array<PromiseSettledResult<WriteResult>> = [];
+      for (const request of batch) {
+        try {
+          const [row] = await this.writeTransaction([request]);
+          results.push({ status: 'fulfilled', value: writeResult(request, row) });
+        } catch (reason) {
+          results.push({ status: 'rejected', reason });
+        }
+      }
+      return results;
+    }
+  }
+
+  /**
+   * BEGIN, then LOCK TABLE before any query: LOCK takes no snapshot, so the
+   * SERIALIZABLE snapshot is taken only once no other writer (of any process)
+   * is running, and writers never abort each other. Retried on 40001/40P01.
+   */
+  private writeTransaction(batch: WriteRequest[]): Promise<WriteRow[]> {
+    return withRetry(async () => {
+      const client = await this.pool.connect();
+      let healthy = true;
+      try {
+        await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
+        const result = await client.query<WriteRow>(
+          `SELECT w.order_id, w.rejection, w.outcome, w.shares_canceled, w.time_canceled, w.fills
+             FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[])
+                  WITH ORDINALITY AS w(order_id, rejection, outcome, shares_canceled, time_canceled, fills, n)
+            ORDER BY w.n`,
+          [
+            batch.map((request) => request.kind),
+            batch.map((request) => request.accountId),
+            batch.map((request) => (request.kind === 'order' ? request.sym : null)),
+            batch.map((request) => (request.kind === 'order' ? request.amount : null)),
+            batch.map((request) => (request.kind === 'order' ? request.limit : null)),
+            batch.map((request) => (request.kind === 'cancel' ? request.orderId : null)),
+          ],
+        );
+        await client.query('COMMIT');
+        return result.rows;
+      } catch (error) {
+        if (isRetryable(error) || isStatementError(error)) await client.query('ROLLBACK').catch(() => undefined);
+        else healthy = false;
+        throw error;
+      } finally {
+        // A client whose connection failed is discarded, not returned to the pool.
+        client.release(!healthy);
+      }
+    }, this.retryPolicy, this.retryCounters);
   }
 
   async orderStatus(accountId: string, orderId: string): Promise<OrderStatus | null> {
@@ -120,20 +222,5 @@ export class PostgresExchangeStore implements ExchangeStore {
     };
   }
 
-  async cancelOrder(accountId: string, orderId: string): Promise<CancelResult> {
-    // The CTE runs the function once; fills are joined only when it canceled.
-    const result = await this.query<FillRow & { outcome: string; shares_canceled: string | null; time_canceled: string | null }>(
-      `WITH c AS MATERIALIZED (SELECT * FROM cancel_order($1, $2))
-       SELECT c.outcome, c.shares_canceled, c.time_canceled, f.shares, f.price, f.executed_at
-         FROM c LEFT JOIN order_fills f ON c.outcome = 'canceled' AND f.order_id = $2
-        ORDER BY f.execution_id`,
-      [accountId, orderId],
-    );
-    const first = result.rows[0];
-    if (!first) throw new Error('cancel_order returned no row');
-    if (first.outcome === 'canceled' && first.shares_canceled !== null && first.time_canceled !== null) {
-      return { outcome: 'canceled', shares: first.shares_canceled, time: first.time_canceled, fills: fillsOf(result.rows) };
-    }
-    return { outcome: first.outcome === 'nothing open' ? 'nothing open' : 'unknown order' };
-  }
+
 }
