@@ -1,22 +1,38 @@
-/** Minimal leveled logger to stderr; quiet per request by design. */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
+/**
+ * Structured logs: JSON lines on stderr through pino, written synchronously so
+ * the last lines before an exit are never lost. Quiet per request by design:
+ * one line per start, stop, connection problem, retry storm or slow request.
+ */
+import pino from 'pino';
 
-let threshold: number = ORDER[(process.env['LOG_LEVEL'] as LogLevel | undefined) ?? 'info'] ?? ORDER.info;
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+const LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+
+function initialLevel(): LogLevel {
+  const wanted = process.env['LOG_LEVEL'] as LogLevel | undefined;
+  return wanted !== undefined && LEVELS.includes(wanted) ? wanted : 'info';
+}
+
+const logger = pino(
+  {
+    level: initialLevel(),
+    base: { pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    // Level names rather than numbers: readable, and what operators grep for.
+    formatters: { level: (label) => ({ level: label }) },
+  },
+  pino.destination({ dest: 2, sync: true }),
+);
 
 export function setLogLevel(level: LogLevel): void {
-  threshold = ORDER[level];
+  logger.level = level;
 }
 
-function write(level: Exclude<LogLevel, 'silent'>, message: string, fields?: Record<string, unknown>): void {
-  if (ORDER[level] < threshold) return;
-  const line = { time: new Date().toISOString(), level, pid: process.pid, msg: message, ...fields };
-  process.stderr.write(`${JSON.stringify(line)}\n`);
-}
+type Fields = Record<string, unknown>;
 
 export const log = {
-  debug: (message: string, fields?: Record<string, unknown>) => write('debug', message, fields),
-  info: (message: string, fields?: Record<string, unknown>) => write('info', message, fields),
-  warn: (message: string, fields?: Record<string, unknown>) => write('warn', message, fields),
-  error: (message: string, fields?: Record<string, unknown>) => write('error', message, fields),
+  debug: (message: string, fields?: Fields) => logger.debug(fields ?? {}, message),
+  info: (message: string, fields?: Fields) => logger.info(fields ?? {}, message),
+  warn: (message: string, fields?: Fields) => logger.warn(fields ?? {}, message),
+  error: (message: string, fields?: Fields) => logger.error(fields ?? {}, message),
 };

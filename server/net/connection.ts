@@ -47,6 +47,7 @@ export class Connection {
   private graceTimer: NodeJS.Timeout | null = null;
   private closeTimer: NodeJS.Timeout | null = null;
   private lastCompletenessCheck = 0;
+  private sawData = false;
 
   constructor(
     private readonly socket: net.Socket,
@@ -77,6 +78,7 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     if (!this.accepting) return;
+    this.sawData = true;
     const events = this.framer.push(chunk);
     // A finished request stops its deadline; a following partial one starts its own.
     if (events.length > 0) this.stopRequestTimer();
@@ -86,7 +88,14 @@ export class Connection {
 
   private onEnd(): void {
     this.clientEnded = true;
-    if (this.accepting) this.enqueue(this.framer.end(this.hooks.isCompleteDocument));
+    if (this.accepting) {
+      const events = this.framer.end(this.hooks.isCompleteDocument);
+      // A bare-mode connection exists for one request: closing without one deserves a reply.
+      if (events.length === 0 && this.options.framing === 'bare' && this.sawData) {
+        events.push({ type: 'error', reason: 'empty request: connection closed before a request arrived' });
+      }
+      this.enqueue(events);
+    }
     this.clearTimers();
     this.finishIfDone();
   }

@@ -41,6 +41,8 @@ const parser = new XMLParser({
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const DOCTYPE_OR_ENTITY = /<!\s*(DOCTYPE|ENTITY)/i;
 /** Only XML's predefined entities and character references are legal without a DOCTYPE. */
+/** fast-xml-parser's validator accepts a raw '<' inside an attribute value; XML does not. */
+const RAW_LT_IN_ATTRIBUTE = /=\s*(?:"[^"]*<|'[^']*<)/;
 const UNDEFINED_ENTITY = /&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)/;
 const CHARACTER_REFERENCE = /&#(x[0-9a-fA-F]+|[0-9]+);/g;
 
@@ -71,6 +73,7 @@ function wellFormedText(body: Uint8Array): string | RequestParseError {
   if (text.trim().length === 0) return fail('request is empty');
   if (DOCTYPE_OR_ENTITY.test(text)) return fail('DOCTYPE and entity declarations are not allowed');
   if (UNDEFINED_ENTITY.test(text)) return fail('malformed XML: undefined entity or stray "&"');
+  if (RAW_LT_IN_ATTRIBUTE.test(text)) return fail('malformed XML: "<" inside an attribute value');
   if (hasIllegalXmlCharacter(text) || hasIllegalCharacterReference(text)) {
     return fail('malformed XML: character not allowed in XML');
   }
@@ -135,9 +138,19 @@ function echoOf(attributes: Record<string, string>, names: readonly string[]): A
   return echo;
 }
 
+/** Names quoted in reasons are cut, so a huge name never makes a huge reply. */
+function shortName(name: string): string {
+  return name.length > 64 ? `${name.slice(0, 64)}...` : name;
+}
+
+/** Elements that carry everything in attributes must not hold text either. */
+function hasText(node: XmlNode, name: string): boolean {
+  return textOf(node, name).trim().length > 0;
+}
+
 function unexpectedAttribute(attributes: Record<string, string>, allowed: readonly string[]): string | null {
   const extra = Object.keys(attributes).find((name) => !allowed.includes(name));
-  return extra === undefined ? null : `unexpected attribute '${extra}'`;
+  return extra === undefined ? null : `unexpected attribute '${shortName(extra)}'`;
 }
 
 export function parseRequest(body: Uint8Array): Request | RequestParseError {
@@ -149,7 +162,7 @@ export function parseRequest(body: Uint8Array): Request | RequestParseError {
   const rootName = elementName(root);
   if (rootName === 'create') return parseCreate(root);
   if (rootName === 'transactions') return parseTransactions(root);
-  return fail(`unknown root element '${rootName}': expected <create> or <transactions>`);
+  return fail(`unknown root element '${shortName(rootName ?? '')}': expected <create> or <transactions>`);
 }
 
 function countItems(root: XmlNode, name: string): number {
@@ -176,7 +189,7 @@ function parseCreate(root: XmlNode): CreateRequest | RequestParseError {
     } else if (name === 'symbol') {
       groups.push(parseSymbol(child, attributes));
     } else {
-      groups.push({ kind: 'account', item: { kind: 'invalid', echo: [], reason: `unknown element <${name}> in <create>` } });
+      groups.push({ kind: 'account', item: { kind: 'invalid', echo: [], reason: `unknown element <${shortName(name)}> in <create>` } });
     }
   }
   return { kind: 'create', groups };
@@ -187,7 +200,8 @@ function parseCreateAccount(node: XmlNode, attributes: Record<string, string>): 
   const problem = accountIdProblem(attributes['id'])
     ?? balanceProblem(attributes['balance'])
     ?? unexpectedAttribute(attributes, ['id', 'balance'])
-    ?? (childElements(node, 'account').length > 0 ? '<account> in <create> takes no children' : null);
+    ?? (childElements(node, 'account').length > 0 ? '<account> in <create> takes no children' : null)
+    ?? (hasText(node, 'account') ? '<account> in <create> takes no text' : null);
   if (problem) return { kind: 'invalid', echo, reason: problem };
   return { kind: 'account', accountId: attributes['id'] as string, balance: attributes['balance'] as string };
 }
@@ -207,7 +221,7 @@ function parseSymbol(node: XmlNode, attributes: Record<string, string>): CreateG
     const childName = elementName(child) as string;
     const childAttributes = attributesOf(child);
     const echo: Attributes = [...echoOf(attributes, ['sym']), ...echoOf(childAttributes, ['id'])];
-    if (childName !== 'account') return { kind: 'invalid', echo, reason: `unknown element <${childName}> in <symbol>` };
+    if (childName !== 'account') return { kind: 'invalid', echo, reason: `unknown element <${shortName(childName)}> in <symbol>` };
     const shares = textOf(child, 'account').trim();
     const problem = symProblem
       ?? accountIdProblem(childAttributes['id'])
@@ -240,7 +254,8 @@ const ORDER_ATTRIBUTES = ['sym', 'amount', 'limit'] as const;
 function parseTransactionItem(node: XmlNode): TransactionItem {
   const name = elementName(node) as string;
   const attributes = attributesOf(node);
-  const nested = childElements(node, name).length > 0 ? `<${name}> takes no children` : null;
+  const nested = childElements(node, name).length > 0 ? `<${shortName(name)}> takes no children`
+    : hasText(node, name) ? `<${shortName(name)}> takes no text` : null;
   if (name === 'order') {
     const echo = echoOf(attributes, ORDER_ATTRIBUTES);
     const problem = symbolProblem(attributes['sym'])
@@ -267,5 +282,5 @@ function parseTransactionItem(node: XmlNode): TransactionItem {
     const orderId = isPossibleOrderId(attributes['id']) ? (attributes['id'] as string) : null;
     return { kind: name, orderId, echo };
   }
-  return { kind: 'invalid', echo: [], reason: `unknown element <${name}> in <transactions>` };
+  return { kind: 'invalid', echo: [], reason: `unknown element <${shortName(name)}> in <transactions>` };
 }
