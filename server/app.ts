@@ -2,19 +2,47 @@
 import { dispatch } from './handlers/index.js';
 import { parseRequest } from './protocol/parse-request.js';
 import { renderRequestError, renderResults } from './protocol/render-reply.js';
+import type { ReplyElement } from './protocol/replies.js';
 import type { ExchangeStore } from './store/exchange-store.js';
+import { metrics } from './observability/metrics.js';
 import { log } from './log.js';
 
-export function createRequestProcessor(store: ExchangeStore): (body: Buffer) => Promise<string> {
+export type ProcessorOptions = { slowRequestMs: number };
+
+function count(results: readonly ReplyElement[]): void {
+  for (const result of results) {
+    metrics.results.inc({ result: result.name });
+    if (result.name === 'opened') metrics.ordersOpened.inc();
+    else if (result.name === 'canceled') metrics.cancels.inc();
+  }
+}
+
+export function createRequestProcessor(store: ExchangeStore, options: ProcessorOptions = { slowRequestMs: 1_000 }): (body: Buffer) => Promise<string> {
   return async (body) => {
+    const started = process.hrtime.bigint();
     const request = parseRequest(body);
-    if (request.kind === 'error') return renderRequestError(request.message);
-    try {
-      return renderResults(await dispatch(store, request));
-    } catch (error) {
-      // Handlers turn store failures into per-item errors; this is a last resort.
-      log.error('unexpected failure processing a request', { error: error instanceof Error ? error.stack : String(error) });
-      return renderRequestError('internal error: the request could not be completed');
+    const root = request.kind === 'error' ? 'invalid' : request.kind;
+    let reply: string;
+    if (request.kind === 'error') {
+      metrics.results.inc({ result: 'error' });
+      reply = renderRequestError(request.message);
+    } else {
+      try {
+        const results = await dispatch(store, request);
+        count(results);
+        reply = renderResults(results);
+      } catch (error) {
+        // Handlers turn store failures into per-item errors; this is a last resort.
+        log.error('unexpected failure processing a request', { error: error instanceof Error ? error.stack : String(error) });
+        reply = renderRequestError('internal error: the request could not be completed');
+      }
     }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    metrics.requests.inc({ root });
+    metrics.requestDuration.observe({ root }, seconds);
+    if (seconds * 1000 > options.slowRequestMs) {
+      log.warn('slow request', { root, ms: Math.round(seconds * 1000), bytes: body.length });
+    }
+    return reply;
   };
 }

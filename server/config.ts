@@ -16,6 +16,8 @@ export type Config = {
   maxConnections: number;
   dbPoolSize: number;
   workers: number;
+  metricsPort: number | null;
+  slowRequestMs: number;
   cacheTtlSeconds: number;
   cacheTimeoutMs: number;
   dataDir: string;
@@ -69,6 +71,12 @@ const SETTINGS: Setting[] = [
   { key: 'idleTimeoutMs', env: 'IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', default: '60000', help: 'close connections idle this long', parse: integer(100, 86_400_000) },
   { key: 'graceMs', env: 'GRACE_MS', flag: 'grace-ms', default: '100', help: 'wait this long before processing a complete document shorter than its declared length', parse: integer(1, 10_000) },
   { key: 'maxConnections', env: 'MAX_CONNECTIONS', flag: 'max-connections', default: '10000', help: 'concurrent connections accepted', parse: integer(1, 1_000_000) },
+  {
+    key: 'metricsPort', env: 'METRICS_PORT', flag: 'metrics-port', default: '',
+    help: 'HTTP port for /metrics (Prometheus) and /healthz; unset: off',
+    parse: (text) => (text.length === 0 ? null : integer(1, 65535)(text)),
+  },
+  { key: 'slowRequestMs', env: 'SLOW_REQUEST_MS', flag: 'slow-request-ms', default: '1000', help: 'log requests slower than this', parse: integer(1, 3_600_000) },
   { key: 'workers', env: 'WORKERS', flag: 'workers', default: '1', help: 'server processes sharing the port (node:cluster)', parse: integer(1, 256) },
   { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },

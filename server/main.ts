@@ -13,6 +13,8 @@ import { createPool } from './store/pool.js';
 import { log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers } from './workers.js';
+import { framingErrorKind, metrics, registerSources, registry } from './observability/metrics.js';
+import { reachable, startOperationsServer } from './observability/http.js';
 
 async function run(config: Config): Promise<void> {
   // A worker's database was chosen (and its schema applied) by the primary.
@@ -38,7 +40,7 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
   } finally {
     await pool.end();
   }
-  runWorkers({ workers: config.workers, databaseUrl, onStopped: () => embedded?.stop() });
+  runWorkers({ workers: config.workers, databaseUrl, metricsPort: config.metricsPort, metricsHost: config.host, onStopped: () => embedded?.stop() });
 }
 
 async function serve(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null, migrate: boolean): Promise<void> {
@@ -72,16 +74,39 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
       maxQueuedRequests: 64,
     },
     {
-      processRequest: createRequestProcessor(store),
-      renderError: renderRequestError,
+      processRequest: createRequestProcessor(store, { slowRequestMs: config.slowRequestMs }),
+      renderError: (reason) => {
+        // One line per connection problem (info: hostile clients must not flood warnings).
+        metrics.framingErrors.inc({ reason: framingErrorKind(reason) });
+        log.info('connection problem', { reason });
+        return renderRequestError(reason);
+      },
       isCompleteDocument,
     },
   );
+  registerSources({
+    retries: () => database.retryCounters,
+    cache: () => cache?.counters ?? null,
+    openConnections: () => listener.connectionCount,
+    pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+  });
   const address = await listener.listen();
   log.info('exchange server listening', { host: address.address, port: address.port, replyFraming: config.replyFraming });
+  // In a multi-process server the primary serves the (aggregated) metrics.
+  const operations = config.metricsPort !== null && !cluster.isWorker
+    ? await startOperationsServer(config.metricsPort, config.host, {
+      metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+      health: async () => ({
+        postgres: (await reachable(() => pool.query('SELECT 1'))) ? 'ok' : 'unreachable',
+        redis: cache === null ? 'off' : (await reachable(() => (cache as RedisReadCache).ping())) ? 'ok' : 'unreachable',
+      }),
+    })
+    : null;
+  if (operations) log.info('metrics and health on HTTP', { port: config.metricsPort, paths: ['/metrics', '/healthz'] });
 
   const stopEverything = async (signal: string): Promise<void> => {
     log.info('shutting down', { signal });
+    operations?.close();
     await listener.close(config.shutdownTimeoutMs);
     await pool.end();
     await cache?.close();

@@ -4,12 +4,35 @@
  * SIGINT/SIGTERM waits for every worker's graceful shutdown before it exits.
  */
 import cluster, { type Worker } from 'node:cluster';
+import pg from 'pg';
 import { log } from './log.js';
+import { reachable, startOperationsServer } from './observability/http.js';
+import { AggregatorRegistry } from './observability/metrics.js';
+
+/** Workers keep their own metrics; the primary asks each for them at scrape time. */
+async function serveAggregatedMetrics(options: WorkersOptions): Promise<void> {
+  const aggregator = new AggregatorRegistry();
+  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
+  pool.on('error', () => undefined);
+  try {
+    await startOperationsServer(options.metricsPort as number, options.metricsHost, {
+      metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+      // Redis is each worker's business; the primary reports what it can see itself.
+      health: async () => ({ postgres: (await reachable(() => pool.query('SELECT 1'))) ? 'ok' : 'unreachable', redis: 'off' }),
+    });
+    log.info('metrics and health on HTTP', { port: options.metricsPort, paths: ['/metrics', '/healthz'] });
+  } catch (error) {
+    log.error('metrics server failed to start', { error: String(error) });
+  }
+}
 
 export type WorkersOptions = {
   workers: number;
   /** Handed to each worker, so all of them use the database the primary chose. */
   databaseUrl: string;
+  /** When set, the primary serves /metrics aggregated over the workers, and /healthz. */
+  metricsPort: number | null;
+  metricsHost: string;
   /** Runs after the last worker stopped (stops the embedded PostgreSQL). */
   onStopped: () => Promise<void> | undefined;
 };
@@ -19,6 +42,7 @@ export function runWorkers(options: WorkersOptions): void {
   const fork = (): Worker => cluster.fork({ DATABASE_URL: options.databaseUrl });
   for (let index = 0; index < options.workers; index++) fork();
   log.info('started workers', { workers: options.workers });
+  if (options.metricsPort !== null) void serveAggregatedMetrics(options);
 
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;

@@ -57,7 +57,7 @@ export class RedisReadCache implements ReadCache {
       return null;
     }
     try {
-      const value = await this.client.get(key);
+      const value = await this.withinTimeout(this.client.get(key));
       if (value === null) this.counters.misses++;
       else this.counters.hits++;
       return value;
@@ -71,10 +71,28 @@ export class RedisReadCache implements ReadCache {
   async set(key: string, value: string): Promise<void> {
     if (!this.client.isReady) return;
     try {
-      await this.client.set(key, value, { EX: this.options.ttlSeconds });
+      await this.withinTimeout(this.client.set(key, value, { EX: this.options.ttlSeconds }));
     } catch (error) {
       this.noteError('redis set failed', error);
     }
+  }
+
+  /**
+   * Our own deadline on every call: a Redis that is alive but frozen (stopped,
+   * swapping, a full network buffer) must cost at most this long per request.
+   */
+  private withinTimeout<T>(call: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`redis call took over ${this.options.commandTimeoutMs} ms`)), this.options.commandTimeoutMs);
+    });
+    call.catch(() => undefined); // a late failure after the deadline is not unhandled
+    return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
+  }
+
+  /** For health checks: rejects when Redis does not answer. */
+  async ping(): Promise<void> {
+    await this.client.ping();
   }
 
   /** Nothing in a cache needs flushing, so the connection is simply dropped. */

@@ -6,6 +6,7 @@
  */
 import type pg from 'pg';
 import { WriteQueue } from './write-queue.js';
+import { metrics } from '../observability/metrics.js';
 import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
 
 export type Fill = { shares: string; price: string; time: string };
@@ -16,7 +17,8 @@ export type OrderStatus = {
   /** Oldest first. */
   fills: Fill[];
 };
-export type PlaceOrderResult = { opened: true; orderId: string } | { opened: false; reason: string };
+/** fills: how many resting orders the new order executed against at once. */
+export type PlaceOrderResult = { opened: true; orderId: string; fills: number } | { opened: false; reason: string };
 export type CancelResult =
   | { outcome: 'canceled'; shares: string; time: string; fills: Fill[] }
   | { outcome: 'unknown order' | 'nothing open' };
@@ -44,7 +46,7 @@ type WriteRequest =
   | { kind: 'cancel'; accountId: string; orderId: string };
 type WriteResult = { kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult };
 type WriteRow = {
-  order_id: string | null; rejection: string | null;
+  order_id: string | null; rejection: string | null; fill_count: number | null;
   outcome: string | null; shares_canceled: string | null; time_canceled: string | null;
   /** [shares, price, time] per fill, oldest first. */
   fills: Array<[string, string, string]> | null;
@@ -55,7 +57,9 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined): WriteRes
   if (request.kind === 'order') {
     return {
       kind: 'order',
-      result: row.order_id ? { opened: true, orderId: row.order_id } : { opened: false, reason: row.rejection ?? 'order not opened' },
+      result: row.order_id
+        ? { opened: true, orderId: row.order_id, fills: row.fill_count ?? 0 }
+        : { opened: false, reason: row.rejection ?? 'order not opened' },
     };
   }
   if (row.outcome === 'canceled' && row.shares_canceled !== null && row.time_canceled !== null) {
@@ -144,6 +148,7 @@ export class PostgresExchangeStore implements ExchangeStore {
 
   /** A batch of writes in one transaction; on an error inside one write, each on its own. */
   private async applyWrites(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
+    metrics.writeBatchSize.observe(batch.length);
     try {
       const rows = await this.writeTransaction(batch);
       return batch.map((request, index) => ({ status: 'fulfilled', value: writeResult(request, rows[index]) }));
@@ -174,12 +179,18 @@ export class PostgresExchangeStore implements ExchangeStore {
     return withRetry(async () => {
       const client = await this.pool.connect();
       let healthy = true;
+      // A checked-out client has no pool error listener: a connection dying between two
+      // of our queries would otherwise be an uncaught 'error' event and kill the process.
+      const onError = () => {
+        healthy = false;
+      };
+      client.on('error', onError);
       try {
         await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
         const result = await client.query<WriteRow>(
-          `SELECT w.order_id, w.rejection, w.outcome, w.shares_canceled, w.time_canceled, w.fills
+          `SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
              FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[])
-                  WITH ORDINALITY AS w(order_id, rejection, outcome, shares_canceled, time_canceled, fills, n)
+                  WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
             ORDER BY w.n`,
           [
             batch.map((request) => request.kind),
@@ -197,7 +208,9 @@ export class PostgresExchangeStore implements ExchangeStore {
         else healthy = false;
         throw error;
       } finally {
-        // A client whose connection failed is discarded, not returned to the pool.
+        // A client whose connection failed is discarded, not returned to the pool; it keeps
+        // our listener, since a dying connection can report more errors after release.
+        if (healthy) client.off('error', onError);
         client.release(!healthy);
       }
     }, this.retryPolicy, this.retryCounters);

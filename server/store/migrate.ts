@@ -36,6 +36,9 @@ export async function applySchema(pool: pg.Pool, schemaDirectory?: string): Prom
   const schemaDigest = digest.digest('hex');
   return withRetry(async () => {
     const client = await pool.connect();
+    // See exchange-store.ts: a checked-out client needs its own error listener.
+    const onError = () => undefined;
+    client.on('error', onError);
     try {
       await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
       await client.query("SELECT pg_advisory_xact_lock(hashtext('exchange-schema'))");
@@ -57,6 +60,7 @@ export async function applySchema(pool: pg.Pool, schemaDirectory?: string): Prom
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
+      client.off('error', onError);
       client.release();
     }
   }, { maxAttempts: 10, baseDelayMs: 10, maxDelayMs: 500 });

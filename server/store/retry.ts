@@ -5,6 +5,8 @@
  * other failure (a lost connection mid-COMMIT included) is passed up, because
  * its outcome is unknown and retrying could double-apply.
  */
+import { log } from '../log.js';
+
 export const SERIALIZATION_FAILURE = '40001';
 export const DEADLOCK_DETECTED = '40P01';
 
@@ -13,6 +15,8 @@ export type RetryPolicy = {
   baseDelayMs: number;
   maxDelayMs: number;
 };
+
+const RETRY_STORM_ATTEMPTS = 10;
 
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 100, baseDelayMs: 1, maxDelayMs: 50 };
 
@@ -56,6 +60,8 @@ export async function withRetry<T>(
         throw new RetriesExhaustedError(attempt, error);
       }
       if (counters) counters.retries++;
+      // One line per transaction that keeps losing: a sign of a retry storm.
+      if (attempt === RETRY_STORM_ATTEMPTS) log.warn('retry storm: a transaction keeps being aborted', { attempts: attempt });
       await sleep(backoffMs(attempt, policy));
     }
   }

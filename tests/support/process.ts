@@ -25,9 +25,11 @@ export type ServerProcess = {
   stop: () => Promise<number | null>;
 };
 
-export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
+/** `command` replaces `node dist/server/main.js` (e.g. the container entrypoint script). */
+export async function startServerProcess(env: Record<string, string>, command: string[] = [process.execPath, SERVER_ENTRY]): Promise<ServerProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, [SERVER_ENTRY], {
+  const [program, ...args] = command as [string, ...string[]];
+  const child = spawn(program, args, {
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -1,0 +1,59 @@
+/**
+ * The operations HTTP port: GET /metrics (Prometheus text) and GET /healthz
+ * (200 when PostgreSQL answers, 503 when not; Redis is reported, but a cache
+ * being down does not make the exchange unhealthy).
+ */
+import http from 'node:http';
+import { log } from '../log.js';
+
+export type HealthReport = { postgres: 'ok' | 'unreachable'; redis: 'ok' | 'unreachable' | 'off' };
+
+export type OperationsEndpoints = {
+  metrics: () => Promise<{ contentType: string; body: string }>;
+  health: () => Promise<HealthReport>;
+};
+
+export function startOperationsServer(port: number, host: string, endpoints: OperationsEndpoints): Promise<http.Server> {
+  const server = http.createServer((request, response) => {
+    const reply = (status: number, contentType: string, body: string) => {
+      response.writeHead(status, { 'content-type': contentType });
+      response.end(body);
+    };
+    const route = async () => {
+      if (request.method !== 'GET') return reply(405, 'text/plain', 'method not allowed\n');
+      if (request.url === '/metrics') {
+        const { contentType, body } = await endpoints.metrics();
+        return reply(200, contentType, body);
+      }
+      if (request.url === '/healthz') {
+        const health = await endpoints.health();
+        return reply(health.postgres === 'ok' ? 200 : 503, 'application/json', `${JSON.stringify(health)}\n`);
+      }
+      return reply(404, 'text/plain', 'not found: try /metrics or /healthz\n');
+    };
+    route().catch((error: unknown) => {
+      log.warn('operations endpoint failed', { url: request.url, error: String(error) });
+      if (!response.headersSent) reply(500, 'text/plain', 'internal error\n');
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+/** true when the check resolves within the timeout. */
+export async function reachable(check: () => Promise<unknown>, timeoutMs = 1_000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([check().then(() => true as const, () => false as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Prometheus metrics (prom-client, default registry so node:cluster workers
+ * can be aggregated by the primary). Counters the code increments live here;
+ * values other modules already keep (pool, connections, retries, cache) are
+ * read at scrape time through registerSources().
+ */
+import cluster from 'node:cluster';
+import client from 'prom-client';
+
+client.collectDefaultMetrics();
+// prom-client installs a worker's answer to the primary's "send me your metrics"
+// only when an AggregatorRegistry is constructed in that worker.
+if (cluster.isWorker) new client.AggregatorRegistry();
+
+const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+export const metrics = {
+  requests: new client.Counter({ name: 'exchange_requests_total', help: 'Requests processed, by root element', labelNames: ['root'] }),
+  requestDuration: new client.Histogram({
+    name: 'exchange_request_duration_seconds', help: 'Time from a whole request to its reply, by root element', labelNames: ['root'], buckets: latencyBuckets,
+  }),
+  results: new client.Counter({ name: 'exchange_results_total', help: 'Reply elements, by name (created, opened, status, canceled, error)', labelNames: ['result'] }),
+  ordersOpened: new client.Counter({ name: 'exchange_orders_opened_total', help: 'Orders opened' }),
+  fills: new client.Counter({ name: 'exchange_fills_total', help: 'Executions (one per resting order an incoming order traded with)' }),
+  cancels: new client.Counter({ name: 'exchange_cancels_total', help: 'Orders canceled' }),
+  framingErrors: new client.Counter({ name: 'exchange_framing_errors_total', help: 'Connections ended by a framing error or timeout', labelNames: ['reason'] }),
+  writeBatchSize: new client.Histogram({
+    name: 'exchange_write_batch_size', help: 'Writes (orders and cancels) committed per transaction', buckets: [1, 2, 4, 8, 16, 32, 64],
+  }),
+};
+
+export type MetricSources = {
+  retries: () => { retries: number; exhausted: number };
+  cache: () => { hits: number; misses: number; errors: number } | null;
+  openConnections: () => number;
+  pool: () => { total: number; idle: number; waiting: number };
+};
+
+/** Gauges and counters whose values are read from their owners when scraped. */
+export function registerSources(sources: MetricSources): void {
+  const counterFrom = (name: string, help: string, read: () => number | null) =>
+    new client.Counter({
+      name, help,
+      collect() {
+        const value = read();
+        this.reset();
+        if (value !== null) this.inc(value);
+      },
+    });
+  counterFrom('exchange_serialization_retries_total', 'Transactions retried after 40001/40P01', () => sources.retries().retries);
+  counterFrom('exchange_retries_exhausted_total', 'Transactions given up after every retry (not applied)', () => sources.retries().exhausted);
+  counterFrom('exchange_cache_hits_total', 'Redis cache hits', () => sources.cache()?.hits ?? null);
+  counterFrom('exchange_cache_misses_total', 'Redis cache misses (including Redis failures)', () => sources.cache()?.misses ?? null);
+  counterFrom('exchange_cache_errors_total', 'Redis errors (each answered from PostgreSQL)', () => sources.cache()?.errors ?? null);
+  new client.Gauge({ name: 'exchange_open_connections', help: 'Client connections open', collect() { this.set(sources.openConnections()); } });
+  new client.Gauge({
+    name: 'exchange_db_pool_connections', help: 'PostgreSQL pool connections, by state', labelNames: ['state'],
+    collect() {
+      const pool = sources.pool();
+      this.set({ state: 'total' }, pool.total);
+      this.set({ state: 'idle' }, pool.idle);
+      this.set({ state: 'waiting' }, pool.waiting);
+    },
+  });
+}
+
+/** The coarse kind of a framing failure, as a metric label. */
+export function framingErrorKind(reason: string): string {
+  if (reason.includes('within')) return 'timeout';
+  if (reason.startsWith('truncated') || reason.startsWith('empty')) return 'truncated';
+  if (reason.includes('exceeds the maximum')) return 'too_large';
+  return 'bad_length_line';
+}
+
+export const registry = client.register;
+export const AggregatorRegistry = client.AggregatorRegistry;
