@@ -1,5 +1,6 @@
 /** Reads reply documents in tests: the root's children as plain objects. */
 import { XMLParser } from 'fast-xml-parser';
+import { recordReply } from './reply-schema.js';
 
 export type ReplyNode = { name: string; attributes: Record<string, string>; text: string; children: ReplyNode[] };
 
@@ -22,6 +23,7 @@ function toNode(raw: Record<string, unknown>): ReplyNode | null {
 
 /** The `<results>` children of a reply; throws if the reply is not a `<results>` document. */
 export function parseResults(xml: string): ReplyNode[] {
+  recordReply(xml);
   if (!xml.startsWith('<?xml')) throw new Error(`reply lacks an XML declaration: ${xml}`);
   const roots = (parser.parse(xml) as Array<Record<string, unknown>>).map(toNode).filter((node): node is ReplyNode => node !== null);
   const root = roots[0];
