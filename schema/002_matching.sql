@@ -21,10 +21,13 @@ BEGIN
   RETURN NULL;
 END $$;
 
--- <order>: opens the order (order_id) or says why not (rejection), then matches it.
-CREATE OR REPLACE FUNCTION place_order(
+-- <order>: opens the order (order_id) or says why not (rejection), then matches
+-- it (fill_count fills). Dropped first because its result columns changed once.
+DROP FUNCTION IF EXISTS apply_writes(text[], text[], text[], numeric[], numeric[], bigint[]);
+DROP FUNCTION IF EXISTS place_order(text, text, numeric, numeric);
+CREATE FUNCTION place_order(
   p_account text, p_sym text, p_amount numeric, p_limit numeric,
-  OUT order_id bigint, OUT rejection text)
+  OUT order_id bigint, OUT rejection text, OUT fill_count integer)
 LANGUAGE plpgsql AS $$
 DECLARE
   is_buy  constant boolean := p_amount > 0;
@@ -40,6 +43,7 @@ DECLARE
   own_cash numeric := 0;
   own_shares numeric := 0;
 BEGIN
+  fill_count := 0;
   PERFORM 1 FROM symbols WHERE sym = p_sym;
   IF NOT FOUND THEN rejection := 'unknown symbol'; RETURN; END IF;
 
@@ -91,6 +95,7 @@ BEGIN
 
     fill := least(unfilled, resting.open_shares);
     unfilled := unfilled - fill;
+    fill_count := fill_count + 1;
     UPDATE orders SET open_shares = open_shares - fill WHERE id = resting.id;
 
     IF is_buy THEN
@@ -157,17 +162,16 @@ END $$;
 -- A batch of writes (orders and cancels, any symbols) in one transaction, in
 -- arrival order: each sees the book as the previous one left it, and all share
 -- one commit. For a cancel, also its fills (final once canceled), oldest first.
-DROP FUNCTION IF EXISTS place_orders(text, text[], numeric[], numeric[]);
-CREATE OR REPLACE FUNCTION apply_writes(
+CREATE FUNCTION apply_writes(
   p_kinds text[], p_accounts text[], p_syms text[], p_amounts numeric[], p_limits numeric[], p_order_ids bigint[])
-RETURNS TABLE (order_id bigint, rejection text, outcome text, shares_canceled numeric, time_canceled bigint, fills jsonb)
+RETURNS TABLE (order_id bigint, rejection text, fill_count integer, outcome text, shares_canceled numeric, time_canceled bigint, fills jsonb)
 LANGUAGE plpgsql AS $$
 BEGIN
   FOR i IN 1 .. coalesce(array_length(p_kinds, 1), 0) LOOP
-    order_id := NULL; rejection := NULL; outcome := NULL;
+    order_id := NULL; rejection := NULL; fill_count := NULL; outcome := NULL;
     shares_canceled := NULL; time_canceled := NULL; fills := NULL;
     IF p_kinds[i] = 'order' THEN
-      SELECT placed.order_id, placed.rejection INTO order_id, rejection
+      SELECT placed.order_id, placed.rejection, placed.fill_count INTO order_id, rejection, fill_count
         FROM place_order(p_accounts[i], p_syms[i], p_amounts[i], p_limits[i]) AS placed;
     ELSE
       SELECT c.outcome, c.shares_canceled, c.time_canceled INTO outcome, shares_canceled, time_canceled
