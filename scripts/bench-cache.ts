@@ -216,6 +216,7 @@ async function lookupBenchmark(): Promise<void> {
       ids.push(placed.orderId);
     }
     const kinds: Array<[string, (store: ExchangeStore, index: number) => Promise<unknown>]> = [
+      // Served from the store's in-process memory in both columns (not cached in Redis).
       ['account exists', (store) => store.accountExists('1')],
       ['final order status', (store, index) => store.orderStatus('1', ids[index % ids.length] as string)],
       ['cancel of a final order', (store, index) => store.cancelOrder('1', ids[index % ids.length] as string)],

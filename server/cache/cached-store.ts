@@ -2,9 +2,9 @@
  * ExchangeStore with a read-through cache in front of its reads. Only facts
  * that can never change once committed are cached, so no entry can go stale
  * and nothing needs invalidating:
- *  - an account exists (accounts are never deleted; "does not exist" is not cached);
- *  - the status of an order with nothing open (fully executed or canceled): its
- *    fills and cancel are final, and its owner never changes.
+ * the status of an order with nothing open (fully executed or canceled): its
+ * fills and cancel are final, and its owner never changes. (Account existence,
+ * also final, is remembered in process by the store: cheaper than Redis.)
  * A live order's status is always read from PostgreSQL. Entries are written only
  * after the transaction that produced them committed, and keys carry the
  * database instance id, so a reset database never meets old entries.
@@ -49,12 +49,9 @@ export class CachedExchangeStore implements ExchangeStore {
     return this.store.placeOrder(accountId, sym, amount, limit);
   }
 
-  async accountExists(accountId: string): Promise<boolean> {
-    const key = this.accountKey(accountId);
-    if ((await this.cache.get(key)) !== null) return true;
-    const exists = await this.store.accountExists(accountId);
-    if (exists) await this.cache.set(key, '1');
-    return exists;
+  /** Not cached in Redis: the store remembers existing accounts in process, which is faster still. */
+  accountExists(accountId: string): Promise<boolean> {
+    return this.store.accountExists(accountId);
   }
 
   async orderStatus(accountId: string, orderId: string): Promise<OrderStatus | null> {
@@ -78,10 +75,6 @@ export class CachedExchangeStore implements ExchangeStore {
       });
     }
     return result;
-  }
-
-  private accountKey(accountId: string): string {
-    return `${this.keyPrefix}account:${accountId}`;
   }
 
   private orderKey(orderId: string): string {

@@ -38,6 +38,9 @@ export interface ExchangeStore {
   cancelOrder(accountId: string, orderId: string): Promise<CancelResult>;
 }
 
+/** Bounds the memory of accounts known to exist (about 100 bytes each). */
+const MAX_KNOWN_ACCOUNTS = 1_000_000;
+
 /** Most writes one transaction carries (group commit of the queue). */
 const MAX_WRITES_PER_TRANSACTION = 64;
 
@@ -93,6 +96,7 @@ function fillsOf(rows: FillRow[]): Fill[] {
 
 export class PostgresExchangeStore implements ExchangeStore {
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
+  private readonly knownAccounts = new Set<string>();
   private readonly writes = new WriteQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
 
   constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {}
@@ -129,9 +133,17 @@ export class PostgresExchangeStore implements ExchangeStore {
     return result.rows[0]?.problem ?? null;
   }
 
+  /**
+   * Accounts are never deleted, so an account seen once exists for good: remembering
+   * it saves every later <transactions> request a transaction of its own.
+   */
   async accountExists(accountId: string): Promise<boolean> {
+    if (this.knownAccounts.has(accountId)) return true;
     const result = await this.query('SELECT 1 FROM accounts WHERE id = $1', [accountId]);
-    return result.rowCount === 1;
+    if (result.rowCount !== 1) return false;
+    if (this.knownAccounts.size >= MAX_KNOWN_ACCOUNTS) this.knownAccounts.clear();
+    this.knownAccounts.add(accountId);
+    return true;
   }
 
   async placeOrder(accountId: string, sym: string, amount: string, limit: string): Promise<PlaceOrderResult> {

@@ -22,7 +22,8 @@ function run(command: string, args: string[]): Promise<string> {
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(output) : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${output}`))));
+    // 'exit', not 'close': a postmaster started by pg_ctl may inherit the pipes and keep them open.
+    child.once('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${output}`))));
   });
 }
 
@@ -67,7 +68,7 @@ export class DisposableCluster {
 
   /** `pg_ctl restart -m fast|immediate`: connections are cut; immediate is a crash (recovery at start). */
   restart(mode: 'fast' | 'immediate'): Promise<string> {
-    return run('pg_ctl', ['-D', this.dataDir, '-m', mode, '-w', '-t', '60', 'restart']);
+    return run('pg_ctl', ['-D', this.dataDir, '-l', path.join(this.dir, 'server.log'), '-m', mode, '-w', '-t', '60', 'restart']);
   }
 
   stop(mode: 'fast' | 'immediate' = 'fast'): Promise<string> {
