@@ -259,7 +259,15 @@ async function measurePgbench(options: Options): Promise<PgbenchResult> {
 // ---------------------------------------------------------------------------
 // The server under test
 
-type ServerShutdown = { exitCode: number | null; serializationRetries: number; retriesExhausted: number };
+type ServerShutdown = {
+  exitCode: number | null;
+  serializationRetries: number;
+  retriesExhausted: number;
+  /** The server's warn and error log lines, which explain a failed run. */
+  problems: string[];
+  /** Set when the server was gone before we stopped it (crashed, or someone else signalled it). */
+  exitedEarly: string | null;
+};
 type RunningServer = { pid: number; port: number; stop: () => Promise<ServerShutdown> };
 
 /** The server's JSON log lines; anything that is not one is ignored. */
@@ -317,6 +325,8 @@ async function startServer(cores: number[], databaseUrlForRun: string): Promise<
   }
 
   const stop = async (): Promise<ServerShutdown> => {
+    // Nobody but us should stop it; if it is gone already, its last lines say why (a signal, a crash).
+    const exitedEarly = exited ? `server exited before the run ended; its last lines: ${log.trim().split('\n').slice(-3).join(' | ')}` : null;
     if (!exited) child.kill('SIGTERM');
     const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     // 'close', not 'exit': the shutdown log lines may still be in the stderr pipe at exit.
@@ -330,7 +340,10 @@ async function startServer(cores: number[], databaseUrlForRun: string): Promise<
       if (typeof record['serializationRetries'] === 'number') serializationRetries += record['serializationRetries'];
       if (typeof record['retriesExhausted'] === 'number') retriesExhausted += record['retriesExhausted'];
     }
-    return { exitCode, serializationRetries, retriesExhausted };
+    const problems = logRecords(log)
+      .filter((record) => record['level'] === 'warn' || record['level'] === 'error')
+      .map((record) => JSON.stringify(record));
+    return { exitCode, serializationRetries, retriesExhausted, problems, exitedEarly };
   };
   if (child.pid === undefined) throw new Error('taskset did not start');
   return { pid: child.pid, port, stop };
@@ -352,11 +365,12 @@ function readProcessTicks(pid: number): ProcessTicks | null {
     // comm may contain spaces and parentheses; the fields after the last ')' are fixed.
     const comm = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    // utime + stime, plus cutime + cstime: the CPU of children it has reaped. PostgreSQL backends
-    // that end inside the window (a replaced pool connection) would be lost otherwise; the
-    // postmaster reaps them, so their CPU shows up there.
-    const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
-    return { comm, ppid: Number(fields[1]), ticks: (utime ?? 0) + (stime ?? 0) + (cutime ?? 0) + (cstime ?? 0) };
+    const [utime = 0, stime = 0, cutime = 0, cstime = 0] = fields.slice(11, 15).map(Number);
+    // For PostgreSQL also cutime + cstime, the CPU of the children it has reaped: backends that end
+    // inside the window (a replaced pool connection) would be lost otherwise. Not for other
+    // processes: a shell reaping a long job would book that job's whole life into the window.
+    const reaped = comm === 'postgres' ? cutime + cstime : 0;
+    return { comm, ppid: Number(fields[1]), ticks: utime + stime + reaped };
   } catch {
     return null; // the process ended between listing and reading
   }
@@ -385,17 +399,19 @@ function descendsFrom(pid: number, ancestor: number, processes: Map<number, Proc
 
 function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: number, clientPid: number): CpuUse {
   const seconds = (after.atMs - before.atMs) / 1000;
-  const use = { server: 0, postgres: 0, client: 0, other: 0 };
+  const use = { server: 0, postgres: 0, client: 0 };
   for (const [pid, now] of after.processes) {
-    // A process born inside the window counts from zero; one that died inside it counts in its parent.
+    // A process born inside the window counts from zero.
     const delta = (now.ticks - (before.processes.get(pid)?.ticks ?? 0)) / ticksPerSecond / seconds;
     if (descendsFrom(pid, serverPid, after.processes)) use.server += delta;
-    else if (now.comm === 'postgres') use.postgres += delta;
+    else if (now.comm === 'postgres') use.postgres += delta; // all of PostgreSQL: it serves every database
     else if (descendsFrom(pid, clientPid, after.processes)) use.client += delta;
-    else use.other += delta;
   }
-  const machineBusyPercent = (100 * (after.busyTicks - before.busyTicks)) / Math.max(1, after.totalTicks - before.totalTicks);
-  return { ...use, machineBusyPercent };
+  const busyShare = (after.busyTicks - before.busyTicks) / Math.max(1, after.totalTicks - before.totalTicks);
+  // Everything else is what the machine did beyond the three of them (kernel, unrelated jobs),
+  // taken as the remainder so short-lived processes elsewhere are not lost.
+  const other = Math.max(0, busyShare * os.cpus().length - use.server - use.postgres - use.client);
+  return { ...use, other, machineBusyPercent: 100 * busyShare };
 }
 
 // ---------------------------------------------------------------------------
@@ -559,7 +575,10 @@ async function runOnce(coreCount: number, repeat: number, options: Options): Pro
     const shutdown = await server.stop();
     const database = await databaseCounters(name);
     const failure = describeFailure(outcome, shutdown);
-    if (failure) progress(`cores ${coreCount}, repeat ${repeat}: FAILED: ${failure}\n${outcome.stderrTail}`);
+    if (failure) {
+      progress(`cores ${coreCount}, repeat ${repeat}: FAILED: ${failure}`);
+      process.stderr.write(`stress client stderr:\n${outcome.stderrTail}\nserver warnings/errors:\n${shutdown.problems.slice(0, 20).join('\n')}\n`);
+    }
     else progress(`cores ${coreCount}, repeat ${repeat}: ${outcome.result?.ordersPerSecond.toFixed(0)} orders/s, p99 ${outcome.result?.latencyMs.p99.toFixed(1)} ms`);
     return {
       timestamp,
@@ -612,7 +631,14 @@ function describeFailure(outcome: StressOutcome, shutdown: ServerShutdown): stri
   if (!outcome.result) problems.push('no stress JSON');
   const violations = outcome.result?.invariants.violations ?? [];
   if (violations.length > 0) problems.push(`invariant violations: ${violations.slice(0, 5).join('; ')}`);
-  if (shutdown.exitCode !== 0) problems.push(`server exited with ${shutdown.exitCode}`);
+  if (shutdown.exitedEarly) problems.push(shutdown.exitedEarly);
+  else if (shutdown.exitCode !== 0) problems.push(`server exited with ${shutdown.exitCode}`);
+  // An error line (a worker that died and was replaced, say) fails the run even if the client coped.
+  const errorLines = shutdown.problems.filter((line) => line.includes('"level":"error"'));
+  if (errorLines.length > 0) problems.push(`server logged ${errorLines.length} error(s), first: ${errorLines[0]}`);
+  else if (problems.length > 0 && shutdown.problems.length > 0) {
+    problems.push(`server logged ${shutdown.problems.length} warning(s)/error(s), first: ${shutdown.problems[0]}`);
+  }
   return problems.length > 0 ? problems.join('; ') : null;
 }
 
@@ -649,6 +675,11 @@ type CoreSummary = {
   ratio: number;
   retriesPer100Orders: number;
   sessionsPer100Orders: number;
+  /** PostgreSQL commits per 100 requests: below 100 means the server groups requests into shared transactions. */
+  commitsPer100Requests: number;
+  /** CPU milliseconds per request answered, in the server and in PostgreSQL. */
+  serverCpuMsPerRequest: number;
+  postgresCpuMsPerRequest: number;
   cpu: CpuUse | null;
 };
 
@@ -658,10 +689,16 @@ type PassedRun = RunRecord & { stress: StressResult };
  * A count taken over the whole run (set-up, warm-up, measured window, verification) per 100
  * orders, with the orders of warm-up plus window estimated from the measured rate.
  */
-function per100Orders(runs: PassedRun[], count: (run: PassedRun) => number | null): number {
+function per100Orders(runs: PassedRun[], count: (run: PassedRun) => number | null, unit: 'orders' | 'requests' = 'orders'): number {
   const counted = runs.filter((run) => count(run) !== null);
-  const orders = counted.reduce((sum, run) => sum + run.stress.ordersPerSecond * (run.warmup + run.seconds), 0);
-  return orders > 0 ? (100 * counted.reduce((sum, run) => sum + (count(run) ?? 0), 0)) / orders : Number.NaN;
+  const rate = (run: PassedRun): number => (unit === 'orders' ? run.stress.ordersPerSecond : run.stress.requestsPerSecond);
+  const denominator = counted.reduce((sum, run) => sum + rate(run) * (run.warmup + run.seconds), 0);
+  return denominator > 0 ? (100 * counted.reduce((sum, run) => sum + (count(run) ?? 0), 0)) / denominator : Number.NaN;
+}
+
+/** Mean CPU milliseconds per request over the runs with a CPU sample. */
+function cpuMsPerRequest(runs: PassedRun[], cores: (cpu: CpuUse) => number): number {
+  return mean(runs.flatMap((run) => (run.cpu && run.stress.requestsPerSecond > 0 ? [(1000 * cores(run.cpu)) / run.stress.requestsPerSecond] : [])));
 }
 
 function summarize(records: RunRecord[], pgbench: PgbenchResult): CoreSummary[] {
@@ -691,6 +728,9 @@ function summarize(records: RunRecord[], pgbench: PgbenchResult): CoreSummary[] 
       ratio: orders.mean / pgbench.mean,
       retriesPer100Orders: per100Orders(passed, (run) => run.serializationRetries),
       sessionsPer100Orders: per100Orders(passed, (run) => run.database?.sessions ?? null),
+      commitsPer100Requests: per100Orders(passed, (run) => run.database?.commits ?? null, 'requests'),
+      serverCpuMsPerRequest: cpuMsPerRequest(passed, (cpu) => cpu.server),
+      postgresCpuMsPerRequest: cpuMsPerRequest(passed, (cpu) => cpu.postgres),
       cpu,
     };
   });
@@ -711,7 +751,7 @@ function writeCsv(file: string, records: RunRecord[], pgbench: PgbenchResult): v
     'timestamp', 'cores', 'workers', 'repeat', 'connections', 'seconds', 'requests_per_s', 'orders_per_s',
     'p50_ms', 'p90_ms', 'p99_ms', 'p999_ms', 'max_ms', 'failed', 'pgbench_tps', 'ratio_to_pgbench',
     // Beyond the core columns: what explains the numbers, and whether the run passed.
-    'serialization_retries', 'pg_sessions', 'pg_rollbacks', 'cpu_server_cores', 'cpu_postgres_cores', 'cpu_client_cores', 'cpu_other_cores', 'machine_busy_pct',
+    'serialization_retries', 'pg_sessions', 'pg_commits', 'pg_rollbacks', 'cpu_server_cores', 'cpu_postgres_cores', 'cpu_client_cores', 'cpu_other_cores', 'machine_busy_pct',
     'invariants_checked', 'run_failure',
   ];
   const rows = records.map((record) => {
@@ -722,7 +762,7 @@ function writeCsv(file: string, records: RunRecord[], pgbench: PgbenchResult): v
       fixed(stress?.latencyMs.p50, 3), fixed(stress?.latencyMs.p90, 3), fixed(stress?.latencyMs.p99, 3),
       fixed(stress?.latencyMs.p999, 3), fixed(stress?.latencyMs.max, 3), stress?.failedRequests ?? '',
       fixed(pgbench.mean, 1), stress ? fixed(stress.ordersPerSecond / pgbench.mean, 4) : '',
-      record.serializationRetries, record.database?.sessions ?? '', record.database?.rollbacks ?? '', fixed(record.cpu?.server, 2), fixed(record.cpu?.postgres, 2), fixed(record.cpu?.client, 2),
+      record.serializationRetries, record.database?.sessions ?? '', record.database?.commits ?? '', record.database?.rollbacks ?? '', fixed(record.cpu?.server, 2), fixed(record.cpu?.postgres, 2), fixed(record.cpu?.client, 2),
       fixed(record.cpu?.other, 2), fixed(record.cpu?.machineBusyPercent, 1), stress?.invariants.checked ?? '', record.failure ?? '',
     ].map(csvField).join(',');
   });
@@ -746,10 +786,29 @@ const coresAxis = {
   axis: { labelAngle: 0 },
 };
 
+/** One layer of a layered chart, taken from vega-lite's own spec type. */
+type LayerSpec = Extract<TopLevelSpec, { layer: unknown }>['layer'][number];
+type Labelled = { cores: number; mean: number; label: string };
+type ColorEncoding = { field: string; type: 'nominal'; title: string | null; scale: { domain: string[]; range: string[] } };
+
+/**
+ * Text layers printing each mean beside its point: left of the first core count and right of
+ * the others, where the line between the points does not run through the text.
+ */
+function valueLabels<T extends Labelled>(labelled: T[], color: ColorEncoding): LayerSpec[] {
+  const firstCores = Math.min(...labelled.map((item) => item.cores));
+  const layer = (values: T[], align: 'left' | 'right'): LayerSpec => ({
+    data: { values },
+    mark: { type: 'text', align, dx: align === 'left' ? 13 : -13, dy: -9 },
+    encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative' }, text: { field: 'label' }, color },
+  });
+  return [layer(labelled.filter((item) => item.cores === firstCores), 'right'), layer(labelled.filter((item) => item.cores !== firstCores), 'left')];
+}
+
 function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: PgbenchResult, options: Options, machine: Machine): TopLevelSpec {
   const ordersSeries = 'exchange server: orders/s';
   const requestsSeries = 'exchange server: requests/s (all kinds)';
-  const pgbenchSeries = `PostgreSQL alone: pgbench -N tps (${options.connections} clients)`;
+  const pgbenchSeries = 'PostgreSQL alone: pgbench -N tps (band = min–max)';
   // requests/s is only worth a line when the workload sends more than orders.
   const showRequests = summary.some((row) => Math.abs(row.requests.mean - row.orders.mean) > 0.01 * row.orders.mean);
   const series = showRequests ? [ordersSeries, requestsSeries, pgbenchSeries] : [ordersSeries, pgbenchSeries];
@@ -766,7 +825,8 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
     type: 'nominal' as const,
     title: null,
     scale: { domain: series, range: showRequests ? ['#1f77b4', '#2ca02c', '#d62728'] : ['#1f77b4', '#d62728'] },
-    legend: { orient: 'bottom' as const, direction: 'vertical' as const, labelLimit: 400 },
+    // symbolOpacity: the faint pgbench band would otherwise make every legend symbol faint.
+    legend: { orient: 'bottom' as const, direction: 'vertical' as const, labelLimit: 600, symbolOpacity: 1 },
   };
   // Axis titles stay short: with no canvas vega over-estimates text length and would pad the chart.
   const yTitle = 'per second (orders, requests, tps)';
@@ -778,7 +838,7 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
       offset: 14,
       subtitle: [
         `mean of ${options.repeats} run(s), bars = min–max, dots = single runs`,
-        `${options.connections} connections, ${options.seconds} s measured per run`,
+        `${options.connections} connections (pgbench: ${options.connections} clients), ${options.seconds} s measured per run`,
         `${machine.cores} cores shared with PostgreSQL and the load generator`,
       ],
     },
@@ -786,13 +846,19 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
     height: 300,
     layer: [
       {
+        // The spread of the pgbench runs, as a band behind its mean.
+        data: { values: [{ series: pgbenchSeries, low: Math.min(...pgbench.tps), high: Math.max(...pgbench.tps) }] },
+        mark: { type: 'rect', opacity: 0.12 },
+        encoding: { y: { field: 'low', type: 'quantitative', title: yTitle }, y2: { field: 'high' }, color },
+      },
+      {
         data: { values: [{ series: pgbenchSeries, tps: pgbench.mean }] },
         mark: { type: 'rule', strokeDash: [6, 4], strokeWidth: 2 },
         encoding: { y: { field: 'tps', type: 'quantitative', title: yTitle }, color },
       },
       {
         data: { values: [{ series: pgbenchSeries, tps: pgbench.mean, label: `pgbench ${pgbench.mean.toFixed(0)} tps` }] },
-        mark: { type: 'text', align: 'left', dx: 4, dy: -8, x: 0 },
+        mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 6, x: 0 },
         encoding: { y: { field: 'tps', type: 'quantitative' }, text: { field: 'label' }, color },
       },
       {
@@ -805,11 +871,7 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
         mark: { type: 'line', point: { size: 70, filled: true } },
         encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative', title: yTitle }, color },
       },
-      {
-        data: { values: bars.map((bar) => ({ ...bar, label: bar.mean.toFixed(0) })) },
-        mark: { type: 'text', align: 'left', dx: 10, dy: -9 },
-        encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative' }, text: { field: 'label' }, color },
-      },
+      ...valueLabels(bars.map((bar) => ({ ...bar, label: bar.mean.toFixed(0) })), color),
       {
         data: { values: runs },
         mark: { type: 'point', size: 25, opacity: 0.6 },
@@ -860,11 +922,7 @@ function latencySpec(records: RunRecord[], summary: CoreSummary[], options: Opti
         mark: { type: 'line', point: { size: 70, filled: true } },
         encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative', title: yTitle }, color },
       },
-      {
-        data: { values: bars.map((bar) => ({ ...bar, label: `${bar.mean.toFixed(1)} ms` })) },
-        mark: { type: 'text', align: 'left', dx: 10, dy: -9 },
-        encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative' }, text: { field: 'label' }, color },
-      },
+      ...valueLabels(bars.map((bar) => ({ ...bar, label: `${bar.mean.toFixed(1)} ms` })), color),
       {
         data: { values: runs },
         mark: { type: 'point', size: 25, opacity: 0.6 },
@@ -909,6 +967,16 @@ function limitsText(summary: CoreSummary[], pgbench: PgbenchResult, options: Opt
   if (!first || !last) return 'No run passed, so there is nothing to explain.';
   const findings: string[] = [];
 
+  // First the caveat that colours everything else: how much of the machine other work took.
+  const others = rows.flatMap((row) => (row.cpu ? [row.cpu.other] : []));
+  if (others.length > 0 && Math.max(...others) >= 0.3) {
+    findings.push(
+      `**The machine was not quiet.** Processes outside the experiment took ${Math.min(...others).toFixed(2)}–${Math.max(...others).toFixed(2)} of the ${machine.cores} cores ` +
+        'during the measured windows (the "other" column), so every figure here is lower and noisier than on an idle machine, pgbench included; ' +
+        'the runs were interleaved so that this falls on all core counts alike. Rerun on a quiet machine for numbers to quote.',
+    );
+  }
+
   if (last.cores > first.cores) {
     const gain = last.orders.mean / first.orders.mean;
     const verdict = gain < 0.9
@@ -929,22 +997,50 @@ function limitsText(summary: CoreSummary[], pgbench: PgbenchResult, options: Opt
       `the server ${server.toFixed(2)} (of ${row.cores} allowed), the stress client ${client.toFixed(2)}, everything else ${other.toFixed(2)}.`;
     if (server >= 0.85 * row.cores) text += ' The server uses all the CPU it is allowed, so at this setting it is CPU-bound on its own side (XML, matching calls, pg protocol).';
     if (machineBusyPercent >= 85) {
-      text += ` All ${machine.cores} cores are busy and PostgreSQL is not restricted, so a core given to the server is one PostgreSQL and the load generator must share: ` +
-        'past this point the experiment measures the machine, not the server\'s own scaling.';
+      text += ` All ${machine.cores} cores are busy and PostgreSQL is not restricted, so the server, PostgreSQL and the load generator compete for the same cores: ` +
+        'a core given to the server is taken from PostgreSQL, and the numbers measure the machine as much as the server.';
     } else if (server < 0.85 * row.cores) {
-      text += ' Neither the server\'s allowance nor the machine is saturated, so the time goes to waiting: commits waiting for the WAL flush, conflicts, round trips.';
+      text += ' Neither the server\'s allowance nor the machine is saturated, so the time goes to waiting: on commits (the WAL flush), on round trips, ' +
+        'and on whatever the server or PostgreSQL makes requests do one at a time.';
     }
-    if (other >= 0.2) text += ` (${other.toFixed(2)} cores went to unrelated processes on this machine; the numbers are lower than on a quiet one.)`;
     findings.push(text);
+  }
+
+  if (last.cores > first.cores && !Number.isNaN(first.serverCpuMsPerRequest) && !Number.isNaN(last.serverCpuMsPerRequest)) {
+    const growth = (last.serverCpuMsPerRequest + last.postgresCpuMsPerRequest) / (first.serverCpuMsPerRequest + first.postgresCpuMsPerRequest);
+    findings.push(
+      `**Work per request.** The server spent ${first.serverCpuMsPerRequest.toFixed(2)} ms of CPU per request at ${first.cores} core(s) and ${last.serverCpuMsPerRequest.toFixed(2)} ms at ${last.cores}; ` +
+        `PostgreSQL ${first.postgresCpuMsPerRequest.toFixed(2)} and ${last.postgresCpuMsPerRequest.toFixed(2)} ms. ` +
+        (growth > 1.15
+          ? `Each request costs ${(100 * (growth - 1)).toFixed(0)}% more CPU in total with more server processes, so they do not just share the work, they add to it.`
+          : 'The cost per request hardly changes, so differences in throughput come from how much CPU and waiting each configuration gets, not from extra work.'),
+    );
+  }
+  const commits = rows.map((row) => row.commitsPer100Requests);
+  if (commits.every((value) => !Number.isNaN(value))) {
+    const listed = rows.map((row) => `${row.commitsPer100Requests.toFixed(0)} at ${row.cores} core(s)`).join(', ');
+    findings.push(
+      Math.min(...commits) < 90
+        ? `**Commits.** PostgreSQL committed fewer transactions than the server answered requests (per 100 requests: ${listed}): ` +
+            'the server groups requests into shared transactions, so one WAL flush serves several of them.' +
+            (last.cores > first.cores && last.commitsPer100Requests > 1.15 * first.commitsPer100Requests
+              ? ` With ${last.cores} processes each commit carries fewer requests (${(100 / last.commitsPer100Requests).toFixed(1)} against ${(100 / first.commitsPer100Requests).toFixed(1)} at ${first.cores}): ` +
+                'each process can only group its own requests, so more processes mean more, smaller transactions for the same load.'
+              : '')
+        : Math.min(...commits) <= 110
+          ? `**Commits.** About one PostgreSQL commit per request (per 100 requests: ${listed}), so every write pays its own WAL flush.`
+          : `**Commits.** More than one PostgreSQL commit per request (per 100 requests: ${listed}; set-up and the final invariant check are included, which matters more in short runs): ` +
+            'some requests run several transactions (every statement outside an explicit transaction commits on its own), each a separate round trip and, for writes, a separate WAL flush.',
+    );
   }
 
   const best = rows.reduce((top, row) => (row.ratio > top.ratio ? row : top));
   findings.push(
     `**Against PostgreSQL alone.** pgbench -N commits ${pgbench.mean.toFixed(0)} transactions/s with the same ${options.connections} clients (read committed, synchronous_commit=on); ` +
       `the server reaches ${(100 * best.ratio).toFixed(1)}% of that (at ${best.cores} core(s)). ` +
-      'Both pay one WAL flush per commit, but an order costs more than a pgbench transaction: a SERIALIZABLE transaction running place_order() ' +
-      '(check and reserve funds or shares, match against the book, update both sides\' balances and positions, record executions) with predicate-lock bookkeeping, ' +
-      'plus XML parsing, rendering and a TCP round trip in the server.',
+      'Both pay a WAL flush per committing write, but an order does more than a pgbench transaction (three updates and an insert): it checks and reserves ' +
+      'funds or shares, matches against the book, updates both sides\' balances and positions and records executions, under SERIALIZABLE isolation; ' +
+      'and the server adds XML parsing, rendering and a TCP round trip, on the same cores.',
   );
 
   const retries = last.retriesPer100Orders;
@@ -984,7 +1080,7 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
     const cpu = row.cpu
       ? `${row.cpu.server.toFixed(2)} / ${row.cpu.postgres.toFixed(2)} / ${row.cpu.client.toFixed(2)} / ${row.cpu.other.toFixed(2)} (${row.cpu.machineBusyPercent.toFixed(0)}%)`
       : 'n/a';
-    return `| ${row.cores} | ${row.runs}${row.failedRuns ? ` (${row.failedRuns} failed)` : ''} | ${plusMinus(row.orders, 0)} | ${plusMinus(row.requests, 0)} | ${plusMinus(row.p50, 2)} | ${plusMinus(row.p99, 2)} | ${Number.isNaN(row.ratio) ? 'n/a' : `${(100 * row.ratio).toFixed(1)}%`} | ${fixed(row.retriesPer100Orders, 2)} | ${fixed(row.sessionsPer100Orders, 2)} | ${cpu} |`;
+    return `| ${row.cores} | ${row.runs}${row.failedRuns ? ` (${row.failedRuns} failed)` : ''} | ${plusMinus(row.orders, 0)} | ${plusMinus(row.requests, 0)} | ${plusMinus(row.p50, 2)} | ${plusMinus(row.p99, 2)} | ${Number.isNaN(row.ratio) ? 'n/a' : `${(100 * row.ratio).toFixed(1)}%`} | ${fixed(row.retriesPer100Orders, 2)} | ${fixed(row.sessionsPer100Orders, 2)} | ${fixed(row.commitsPer100Requests, 0)} | ${cpu} |`;
   });
   const lines = [
     '# Scalability experiment',
@@ -1002,7 +1098,8 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
     '',
     '## Method',
     '',
-    `- For each core count k = 1..${options.maxCores}, ${options.repeats} run(s): the server is started as ` +
+    `- For each core count k = 1..${options.maxCores}, ${options.repeats} run(s), interleaved (round r runs k = 1..${options.maxCores} once each, ` +
+      'so disturbances of the machine fall on all core counts alike): the server is started as ' +
       '`taskset -c <first k allowed CPUs> node dist/server/main.js` with `WORKERS=k` (node:cluster workers inherit the CPU mask), ' +
       '`REPLY_FRAMING=length`, no Redis, on a **fresh database per run** (created before, dropped after), so every run starts from an empty book.',
     `- Load: \`node dist/client/stress.js --framing length --connections ${options.connections} --seconds ${options.seconds} --warmup ${options.warmup} ` +
@@ -1017,17 +1114,20 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
       `mean **${pgbench.mean.toFixed(0)} tps**. pgbench -N runs read committed; the server runs SERIALIZABLE.`,
     `- **Only the server is restricted.** PostgreSQL, the stress client and pgbench run unrestricted on the same ${machine.cores} cores, ` +
       'so they compete with the server for CPU; the core count is the server\'s allowance, not the machine\'s size.',
-    '- CPU use per party is read from /proc over (about) the measured window: cores busy on average, 1.00 = one core for the whole window.',
+    '- CPU use per party is read from /proc over (about) the measured window, in cores busy on average (1.00 = one core for the whole window): ' +
+      'the server\'s process tree, every PostgreSQL process (it serves all databases on this server, not only the run\'s), the stress client, ' +
+      'and "other" = the machine\'s busy time minus those three (kernel and unrelated jobs). The machine is not reserved for the experiment, so "other" shows how much it was disturbed.',
     '',
     '## Results',
     '',
     'Mean ± sample standard deviation over the runs (± 0 with a single run). Ratio = mean orders/s ÷ mean pgbench tps. ' +
       'Retries = serialization retries (SQLSTATE 40001/40P01) per 100 orders, from the server\'s shutdown log; sessions = PostgreSQL sessions opened to the run\'s database ' +
-      '(pg_stat_database) per 100 orders; both are counted over the whole run and divided by the orders of warm-up plus window. ' +
+      '(pg_stat_database) per 100 orders; commits = transactions PostgreSQL committed in that database per 100 requests; ' +
+      'all three are counted over the whole run and divided by the orders (requests) of warm-up plus window. ' +
       'CPU = cores used by server / PostgreSQL / stress client / everything else on the machine (machine busy %).',
     '',
-    '| cores | runs | orders/s | requests/s | p50 ms | p99 ms | ratio to pgbench | retries /100 orders | sessions /100 orders | CPU server / PG / client / other |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| cores | runs | orders/s | requests/s | p50 ms | p99 ms | ratio to pgbench | retries /100 orders | sessions /100 orders | commits /100 requests | CPU server / PG / client / other |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
     ...table,
     '',
     `pgbench -N: **${pgbench.mean.toFixed(0)} tps** (${options.connections} clients). Every run is a row in [runs.csv](runs.csv).`,
@@ -1099,8 +1199,10 @@ async function main(): Promise<number> {
   const pgbench = await measurePgbench(options);
 
   const records: RunRecord[] = [];
-  for (let cores = 1; cores <= options.maxCores; cores++) {
-    for (let repeat = 1; repeat <= options.repeats; repeat++) records.push(await runOnce(cores, repeat, options));
+  // Repeats on the outside: each round runs every core count once, so a slow spell of the machine
+  // (other work, a checkpoint) falls on all core counts alike rather than on one of them.
+  for (let repeat = 1; repeat <= options.repeats; repeat++) {
+    for (let cores = 1; cores <= options.maxCores; cores++) records.push(await runOnce(cores, repeat, options));
   }
 
   const summary = summarize(records, pgbench);
