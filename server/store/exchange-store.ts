@@ -4,7 +4,7 @@
  * failure) and, on the order path, one round trip: matching lives in
  * schema/002_matching.sql. Decimals cross this boundary as strings.
  */
-import type pg from 'pg';
+import pg from 'pg';
 import { WriteQueue } from './write-queue.js';
 import { metrics } from '../observability/metrics.js';
 import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
@@ -54,6 +54,10 @@ type WriteRow = {
   /** [shares, price, time] per fill, oldest first. */
   fills: Array<[string, string, string]> | null;
 };
+
+function sqlLiteral(value: string | null): string {
+  return value === null ? 'NULL' : pg.escapeLiteral(value);
+}
 
 function writeResult(request: WriteRequest, row: WriteRow | undefined): WriteResult {
   if (!row) throw new Error('apply_writes returned too few rows');
@@ -183,11 +187,28 @@ export class PostgresExchangeStore implements ExchangeStore {
   }
 
   /**
-   * BEGIN, then LOCK TABLE before any query: LOCK takes no snapshot, so the
-   * SERIALIZABLE snapshot is taken only once no other writer (of any process)
-   * is running, and writers never abort each other. Retried on 40001/40P01.
+   * BEGIN, LOCK TABLE, the batch and COMMIT as one simple-query message: one
+   * round trip, and the write lock is held only while PostgreSQL works, never
+   * across a network wait. LOCK takes no snapshot, so the SERIALIZABLE snapshot
+   * is taken only once no other writer (of any process) is running, and writers
+   * never abort each other. Retried on 40001/40P01. (The simple protocol takes
+   * no parameters: values are inlined as escaped literals, after the parser
+   * already checked each against its strict format.)
    */
   private writeTransaction(batch: WriteRequest[]): Promise<WriteRow[]> {
+    const column = (value: (request: WriteRequest) => string | null, type: string) =>
+      `ARRAY[${batch.map((request) => sqlLiteral(value(request))).join(',')}]::${type}[]`;
+    const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
+LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
+SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
+  FROM apply_writes(${column((request) => request.kind, 'text')}, ${column((request) => request.accountId, 'text')},
+       ${column((request) => (request.kind === 'order' ? request.sym : null), 'text')},
+       ${column((request) => (request.kind === 'order' ? request.amount : null), 'numeric')},
+       ${column((request) => (request.kind === 'order' ? request.limit : null), 'numeric')},
+       ${column((request) => (request.kind === 'cancel' ? request.orderId : null), 'bigint')})
+       WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
+ ORDER BY w.n;
+COMMIT;`;
     return withRetry(async () => {
       const client = await this.pool.connect();
       let healthy = true;
@@ -198,24 +219,13 @@ export class PostgresExchangeStore implements ExchangeStore {
       };
       client.on('error', onError);
       try {
-        await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
-        const result = await client.query<WriteRow>(
-          `SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
-             FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[])
-                  WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
-            ORDER BY w.n`,
-          [
-            batch.map((request) => request.kind),
-            batch.map((request) => request.accountId),
-            batch.map((request) => (request.kind === 'order' ? request.sym : null)),
-            batch.map((request) => (request.kind === 'order' ? request.amount : null)),
-            batch.map((request) => (request.kind === 'order' ? request.limit : null)),
-            batch.map((request) => (request.kind === 'cancel' ? request.orderId : null)),
-          ],
-        );
-        await client.query('COMMIT');
-        return result.rows;
+        const results = (await client.query(sql)) as unknown as Array<pg.QueryResult<WriteRow>>;
+        const selected = results[2];
+        if (!selected) throw new Error('the write transaction returned no batch result');
+        return selected.rows;
       } catch (error) {
+        // A statement that failed left the transaction open and aborted (the rest of the
+        // message was skipped): roll it back. A lost connection is discarded instead.
         if (isRetryable(error) || isStatementError(error)) await client.query('ROLLBACK').catch(() => undefined);
         else healthy = false;
         throw error;

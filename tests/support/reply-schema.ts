@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import pLimit from 'p-limit';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -92,7 +93,9 @@ export async function validateDocuments(name: 'requests' | 'replies', documents:
   const directory = await mkdtemp(path.join(os.tmpdir(), `xsd-${name}-`));
   try {
     const files = documents.map((_, index) => path.join(directory, `${String(index).padStart(6, '0')}.xml`));
-    await Promise.all(documents.map((document, index) => writeFile(files[index] as string, document, 'utf8')));
+    // Written a few at a time: 20,000 files opened at once exhaust the file descriptors.
+    const write = pLimit(32);
+    await Promise.all(documents.map((document, index) => write(() => writeFile(files[index] as string, document, 'utf8'))));
     const chunks: number[][] = [];
     for (let start = 0; start < documents.length; start += FILES_PER_PROCESS) {
       chunks.push(Array.from({ length: Math.min(FILES_PER_PROCESS, documents.length - start) }, (_, offset) => start + offset));
