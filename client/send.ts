@@ -5,9 +5,9 @@
  * no file or '-' reads one request from standard input.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { openChannel } from './wire.js';
 
 const HELP = `Usage: exchange-client [--host HOST] [--port PORT] [--framing bare|length] [FILE|DIR|-]...
 
@@ -21,10 +21,6 @@ Sends each XML file as one length-prefixed request and prints each reply.
 
 Exit status: 0 when every request got a reply, 1 on a connection error, 2 on bad usage.
 Example: npm run client -- examples/create.xml examples/transactions.xml`;
-
-function frame(body: Buffer): Buffer {
-  return Buffer.concat([Buffer.from(`${body.length}\n`, 'ascii'), body]);
-}
 
 async function requestFiles(args: string[]): Promise<Buffer[]> {
   if (args.length === 0) args = ['-'];
@@ -42,43 +38,6 @@ async function requestFiles(args: string[]): Promise<Buffer[]> {
     }
   }
   return bodies;
-}
-
-/** Bare framing: one connection per request; the reply is everything until the server closes. */
-function sendBare(host: string, port: number, body: Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const socket = net.connect({ host, port }, () => socket.write(frame(body)));
-    socket.on('data', (chunk) => chunks.push(chunk));
-    socket.on('error', reject);
-    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
-  });
-}
-
-/** Length framing: all requests on one connection, replies read by their length prefix. */
-function sendLength(host: string, port: number, bodies: Buffer[], onReply: (reply: string) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let buffer = Buffer.alloc(0);
-    let remaining = bodies.length;
-    const socket = net.connect({ host, port }, () => {
-      for (const body of bodies) socket.write(frame(body));
-      if (remaining === 0) socket.end();
-    });
-    socket.on('data', (chunk) => {
-      buffer = Buffer.concat([buffer, chunk]);
-      for (;;) {
-        const newline = buffer.indexOf(0x0a);
-        if (newline < 0) return;
-        const length = Number(buffer.subarray(0, newline).toString('ascii'));
-        if (buffer.length < newline + 1 + length) return;
-        onReply(buffer.subarray(newline + 1, newline + 1 + length).toString('utf8'));
-        buffer = buffer.subarray(newline + 1 + length);
-        if (--remaining === 0) socket.end();
-      }
-    });
-    socket.on('error', reject);
-    socket.on('close', () => (remaining === 0 ? resolve() : reject(new Error(`connection closed with ${remaining} replies missing`))));
-  });
 }
 
 async function main(): Promise<number> {
@@ -113,11 +72,10 @@ async function main(): Promise<number> {
   }
   const print = (reply: string) => process.stdout.write(reply.endsWith('\n') ? reply : `${reply}\n`);
   try {
-    if (framing === 'length') {
-      await sendLength(host, port, bodies, print);
-    } else {
-      for (const body of bodies) print(await sendBare(host, port, body));
-    }
+    const channel = await openChannel(framing, host, port);
+    // One at a time, so each file's effects are in place before the next is sent.
+    for (const body of bodies) print(await channel.send(body));
+    channel.close();
     return 0;
   } catch (error) {
     process.stderr.write(`connection error (${host}:${port}): ${(error as Error).message}\n`);

@@ -3,14 +3,15 @@ import net from 'node:net';
 
 export type Framing = 'bare' | 'length';
 
-export function frameRequest(xml: string): Buffer {
-  const body = Buffer.from(xml, 'utf8');
+/** Bodies are sent as given: a Buffer passes arbitrary (even invalid) bytes through untouched. */
+export function frameRequest(xml: string | Buffer): Buffer {
+  const body = typeof xml === 'string' ? Buffer.from(xml, 'utf8') : xml;
   return Buffer.concat([Buffer.from(`${body.length}\n`, 'ascii'), body]);
 }
 
 /** Sends requests and resolves each with its reply document, in order. */
 export interface RequestChannel {
-  send(xml: string): Promise<string>;
+  send(xml: string | Buffer): Promise<string>;
   close(): void;
 }
 
@@ -42,7 +43,7 @@ export class PersistentChannel implements RequestChannel {
     });
   }
 
-  send(xml: string): Promise<string> {
+  send(xml: string | Buffer): Promise<string> {
     if (this.failure) return Promise.reject(this.failure);
     const reply = new Promise<string>((resolve, reject) => this.waiting.push({ resolve, reject }));
     this.socket.write(frameRequest(xml));
@@ -75,7 +76,7 @@ export class PersistentChannel implements RequestChannel {
 export class OneShotChannel implements RequestChannel {
   constructor(private readonly host: string, private readonly port: number) {}
 
-  send(xml: string): Promise<string> {
+  send(xml: string | Buffer): Promise<string> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       const socket = net.connect({ host: this.host, port: this.port }, () => socket.write(frameRequest(xml)));

@@ -10,6 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { seededRandom } from '../client/random.js';
+import { PersistentChannel } from '../client/wire.js';
 import { CachedExchangeStore } from '../server/cache/cached-store.js';
 import { RedisReadCache } from '../server/cache/read-cache.js';
 import { PostgresExchangeStore, type ExchangeStore } from '../server/store/exchange-store.js';
@@ -29,49 +31,6 @@ Environment: ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/post
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const adminUrl = process.env['ADMIN_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-class Connection {
-  private buffer = Buffer.alloc(0);
-  private waiting: Array<(reply: string) => void> = [];
-  private constructor(private readonly socket: net.Socket) {
-    socket.on('data', (chunk) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
-      for (;;) {
-        const newline = this.buffer.indexOf(10);
-        if (newline < 0) return;
-        const length = Number(this.buffer.subarray(0, newline).toString());
-        if (this.buffer.length < newline + 1 + length) return;
-        const reply = this.buffer.subarray(newline + 1, newline + 1 + length).toString();
-        this.buffer = this.buffer.subarray(newline + 1 + length);
-        this.waiting.shift()?.(reply);
-      }
-    });
-  }
-  static open(port: number): Promise<Connection> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: '127.0.0.1', port }, () => resolve(new Connection(socket)));
-      socket.once('error', reject);
-    });
-  }
-  send(xml: string): Promise<string> {
-    const body = Buffer.from(xml);
-    this.socket.write(Buffer.concat([Buffer.from(`${body.length}\n`), body]));
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-  close(): void {
-    this.socket.end();
-  }
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -125,11 +84,11 @@ async function runOnce(label: string, withCache: boolean, options: { seconds: nu
   try {
     const accounts = Array.from({ length: 50 }, (_, index) => String(1000 + index));
     const symbols = ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'];
-    const seedConnection = await Connection.open(server.port);
+    const seedConnection = await PersistentChannel.open('127.0.0.1', server.port);
     await seedConnection.send(`<create>${accounts.map((id) => `<account id="${id}" balance="100000000"/>`).join('')}${symbols
       .map((sym) => `<symbol sym="${sym}">${accounts.map((id) => `<account id="${id}">1000000</account>`).join('')}</symbol>`).join('')}</create>`);
     const orders: Array<{ account: string; id: string }> = [];
-    const seedRandom = random(42);
+    const seedRandom = seededRandom(42);
     process.stderr.write(`[${label}] seeding ${options.seeded} orders\n`);
     for (let index = 0; index < options.seeded; index++) {
       const account = accounts[Math.floor(seedRandom() * accounts.length)] as string;
@@ -144,14 +103,14 @@ async function runOnce(label: string, withCache: boolean, options: { seconds: nu
     }
     seedConnection.close();
 
-    const connections = await Promise.all(Array.from({ length: options.connections }, () => Connection.open(server.port)));
+    const connections = await Promise.all(Array.from({ length: options.connections }, () => PersistentChannel.open('127.0.0.1', server.port)));
     const latencies: number[] = [];
     let requests = 0;
     let measuring = false;
     const warmupEnd = Date.now() + 2_000;
     const end = warmupEnd + options.seconds * 1_000;
     await Promise.all(connections.map(async (connection, index) => {
-      const next = random(1000 + index);
+      const next = seededRandom(1000 + index);
       while (Date.now() < end) {
         measuring = Date.now() >= warmupEnd;
         let xml: string;

@@ -5,21 +5,11 @@
  */
 import { expect } from 'chai';
 import { createClient } from 'redis';
-import { LengthClient } from '../support/client.js';
-import { createTestDatabase } from '../support/database.js';
+import { LengthClient, sendOnce } from '../support/client.js';
 import { pick, seededRandom } from '../../client/random.js';
 import { DisposableRedis, SHARED_REDIS_URL } from '../support/redis.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
-
-async function once(port: number, xml: string): Promise<string> {
-  const client = await LengthClient.connect(port);
-  try {
-    return await client.send(xml);
-  } finally {
-    client.close();
-  }
-}
 
 async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -60,7 +50,7 @@ describe('Redis read-through cache', function () {
 
     it('a randomized concurrent run never shows a stale status, and every final answer matches the uncached server', async () => {
       const accounts = ['11', '12', '13', '14', '15', '16'];
-      await once(cached.port, `<create>${accounts.map((id) => `<account id="${id}" balance="100000"/>`).join('')}<symbol sym="CQ">${accounts
+      await sendOnce(cached.port, `<create>${accounts.map((id) => `<account id="${id}" balance="100000"/>`).join('')}<symbol sym="CQ">${accounts
         .map((id) => `<account id="${id}">1000</account>`).join('')}</symbol></create>`);
       const orders: Array<{ account: string; id: string }> = [];
       const violations: string[] = [];
@@ -111,9 +101,9 @@ describe('Redis read-through cache', function () {
       for (let pass = 0; pass < 2; pass++) {
         for (const order of orders) {
           const query = `<transactions id="${order.account}"><query id="${order.id}"/></transactions>`;
-          expect(await once(cached.port, query)).to.equal(await once(plain.port, query));
+          expect(await sendOnce(cached.port, query)).to.equal(await sendOnce(plain.port, query));
           const foreign = `<transactions id="${order.account === '11' ? '12' : '11'}"><query id="${order.id}"/><cancel id="${order.id}"/></transactions>`;
-          expect(await once(cached.port, foreign)).to.equal(await once(plain.port, foreign));
+          expect(await sendOnce(cached.port, foreign)).to.equal(await sendOnce(plain.port, foreign));
         }
       }
       expect(cached.cache?.counters.hits, 'the cache must actually serve reads').to.be.greaterThan(orders.length / 4);
@@ -125,26 +115,26 @@ describe('Redis read-through cache', function () {
     const server = await startTestServer({ framing: 'length', redisUrl: redis.url });
     try {
       await waitFor(() => server.cache?.connected === true, 'redis');
-      await once(server.port, '<create><account id="21" balance="1000"/><symbol sym="RD"><account id="21">10</account></symbol></create>');
-      const opened = parseResults(await once(server.port, '<transactions id="21"><order sym="RD" amount="2" limit="10"/></transactions>'));
+      await sendOnce(server.port, '<create><account id="21" balance="1000"/><symbol sym="RD"><account id="21">10</account></symbol></create>');
+      const opened = parseResults(await sendOnce(server.port, '<transactions id="21"><order sym="RD" amount="2" limit="10"/></transactions>'));
       const id = opened[0]?.attributes['id'] as string;
-      await once(server.port, `<transactions id="21"><cancel id="${id}"/></transactions>`);
+      await sendOnce(server.port, `<transactions id="21"><cancel id="${id}"/></transactions>`);
       const query = `<transactions id="21"><query id="${id}"/></transactions>`;
-      const expected = await once(server.port, query);
+      const expected = await sendOnce(server.port, query);
 
       await redis.kill();
       for (let index = 0; index < 20; index++) {
-        expect(await once(server.port, query)).to.equal(expected);
-        const reply = parseResults(await once(server.port, '<transactions id="21"><order sym="RD" amount="1" limit="10"/></transactions>'));
+        expect(await sendOnce(server.port, query)).to.equal(expected);
+        const reply = parseResults(await sendOnce(server.port, '<transactions id="21"><order sym="RD" amount="1" limit="10"/></transactions>'));
         expect(reply[0]?.name).to.equal('opened');
       }
       expect(server.cache?.counters.errors ?? 0).to.be.greaterThan(0);
 
       await redis.restart();
       await waitFor(() => server.cache?.connected === true, 'reconnect to redis');
-      await once(server.port, query); // refills the (empty) restarted Redis
+      await sendOnce(server.port, query); // refills the (empty) restarted Redis
       const hitsBefore = server.cache?.counters.hits ?? 0;
-      expect(await once(server.port, query)).to.equal(expected);
+      expect(await sendOnce(server.port, query)).to.equal(expected);
       expect(server.cache?.counters.hits).to.be.greaterThan(hitsBefore);
     } finally {
       await server.close();
@@ -155,9 +145,9 @@ describe('Redis read-through cache', function () {
   it('after a database reset, keys of the old database are never served', async () => {
     const first = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
     await waitFor(() => first.cache?.connected === true, 'redis');
-    await once(first.port, '<create><account id="31" balance="1000"/><symbol sym="RS"><account id="31">10</account></symbol></create>');
-    await once(first.port, '<transactions id="31"><order sym="RS" amount="1" limit="10"/></transactions>');
-    await once(first.port, '<transactions id="31"><cancel id="1"/><query id="1"/></transactions>');
+    await sendOnce(first.port, '<create><account id="31" balance="1000"/><symbol sym="RS"><account id="31">10</account></symbol></create>');
+    await sendOnce(first.port, '<transactions id="31"><order sym="RS" amount="1" limit="10"/></transactions>');
+    await sendOnce(first.port, '<transactions id="31"><cancel id="1"/><query id="1"/></transactions>');
     const oldInstance = await first.store.instanceId();
     await first.close();
 
@@ -171,9 +161,9 @@ describe('Redis read-through cache', function () {
       } finally {
         await redis.close();
       }
-      await once(second.port, '<create><account id="31" balance="1000"/><symbol sym="RS"><account id="31">10</account></symbol></create>');
-      await once(second.port, '<transactions id="31"><order sym="RS" amount="1" limit="10"/></transactions>');
-      const status = statusOf(await once(second.port, '<transactions id="31"><query id="1"/></transactions>'));
+      await sendOnce(second.port, '<create><account id="31" balance="1000"/><symbol sym="RS"><account id="31">10</account></symbol></create>');
+      await sendOnce(second.port, '<transactions id="31"><order sym="RS" amount="1" limit="10"/></transactions>');
+      const status = statusOf(await sendOnce(second.port, '<transactions id="31"><query id="1"/></transactions>'));
       expect(status.children.map((child) => child.name)).to.deep.equal(['open']);
     } finally {
       await second.close();
@@ -185,7 +175,7 @@ describe('Redis read-through cache', function () {
     before(async () => {
       server = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
       await waitFor(() => server.cache?.connected === true, 'redis');
-      await once(server.port, '<create><account id="41" balance="1000"/><symbol sym="RB"><account id="41">10</account></symbol></create>');
+      await sendOnce(server.port, '<create><account id="41" balance="1000"/><symbol sym="RB"><account id="41">10</account></symbol></create>');
     });
     after(async () => server.close());
 
@@ -200,23 +190,23 @@ describe('Redis read-through cache', function () {
     }
 
     it('a cancel whose transaction rolls back caches nothing, and the order stays open', async () => {
-      const opened = parseResults(await once(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
+      const opened = parseResults(await sendOnce(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
       const id = opened[0]?.attributes['id'] as string;
       await server.pool.query(`CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$`);
       await server.pool.query(`CREATE TRIGGER refuse_cancel BEFORE UPDATE ON orders FOR EACH ROW WHEN (OLD.id = ${Number(id)}) EXECUTE FUNCTION refuse_update()`);
       try {
-        const reply = parseResults(await once(server.port, `<transactions id="41"><cancel id="${id}"/></transactions>`));
+        const reply = parseResults(await sendOnce(server.port, `<transactions id="41"><cancel id="${id}"/></transactions>`));
         expect(reply[0]?.name).to.equal('error');
       } finally {
         await server.pool.query('DROP TRIGGER refuse_cancel ON orders; DROP FUNCTION refuse_update()');
       }
       expect(await cachedEntry(id)).to.equal(null);
-      const status = statusOf(await once(server.port, `<transactions id="41"><query id="${id}"/></transactions>`));
+      const status = statusOf(await sendOnce(server.port, `<transactions id="41"><query id="${id}"/></transactions>`));
       expect(status.children.map((child) => child.name)).to.deep.equal(['open']);
     });
 
     it('a cancel retried after serialization failures caches only the committed outcome', async () => {
-      const opened = parseResults(await once(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
+      const opened = parseResults(await sendOnce(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
       const id = opened[0]?.attributes['id'] as string;
       // A sequence is not rolled back, so it counts attempts: the first two fail with 40001.
       await server.pool.query('CREATE SEQUENCE cancel_attempts');
@@ -225,7 +215,7 @@ describe('Redis read-through cache', function () {
       await server.pool.query(`CREATE TRIGGER fail_cancel BEFORE UPDATE ON orders FOR EACH ROW WHEN (OLD.id = ${Number(id)}) EXECUTE FUNCTION fail_twice()`);
       const retriesBefore = server.store.retryCounters.retries;
       try {
-        const reply = parseResults(await once(server.port, `<transactions id="41"><cancel id="${id}"/></transactions>`));
+        const reply = parseResults(await sendOnce(server.port, `<transactions id="41"><cancel id="${id}"/></transactions>`));
         expect(reply[0]?.name).to.equal('canceled');
       } finally {
         await server.pool.query('DROP TRIGGER fail_cancel ON orders; DROP FUNCTION fail_twice(); DROP SEQUENCE cancel_attempts');

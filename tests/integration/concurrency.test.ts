@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import { LengthClient, sendRequest } from '../support/client.js';
+import { LengthClient, sendOnce, sendRequest } from '../support/client.js';
 import { findInvariantViolations } from '../../client/invariants.js';
 import { GrantLedger } from '../support/ledger.js';
 import { startServerProcess } from '../support/process.js';
@@ -197,12 +197,3 @@ describe('concurrency: racing clients keep every invariant', function () {
   });
 });
 
-/** One request on its own length-framed connection, so parallel calls are parallel transactions. */
-async function sendOnce(port: number, xml: string): Promise<string> {
-  const client = await LengthClient.connect(port);
-  try {
-    return await client.send(xml);
-  } finally {
-    client.close();
-  }
-}

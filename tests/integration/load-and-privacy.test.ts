@@ -6,64 +6,17 @@
  *  (c) clients that vanish mid-request or never read their replies cost nothing lasting;
  *  (d) an account never reads or cancels another account's orders, and ids cannot be probed.
  *
- * (a)-(c) need the server's live connection count. tests/support/server.ts does not expose its
- * listener, so this file assembles the same server (same parts, same settings) around an
- * ExchangeListener it keeps, and reads `connectionCount` from it.
+ * (a)-(c) read the server's live connection count from its listener.
  */
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { expect } from 'chai';
 import { XMLValidator } from 'fast-xml-parser';
 import type pg from 'pg';
-import { createRequestProcessor } from '../../server/app.js';
-import { ExchangeListener } from '../../server/net/listener.js';
-import { isCompleteDocument } from '../../server/protocol/parse-request.js';
-import { renderRequestError, type ReplyFraming } from '../../server/protocol/render-reply.js';
-import { PostgresExchangeStore } from '../../server/store/exchange-store.js';
-import { applySchema } from '../../server/store/migrate.js';
-import { createPool } from '../../server/store/pool.js';
 import { LengthClient, frameRequest, sendRequest } from '../support/client.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
-
-// ---------------------------------------------------------------------------
-// A test server whose listener (and so its connection count) we can see
-// ---------------------------------------------------------------------------
-
-type CountedServer = { port: number; pool: pg.Pool; listener: ExchangeListener; close: () => Promise<void> };
-
-type CountedOptions = { framing: ReplyFraming; requestTimeoutMs: number; idleTimeoutMs: number };
-
-async function startCountedServer(database: TestDatabase, options: CountedOptions): Promise<CountedServer> {
-  const pool = createPool({ databaseUrl: database.url, maxConnections: 10 });
-  await applySchema(pool);
-  const store = new PostgresExchangeStore(pool);
-  const listener = new ExchangeListener(
-    {
-      host: '127.0.0.1',
-      port: 0,
-      maxConnections: 10_000,
-      framing: options.framing,
-      maxRequestBytes: 1024 * 1024,
-      requestTimeoutMs: options.requestTimeoutMs,
-      idleTimeoutMs: options.idleTimeoutMs,
-      graceMs: 100,
-      maxQueuedRequests: 64,
-    },
-    { processRequest: createRequestProcessor(store), renderError: renderRequestError, isCompleteDocument },
-  );
-  const address = await listener.listen();
-  return {
-    port: address.port,
-    pool,
-    listener,
-    close: async () => {
-      await listener.close(2_000);
-      await pool.end();
-    },
-  };
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -202,7 +155,7 @@ describe('load, abusive clients and privacy', function () {
   });
 
   describe('(a) 5,000 idle connections', () => {
-    let server: CountedServer | undefined;
+    let server: TestServer | undefined;
     const idle: net.Socket[] = [];
 
     after(async () => {
@@ -219,7 +172,7 @@ describe('load, abusive clients and privacy', function () {
         this.skip();
       }
       // Bare framing's request deadline runs from connect; make it longer than the test so only the test closes them.
-      server = await startCountedServer(database, { framing: 'bare', requestTimeoutMs: 120_000, idleTimeoutMs: 120_000 });
+      server = await startTestServer({ database, framing: 'bare', requestTimeoutMs: 120_000, idleTimeoutMs: 120_000 });
       const port = server.port;
       const listener = server.listener;
       const baseline = listener.connectionCount;
@@ -268,12 +221,12 @@ describe('load, abusive clients and privacy', function () {
   });
 
   describe('(b) slow-loris clients', () => {
-    let bare: CountedServer;
-    let framed: CountedServer;
+    let bare: TestServer;
+    let framed: TestServer;
 
     before(async () => {
-      bare = await startCountedServer(database, { framing: 'bare', requestTimeoutMs: 1_000, idleTimeoutMs: 30_000 });
-      framed = await startCountedServer(database, { framing: 'length', requestTimeoutMs: 1_000, idleTimeoutMs: 30_000 });
+      bare = await startTestServer({ database, framing: 'bare', requestTimeoutMs: 1_000, idleTimeoutMs: 30_000 });
+      framed = await startTestServer({ database, framing: 'length', requestTimeoutMs: 1_000, idleTimeoutMs: 30_000 });
     });
 
     after(async () => {
@@ -333,13 +286,13 @@ describe('load, abusive clients and privacy', function () {
   });
 
   describe('(c) clients that vanish or never read', () => {
-    let bare: CountedServer;
-    let framed: CountedServer;
+    let bare: TestServer;
+    let framed: TestServer;
 
     before(async () => {
       // A short idle timeout: it also caps how long a closed-by-us connection may linger unread.
-      bare = await startCountedServer(database, { framing: 'bare', requestTimeoutMs: 5_000, idleTimeoutMs: 2_000 });
-      framed = await startCountedServer(database, { framing: 'length', requestTimeoutMs: 5_000, idleTimeoutMs: 2_000 });
+      bare = await startTestServer({ database, framing: 'bare', requestTimeoutMs: 5_000, idleTimeoutMs: 2_000 });
+      framed = await startTestServer({ database, framing: 'length', requestTimeoutMs: 5_000, idleTimeoutMs: 2_000 });
     });
 
     after(async () => {

@@ -7,36 +7,16 @@
  * Skipped, with a message, only when haproxy is not installed or cannot run.
  */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { PersistentChannel } from '../../client/wire.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { haproxyVersion, startBalancer, type Balancer, type BackendStat } from '../support/haproxy.js';
-import { PROJECT_ROOT, startServerProcess, type ServerProcess } from '../support/process.js';
+import { startServerProcess, type ServerProcess } from '../support/process.js';
 import { SHARED_REDIS_URL } from '../support/redis.js';
+import { runStress, type StressSummary } from '../support/stress.js';
 
 const SERVERS = 3;
 
-type StressSummary = {
-  requests: number; orders: number; failedRequests: number;
-  errors: Record<string, number>;
-  invariants: { checked: string; violations: string[] };
-};
-
 type StoppedLine = { msg: string; serializationRetries: number; retriesExhausted: number; cache: { hits: number; misses: number; errors: number } | 'off' };
-
-function runStress(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    // No DATABASE_URL from the environment: verification uses the URL passed on the command line.
-    const env = { ...process.env, DATABASE_URL: '' };
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist/client/stress.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** The server's last log line, written after it stopped: retry and cache counters of its whole life. */
 function stoppedLine(server: ServerProcess): StoppedLine {

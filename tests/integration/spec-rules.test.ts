@@ -656,7 +656,7 @@ describe('SPEC.md rules over TCP', function () {
       const b12 = await trader('100');
       const b11 = await trader('100');
       const o10 = await order(b10, sym, '2', '10');
-      const o12 = await order(b12, sym, '2', '12');
+      await order(b12, sym, '2', '12');
       const o11 = await order(b11, sym, '2', '11');
       const seller = await trader('0', [[sym, '3']]);
       const sell = await order(seller, sym, '-3', '5');

@@ -1,28 +1,8 @@
 /** The stress client, run for a few seconds against a real server process (CI smoke). */
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { PROJECT_ROOT, startServerProcess } from '../support/process.js';
-
-type StressSummary = {
-  requests: number; orders: number; failedRequests: number;
-  latencyMs: Record<string, number>;
-  invariants: { checked: string; violations: string[] };
-};
-
-function runStress(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    // No DATABASE_URL from the environment: each test says whether SQL verification is used.
-    const env = { ...process.env, DATABASE_URL: '' };
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, 'dist/client/stress.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { startServerProcess } from '../support/process.js';
+import { runStress, type StressSummary } from '../support/stress.js';
 
 describe('stress client (smoke)', function () {
   this.timeout(120_000);

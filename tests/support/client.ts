@@ -89,3 +89,13 @@ export class LengthClient {
     }
   }
 }
+
+/** One request on its own length-framed connection, so parallel calls are parallel transactions. */
+export async function sendOnce(port: number, xml: string): Promise<string> {
+  const client = await LengthClient.connect(port);
+  try {
+    return await client.send(xml);
+  } finally {
+    client.close();
+  }
+}

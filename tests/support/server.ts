@@ -15,6 +15,8 @@ export type TestServer = {
   port: number;
   pool: pg.Pool;
   store: PostgresExchangeStore;
+  /** The TCP listener (for its live connection count). */
+  listener: ExchangeListener;
   /** The Redis cache, when redisUrl was given. */
   cache: RedisReadCache | null;
   database: TestDatabase;
@@ -61,6 +63,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     port: address.port,
     pool,
     store,
+    listener,
     cache,
     database,
     close: async () => {

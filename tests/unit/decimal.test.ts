@@ -1,17 +1,7 @@
 import { expect } from 'chai';
+import { seededRandom as prng } from '../../client/random.js';
 import { absDecimal, canonicalDecimal, checkDecimal, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS } from '../../server/protocol/decimal.js';
 
-/** mulberry32: seeded PRNG for reproducible generated cases. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function digits(random: () => number, count: number): string {
   let text = '';

@@ -1,18 +1,8 @@
 import { expect } from 'chai';
+import { seededRandom as prng } from '../../client/random.js';
 import { RequestFramer, type FrameEvent } from '../../server/protocol/framing.js';
 import { isCompleteDocument } from '../../server/protocol/parse-request.js';
 
-/** mulberry32: a tiny seeded PRNG so random chunkings are reproducible. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Shown = { type: 'request'; body: string } | { type: 'error'; reason: string };
 
