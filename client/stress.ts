@@ -36,7 +36,7 @@ Output:
   --json              print the summary as one JSON object on stdout
   --help              this text
 
-Exit status: 0 on success; 1 when verification finds a violation or requests could not be sent; 2 on bad usage.`;
+Exit status: 0 on success; 1 when verification finds a violation, a request failed (not a business rejection) or could not be sent; 2 on bad usage.`;
 
 type Options = {
   host: string; port: number; framing: Framing; connections: number; seconds: number; requests: number | null;
@@ -208,6 +208,8 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       load.requests++;
       if (placing) load.ordersSent++;
     }
+    // A reply that is not a document (say, the server closed without answering) is a failure.
+    if (!reply.includes('<results')) load.countError('no reply');
     for (const reason of errorsOf(reply)) load.countError(reason);
     if (placing) {
       const id = /<opened [^>]*id="(\d+)"/.exec(reply)?.[1];
@@ -359,7 +361,7 @@ async function main(): Promise<number> {
   if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   else printSummary(summary);
   const connectionErrors = Object.keys(load.errors).some((kind) => kind.startsWith('connect'));
-  return invariants.violations.length > 0 || connectionErrors ? 1 : 0;
+  return invariants.violations.length > 0 || connectionErrors || load.failedRequests > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();

@@ -93,11 +93,16 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
   const address = await listener.listen();
   log.info('exchange server listening', { host: address.address, port: address.port, replyFraming: config.replyFraming });
   // In a multi-process server the primary serves the (aggregated) metrics.
-  const operations = config.metricsPort !== null && !cluster.isWorker
-    ? await startOperationsServer(config.metricsPort, config.host, {
+  // Health checks use a connection of their own: behind busy request traffic the
+  // shared pool would make a healthy database look unreachable.
+  const healthPool = config.metricsPort !== null && !cluster.isWorker
+    ? createPool({ databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 })
+    : null;
+  const operations = healthPool !== null
+    ? await startOperationsServer(config.metricsPort as number, config.host, {
       metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
       health: async () => ({
-        postgres: (await reachable(() => pool.query('SELECT 1'))) ? 'ok' : 'unreachable',
+        postgres: (await reachable(() => healthPool.query('SELECT 1'))) ? 'ok' : 'unreachable',
         redis: cache === null ? 'off' : (await reachable(() => (cache as RedisReadCache).ping())) ? 'ok' : 'unreachable',
       }),
     })
@@ -109,6 +114,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     operations?.close();
     await listener.close(config.shutdownTimeoutMs);
     await pool.end();
+    await healthPool?.end();
     await cache?.close();
     if (embedded) await embedded.stop();
     log.info('stopped', {

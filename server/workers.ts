@@ -4,7 +4,7 @@
  * SIGINT/SIGTERM waits for every worker's graceful shutdown before it exits.
  */
 import cluster, { type Worker } from 'node:cluster';
-import pg from 'pg';
+import { createPool } from './store/pool.js';
 import { log } from './log.js';
 import { reachable, startOperationsServer } from './observability/http.js';
 import { AggregatorRegistry } from './observability/metrics.js';
@@ -12,8 +12,7 @@ import { AggregatorRegistry } from './observability/metrics.js';
 /** Workers keep their own metrics; the primary asks each for them at scrape time. */
 async function serveAggregatedMetrics(options: WorkersOptions): Promise<void> {
   const aggregator = new AggregatorRegistry();
-  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
-  pool.on('error', () => undefined);
+  const pool = createPool({ databaseUrl: options.databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 });
   try {
     await startOperationsServer(options.metricsPort as number, options.metricsHost, {
       metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
@@ -44,11 +43,20 @@ export function runWorkers(options: WorkersOptions): void {
   log.info('started workers', { workers: options.workers });
   if (options.metricsPort !== null) void serveAggregatedMetrics(options);
 
+  // Replacements back off (0.1 s doubling to 10 s) while workers keep dying fast, e.g.
+  // while PostgreSQL is down at start-up, instead of forking in a tight loop.
+  let restartDelayMs = 100;
+  let lastExit = 0;
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
+    const now = Date.now();
+    restartDelayMs = now - lastExit > 30_000 ? 100 : Math.min(restartDelayMs * 2, 10_000);
+    lastExit = now;
     // A worker that crashed takes only its own connections with it; replace it.
-    log.error('worker died; starting a replacement', { pid: worker.process.pid, code, signal });
-    fork();
+    log.error('worker died; starting a replacement', { pid: worker.process.pid, code, signal, inMs: restartDelayMs });
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, restartDelayMs);
   });
 
   const stop = async (signal: NodeJS.Signals): Promise<void> => {

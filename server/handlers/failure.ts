@@ -7,6 +7,7 @@ export function failureReason(error: unknown, what: string): string {
     return 'not applied: too many concurrent updates, try again';
   }
   log.error('request failed', { what, error: error instanceof Error ? error.message : String(error) });
-  // The transaction may have been cut off mid-COMMIT, so its outcome is unknown.
-  return 'internal error: the request could not be completed';
+  // The transaction may have been cut off mid-COMMIT, so its outcome is unknown: say so,
+  // so that a client queries before it resends (a resent order could trade twice).
+  return 'internal error: the outcome is unknown; query before retrying';
 }

@@ -198,7 +198,9 @@ export class PostgresExchangeStore implements ExchangeStore {
   private writeTransaction(batch: WriteRequest[]): Promise<WriteRow[]> {
     const column = (value: (request: WriteRequest) => string | null, type: string) =>
       `ARRAY[${batch.map((request) => sqlLiteral(value(request))).join(',')}]::${type}[]`;
+    // statement_timeout bounds how long a runaway batch can hold the write lock.
     const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
+SET LOCAL statement_timeout = '30s';
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
 SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
   FROM apply_writes(${column((request) => request.kind, 'text')}, ${column((request) => request.accountId, 'text')},
@@ -220,14 +222,20 @@ COMMIT;`;
       client.on('error', onError);
       try {
         const results = (await client.query(sql)) as unknown as Array<pg.QueryResult<WriteRow>>;
-        const selected = results[2];
+        const selected = results[3];
         if (!selected) throw new Error('the write transaction returned no batch result');
         return selected.rows;
       } catch (error) {
         // A statement that failed left the transaction open and aborted (the rest of the
         // message was skipped): roll it back. A lost connection is discarded instead.
-        if (isRetryable(error) || isStatementError(error)) await client.query('ROLLBACK').catch(() => undefined);
-        else healthy = false;
+        if (isRetryable(error) || isStatementError(error)) {
+          // A client whose ROLLBACK failed may still be inside the aborted transaction.
+          await client.query('ROLLBACK').catch(() => {
+            healthy = false;
+          });
+        } else {
+          healthy = false;
+        }
         throw error;
       } finally {
         // A client whose connection failed is discarded, not returned to the pool; it keeps

@@ -4,6 +4,8 @@ import pg from 'pg';
 export type PoolOptions = {
   databaseUrl: string;
   maxConnections: number;
+  /** How long to wait for a connection (default 10 s). */
+  connectionTimeoutMs?: number;
   /** Called for errors on idle clients (e.g. the server restarted); the pool replaces them. */
   onIdleError?: (error: Error) => void;
 };
@@ -16,7 +18,7 @@ export function createPool(options: PoolOptions): pg.Pool {
     // so a single-statement operation costs one round trip and keeps the isolation.
     // synchronous_commit=on: an acknowledged order must survive a crash, whatever the server default.
     options: '-c default_transaction_isolation=serializable -c synchronous_commit=on',
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
   });
   // An idle client losing its connection must not crash the process.
