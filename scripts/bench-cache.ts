@@ -68,17 +68,29 @@ async function startServer(databaseUrl: string, withCache: boolean): Promise<Ser
   };
 }
 
-type Result = { label: string; requests: number; seconds: number; latencies: number[]; stats: Record<string, unknown> };
-
-async function runOnce(label: string, withCache: boolean, options: { seconds: number; connections: number; queryShare: number; seeded: number }): Promise<Result> {
-  const name = `exchange_bench_${process.pid}_${withCache ? 'cache' : 'plain'}`;
+/** A fresh database of its own for one run, and how to drop it. */
+async function createScratchDatabase(name: string): Promise<{ url: string; drop: () => Promise<void> }> {
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${name}`);
   await admin.query(`CREATE DATABASE ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const server = await startServer(url.toString(), withCache);
+  return {
+    url: url.toString(),
+    drop: async () => {
+      await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end();
+    },
+  };
+}
+
+type Result = { label: string; requests: number; seconds: number; latencies: number[]; stats: Record<string, unknown> };
+
+async function runOnce(label: string, withCache: boolean, options: { seconds: number; connections: number; queryShare: number; seeded: number }): Promise<Result> {
+  const name = `exchange_bench_${process.pid}_${withCache ? 'cache' : 'plain'}`;
+  const database = await createScratchDatabase(name);
+  const server = await startServer(database.url, withCache);
   let measured: Omit<Result, 'stats'>;
   let stats: Record<string, unknown> = {};
   try {
@@ -135,8 +147,7 @@ async function runOnce(label: string, withCache: boolean, options: { seconds: nu
   } finally {
     // The server reports its cache counters in its shutdown log line.
     stats = await server.stop();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await admin.end();
+    await database.drop();
   }
   return { ...measured, stats };
 }
@@ -151,13 +162,8 @@ function percentile(sorted: number[], p: number): number {
  */
 async function lookupBenchmark(): Promise<void> {
   const name = `exchange_bench_${process.pid}_lookups`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const pool = createPool({ databaseUrl: url.toString(), maxConnections: 8 });
+  const database = await createScratchDatabase(name);
+  const pool = createPool({ databaseUrl: database.url, maxConnections: 8 });
   const cache = new RedisReadCache({ url: redisUrl, ttlSeconds: 600, commandTimeoutMs: 1000 });
   try {
     await applySchema(pool);
@@ -196,8 +202,7 @@ async function lookupBenchmark(): Promise<void> {
   } finally {
     await cache.close();
     await pool.end();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await admin.end();
+    await database.drop();
   }
 }
 

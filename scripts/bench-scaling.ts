@@ -805,6 +805,22 @@ function valueLabels<T extends Labelled>(labelled: T[], color: ColorEncoding): L
   return [layer(labelled.filter((item) => item.cores === firstCores), 'right'), layer(labelled.filter((item) => item.cores !== firstCores), 'left')];
 }
 
+/** The mean of each series as a line with points, and its min–max range as error bars. */
+function meanWithRange(bars: Array<{ cores: number; min: number; max: number; mean: number }>, yTitle: string, color: ColorEncoding): LayerSpec[] {
+  return [
+    {
+      data: { values: bars },
+      mark: { type: 'errorbar', ticks: { size: 14 }, thickness: 1.5 },
+      encoding: { x: coresAxis, y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } }, y2: { field: 'max' }, color },
+    },
+    {
+      data: { values: bars },
+      mark: { type: 'line', point: { size: 70, filled: true } },
+      encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative', title: yTitle }, color },
+    },
+  ];
+}
+
 function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: PgbenchResult, options: Options, machine: Machine): TopLevelSpec {
   const ordersSeries = 'exchange server: orders/s';
   const requestsSeries = 'exchange server: requests/s (all kinds)';
@@ -861,16 +877,7 @@ function throughputSpec(records: RunRecord[], summary: CoreSummary[], pgbench: P
         mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 6, x: 0 },
         encoding: { y: { field: 'tps', type: 'quantitative' }, text: { field: 'label' }, color },
       },
-      {
-        data: { values: bars },
-        mark: { type: 'errorbar', ticks: { size: 14 }, thickness: 1.5 },
-        encoding: { x: coresAxis, y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } }, y2: { field: 'max' }, color },
-      },
-      {
-        data: { values: bars },
-        mark: { type: 'line', point: { size: 70, filled: true } },
-        encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative', title: yTitle }, color },
-      },
+      ...meanWithRange(bars, yTitle, color),
       ...valueLabels(bars.map((bar) => ({ ...bar, label: bar.mean.toFixed(0) })), color),
       {
         data: { values: runs },
@@ -912,16 +919,7 @@ function latencySpec(records: RunRecord[], summary: CoreSummary[], options: Opti
     width: 460,
     height: 300,
     layer: [
-      {
-        data: { values: bars },
-        mark: { type: 'errorbar', ticks: { size: 14 }, thickness: 1.5 },
-        encoding: { x: coresAxis, y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } }, y2: { field: 'max' }, color },
-      },
-      {
-        data: { values: bars },
-        mark: { type: 'line', point: { size: 70, filled: true } },
-        encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative', title: yTitle }, color },
-      },
+      ...meanWithRange(bars, yTitle, color),
       ...valueLabels(bars.map((bar) => ({ ...bar, label: `${bar.mean.toFixed(1)} ms` })), color),
       {
         data: { values: runs },
