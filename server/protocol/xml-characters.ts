@@ -1,13 +1,17 @@
 /** Characters XML 1.0 forbids (outside the Char production), used by both parse and render. */
 const ILLEGAL = '[\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uFFFE\\uFFFF]';
 
+const ILLEGAL_CHARACTER = new RegExp(ILLEGAL);
+/** Global, for replace() only (which resets lastIndex; test() with it would not). */
+const ILLEGAL_CHARACTERS = new RegExp(ILLEGAL, 'g');
+
 export function hasIllegalXmlCharacter(text: string): boolean {
-  return new RegExp(ILLEGAL).test(text);
+  return ILLEGAL_CHARACTER.test(text);
 }
 
 /** Replaces forbidden characters with U+FFFD so a reply quoting them stays well-formed. */
 export function withLegalXmlCharacters(text: string): string {
-  return text.replace(new RegExp(ILLEGAL, 'g'), '\uFFFD');
+  return text.replace(ILLEGAL_CHARACTERS, '\uFFFD');
 }
 
 export function isLegalXmlCodePoint(code: number): boolean {

@@ -12,6 +12,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { RequestFramer, type FrameEvent } from '../../server/protocol/framing.js';
 import { isCompleteDocument, parseRequest, type RequestParseError } from '../../server/protocol/parse-request.js';
 import { renderResults } from '../../server/protocol/render-reply.js';
+import { referenceRenderResults } from '../support/reference-render.js';
 import type { ReplyElement } from '../../server/protocol/replies.js';
 import type { CreateItem, Request } from '../../server/protocol/requests.js';
 
@@ -493,6 +494,20 @@ describe('fuzz: renderResults', function () {
         .filter((node) => Object.keys(node).some((key) => key !== ':@' && key !== '#text'));
       expect(children).to.have.length(results.length);
     }), 21, 1000);
+  });
+
+  // xmlbuilder2 leaves '&' unescaped when what follows looks like a reference ("&amp;",
+  // "&#0;"), so it echoed a decoded "&amp;amp;" as "&amp;" and "&#38;#0;" as an illegal
+  // "&#0;". Those inputs are compared in render-reply.test.ts instead; the rest byte for byte.
+  const looksLikeReference = (reply: ReplyElement): boolean =>
+    [...reply.attributes.map(([, value]) => value), reply.text ?? ''].some((text) => /&[^&]*;/.test(text))
+    || (reply.children ?? []).some(looksLikeReference);
+
+  it('renders byte for byte what xmlbuilder2 rendered (the renderer it replaced)', () => {
+    check(fc.property(fc.array(replyElement, { maxLength: 5 }), (results) => {
+      fc.pre(!results.some(looksLikeReference));
+      expect(renderResults(results)).to.equal(referenceRenderResults(results));
+    }), 23, 2000);
   });
 
   // XML attribute-value normalization (XML 1.0 §3.3.3) turns a literal tab, newline or carriage

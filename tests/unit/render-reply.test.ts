@@ -61,6 +61,16 @@ describe('renderResults', () => {
     expect(node?.text).to.equal('x < y & "z" > \'w\'');
   });
 
+  it('escapes "&" even where it starts something that looks like a reference', () => {
+    // A decoded "&amp;amp;" must echo as "&amp;amp;", and a decoded "&#38;#0;" must not become
+    // the illegal reference "&#0;" (xmlbuilder2, the renderer before, wrote both unescaped).
+    const xml = renderResults([errorElement([['sym', '&amp;'], ['id', '&#0;']], '&lt; &foo; &#65;')]);
+    expect(xml).to.contain('<error sym="&amp;amp;" id="&amp;#0;">&amp;lt; &amp;foo; &amp;#65;</error>');
+    const [node] = parseResults(xml);
+    expect(node?.attributes).to.deep.equal({ sym: '&amp;', id: '&#0;' });
+    expect(node?.text).to.equal('&lt; &foo; &#65;');
+  });
+
   it('escapes "]]>" in text', () => {
     expect(renderResults([errorElement([], 'a ]]> b')])).to.not.contain(']]>');
   });
