@@ -77,5 +77,18 @@ export async function findInvariantViolations(pool: pg.Pool, expected: ExpectedT
       WHERE b.bid >= s.ask`,
   );
   violations.push(...crossed.rows.map((row) => `book of ${row.sym} is crossed (an open buy could match an open sell)`));
+
+  // What foreign keys would enforce (the tables have none, for the matcher's speed: only the
+  // functions of schema/002_matching.sql write them, and they check): nothing refers to an
+  // account, symbol or order that does not exist.
+  const orphans = await pool.query<{ what: string }>(
+    `SELECT 'position ' || p.account_id || '/' || p.sym AS what FROM positions p
+      WHERE NOT EXISTS (SELECT FROM accounts a WHERE a.id = p.account_id) OR NOT EXISTS (SELECT FROM symbols s WHERE s.sym = p.sym)
+     UNION ALL SELECT 'order ' || o.id FROM orders o
+      WHERE NOT EXISTS (SELECT FROM accounts a WHERE a.id = o.account_id) OR NOT EXISTS (SELECT FROM symbols s WHERE s.sym = o.sym)
+     UNION ALL SELECT 'execution ' || e.id FROM executions e
+      WHERE NOT EXISTS (SELECT FROM orders o WHERE o.id = e.buy_order_id) OR NOT EXISTS (SELECT FROM orders o WHERE o.id = e.sell_order_id)`,
+  );
+  violations.push(...orphans.rows.map((row) => `${row.what} refers to an account, symbol or order that does not exist`));
   return violations;
 }

@@ -27,6 +27,9 @@ export const metrics = {
   writeBatchSize: new client.Histogram({
     name: 'exchange_write_batch_size', help: 'Writes (orders and cancels) committed per transaction', buckets: [1, 2, 4, 8, 16, 32, 64],
   }),
+  readBatchSize: new client.Histogram({
+    name: 'exchange_read_batch_size', help: 'Order-status lookups read per statement', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+  }),
 };
 
 export type MetricSources = {

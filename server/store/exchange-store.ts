@@ -5,7 +5,7 @@
  * schema/002_matching.sql. Decimals cross this boundary as strings.
  */
 import pg from 'pg';
-import { WriteQueue } from './write-queue.js';
+import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
 import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
 
@@ -43,6 +43,8 @@ const MAX_KNOWN_ACCOUNTS = 1_000_000;
 
 /** Most writes one transaction carries (group commit of the queue). */
 const MAX_WRITES_PER_TRANSACTION = 64;
+/** Most order-status lookups one statement carries. */
+const MAX_READS_PER_STATEMENT = 256;
 
 type WriteRequest =
   | { kind: 'order'; accountId: string; sym: string; amount: string; limit: string }
@@ -87,6 +89,9 @@ function isStatementError(error: unknown): boolean {
 }
 
 type FillRow = { shares: string | null; price: string | null; executed_at: string | null };
+type StatusLookup = { accountId: string; orderId: string };
+/** One row per fill (one with null fill columns for an order without fills); n is the lookup's position, from 1. */
+type StatusRow = FillRow & { n: number; open_shares: string; canceled_shares: string | null; canceled_at: string | null };
 
 function fillsOf(rows: FillRow[]): Fill[] {
   const fills: Fill[] = [];
@@ -98,10 +103,24 @@ function fillsOf(rows: FillRow[]): Fill[] {
   return fills;
 }
 
+/** null when the lookup matched no order of that account. */
+function statusOf(rows: StatusRow[] | undefined): OrderStatus | null {
+  const first = rows?.[0];
+  if (!rows || !first) return null;
+  return {
+    openShares: first.open_shares,
+    canceled: first.canceled_shares !== null && first.canceled_at !== null
+      ? { shares: first.canceled_shares, time: first.canceled_at }
+      : null,
+    fills: fillsOf(rows),
+  };
+}
+
 export class PostgresExchangeStore implements ExchangeStore {
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
   private readonly knownAccounts = new Set<string>();
-  private readonly writes = new WriteQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
+  private readonly writes = new BatchQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
+  private readonly statusReads = new BatchQueue<StatusLookup, OrderStatus | null>((batch) => this.readStatuses(batch), MAX_READS_PER_STATEMENT);
 
   constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {}
 
@@ -246,24 +265,32 @@ COMMIT;`;
     }, this.retryPolicy, this.retryCounters);
   }
 
-  async orderStatus(accountId: string, orderId: string): Promise<OrderStatus | null> {
-    const result = await this.query<FillRow & { open_shares: string; canceled_shares: string | null; canceled_at: string | null }>(
-      `SELECT o.open_shares, o.canceled_shares, o.canceled_at, f.shares, f.price, f.executed_at
-         FROM orders o LEFT JOIN order_fills f ON f.order_id = o.id
-        WHERE o.id = $2 AND o.account_id = $1
-        ORDER BY f.execution_id`,
-      [accountId, orderId],
-    );
-    const first = result.rows[0];
-    if (!first) return null;
-    return {
-      openShares: first.open_shares,
-      canceled: first.canceled_shares !== null && first.canceled_at !== null
-        ? { shares: first.canceled_shares, time: first.canceled_at }
-        : null,
-      fills: fillsOf(result.rows),
-    };
+  orderStatus(accountId: string, orderId: string): Promise<OrderStatus | null> {
+    return this.statusReads.submit({ accountId, orderId });
   }
 
-
+  /**
+   * Every lookup queued meanwhile, as one statement (one implicit SERIALIZABLE
+   * transaction, one snapshot, one round trip), prepared once per connection.
+   * Each result is what its lookup would have read alone at that snapshot.
+   */
+  private async readStatuses(batch: StatusLookup[]): Promise<Array<PromiseSettledResult<OrderStatus | null>>> {
+    metrics.readBatchSize.observe(batch.length);
+    const result = await withRetry(() => this.pool.query<StatusRow>({
+      name: 'order-statuses',
+      text: `SELECT q.n::int AS n, o.open_shares, o.canceled_shares, o.canceled_at, f.shares, f.price, f.executed_at
+               FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(account_id, order_id, n)
+               JOIN orders o ON o.id = q.order_id AND o.account_id = q.account_id
+               LEFT JOIN order_fills f ON f.order_id = o.id
+              ORDER BY q.n, f.execution_id`,
+      values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
+    }), this.retryPolicy, this.retryCounters);
+    const rowsByLookup = new Map<number, StatusRow[]>();
+    for (const row of result.rows) {
+      const rows = rowsByLookup.get(row.n);
+      if (rows) rows.push(row);
+      else rowsByLookup.set(row.n, [row]);
+    }
+    return batch.map((_, index) => ({ status: 'fulfilled', value: statusOf(rowsByLookup.get(index + 1)) }));
+  }
 }

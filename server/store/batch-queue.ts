@@ -1,13 +1,13 @@
 /**
- * This process's writes (orders and cancels) run one batch at a time: the first
- * write of an idle queue runs at once; writes arriving meanwhile wait and then
- * run together, in arrival order, in one transaction with one commit (group
- * commit). Every reply waits for that commit. Across processes, the batch
- * transaction's table lock (see exchange-store.ts) keeps writers apart.
+ * Runs submitted items one batch at a time: the first item of an idle queue
+ * runs at once; items arriving meanwhile wait and then run together, in
+ * arrival order. The store uses one queue for writes (one transaction and one
+ * commit per batch: group commit; every reply waits for that commit) and one
+ * for order-status reads (one statement per batch).
  */
 type Pending<In, Out> = { item: In; resolve: (result: Out) => void; reject: (error: unknown) => void };
 
-export class WriteQueue<In, Out> {
+export class BatchQueue<In, Out> {
   private queue: Array<Pending<In, Out>> = [];
   private running = false;
 
