@@ -1,7 +1,11 @@
 /** Configuration from the environment, overridden by command-line flags, validated at start. */
 import { parseArgs } from 'node:util';
+import os from 'node:os';
 import path from 'node:path';
 import type { ReplyFraming } from './protocol/render-reply.js';
+
+/** Workers started when WORKERS is unset: one per core, up to this many. */
+export const MAX_DEFAULT_WORKERS = 4;
 
 export type Config = {
   host: string;
@@ -77,7 +81,13 @@ const SETTINGS: Setting[] = [
     parse: (text) => (text.length === 0 ? null : integer(1, 65535)(text)),
   },
   { key: 'slowRequestMs', env: 'SLOW_REQUEST_MS', flag: 'slow-request-ms', default: '1000', help: 'log requests slower than this', parse: integer(1, 3_600_000) },
-  { key: 'workers', env: 'WORKERS', flag: 'workers', default: '1', help: 'server processes sharing the port (node:cluster)', parse: integer(1, 256) },
+  {
+    // One per core, measured faster than one process on 2 cores (issue 5, docs/bench/), up to
+    // 4: each worker holds up to DB_POOL_SIZE PostgreSQL connections (100 by default in all), and
+    // on a big host a container limited to a few CPUs still sees every core.
+    key: 'workers', env: 'WORKERS', flag: 'workers', default: String(Math.min(os.availableParallelism(), MAX_DEFAULT_WORKERS)),
+    help: `server processes sharing the port (node:cluster); the default is the number of cores, at most ${MAX_DEFAULT_WORKERS}`, parse: integer(1, 256),
+  },
   { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },
   { key: 'embeddedPgPort', env: 'EMBEDDED_PG_PORT', flag: 'embedded-pg-port', default: '54329', help: 'port of the embedded PostgreSQL', parse: integer(1, 65535) },

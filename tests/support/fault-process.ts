@@ -67,7 +67,7 @@ async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<b
 
 function spawnOnce(env: Record<string, string>, port: number): FaultServer & { logText: () => string } {
   const child = spawn(process.execPath, [SERVER_ENTRY], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', WORKERS: '1', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
     detached: true,
   });

@@ -30,7 +30,8 @@ export async function startServerProcess(env: Record<string, string>, command: s
   const port = await freePort();
   const [program, ...args] = command as [string, ...string[]];
   const child = spawn(program, args, {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    // One process unless the test asks for workers (the server's default is one per core).
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', WORKERS: '1', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { ConfigError, helpText, loadConfig, type Config } from '../../server/config.js';
@@ -33,7 +34,7 @@ describe('loadConfig', () => {
       graceMs: 100,
       maxConnections: 10_000,
       dbPoolSize: 10,
-      workers: 1,
+      workers: Math.min(os.availableParallelism(), 4),
       metricsPort: null,
       slowRequestMs: 1000,
       cacheTtlSeconds: 3600,
