@@ -22,6 +22,12 @@ Load:
   --seconds S         measured duration (default 10), or
   --requests N        stop after N measured requests instead
   --warmup W          seconds of load before measuring starts (default 2)
+  --rate R            pace the load to R requests/s in total, warm-up included (default: unpaced).
+                      Connection i of C sends its k-th request (k = 0, 1, ...) no earlier than
+                      start + (k*C + i)/R seconds; otherwise still a closed loop: one request in
+                      flight per connection, the next sent after the reply. Latency is measured
+                      from when a request was due, so a request sent late because an earlier
+                      reply was slow counts its wait too
 Workload:
   --accounts A        accounts created (default 100), each with 1,000,000 cash
   --symbols S         symbols created (default 10), 10,000 shares per account each
@@ -33,14 +39,15 @@ Verification:
                       without it, checks through the protocol (every order queryable, fills balance)
   --no-verify         skip verification
 Output:
-  --json              print the summary as one JSON object on stdout
+  --json              print the summary as one JSON object on stdout, and mark the measured
+                      window on stderr with the lines {"phase":"measuring"} and {"phase":"measured"}
   --help              this text
 
 Exit status: 0 on success; 1 when verification finds a violation, a request failed (not a business rejection) or could not be sent; 2 on bad usage.`;
 
 type Options = {
   host: string; port: number; framing: Framing; connections: number; seconds: number; requests: number | null;
-  warmup: number; accounts: number; symbols: number; cross: number; mix: [number, number, number]; seed: number;
+  warmup: number; rate: number | null; accounts: number; symbols: number; cross: number; mix: [number, number, number]; seed: number;
   databaseUrl: string | null; verify: boolean; json: boolean;
 };
 
@@ -48,6 +55,8 @@ type OpenedOrder = { account: string; sym: string; id: string; amount: number; c
 
 type Summary = {
   framing: Framing; connections: number; seconds: number; warmupSeconds: number;
+  /** The --rate pacing in requests/s, or null for an unpaced closed loop. */
+  rate: number | null;
   requests: number; requestsPerSecond: number; orders: number; ordersPerSecond: number;
   latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
   errors: Record<string, number>; failedRequests: number;
@@ -59,7 +68,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     args: argv,
     options: {
       host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, connections: { type: 'string' },
-      seconds: { type: 'string' }, requests: { type: 'string' }, warmup: { type: 'string' }, accounts: { type: 'string' },
+      seconds: { type: 'string' }, requests: { type: 'string' }, warmup: { type: 'string' }, rate: { type: 'string' }, accounts: { type: 'string' },
       symbols: { type: 'string' }, cross: { type: 'string' }, mix: { type: 'string' }, seed: { type: 'string' },
       'database-url': { type: 'string' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' },
     },
@@ -84,6 +93,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     seconds: number(values.seconds, 10, 'seconds', 0.1, 86_400),
     requests: values.requests === undefined ? null : Math.floor(number(values.requests, 0, 'requests', 1, 1e9)),
     warmup: number(values.warmup, 2, 'warmup', 0, 3600),
+    rate: values.rate === undefined ? null : number(values.rate, 0, 'rate', 0.001, 10_000_000),
     accounts: Math.floor(number(values.accounts, 100, 'accounts', 2, 100_000)),
     symbols: Math.floor(number(values.symbols, 10, 'symbols', 1, 10_000)),
     cross: number(values.cross, 0.5, 'cross', 0, 1),
@@ -98,6 +108,8 @@ function parseOptions(argv: string[]): Options | 'help' {
 const CASH_PER_ACCOUNT = '1000000';
 const SHARES_PER_ACCOUNT = 10_000;
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Business rejections are expected under random load; anything else is a failure. */
 const EXPECTED_REJECTIONS = /^(insufficient funds|insufficient shares|order has nothing open to cancel)$/;
 
@@ -109,6 +121,8 @@ class Load {
   ordersSent = 0;
   failedRequests = 0;
   measuring = false;
+  /** When the load began (performance.now()): the origin of the --rate schedule. */
+  startedAt = 0;
   /** Mid price per symbol, in cents: a random walk shared by all connections. */
   readonly mid: number[];
 
@@ -162,7 +176,23 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
     return;
   }
   const mine: OpenedOrder[] = [];
+  // --rate: this connection's k-th request is due at start + (k*C + index)/R, so the C connections
+  // interleave evenly and together send R requests/s (when the server keeps up).
+  let sent = 0;
   while (!stopAt()) {
+    // When paced, latency counts from when the request was due, not from when it went out: a
+    // slow reply delays this connection's next sends, and that wait is latency too (otherwise
+    // the client would hide it: coordinated omission).
+    let due: number | null = null;
+    if (options.rate !== null) {
+      due = load.startedAt + ((sent * options.connections + index) / options.rate) * 1000;
+      const wait = due - performance.now();
+      if (wait > 0) {
+        await sleep(wait);
+        if (stopAt()) break;
+      }
+    }
+    sent++;
     const roll = random() * total;
     let xml: string;
     let placing: Omit<OpenedOrder, 'id' | 'canceled'> | null = null;
@@ -189,7 +219,7 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       canceling = open.length > 0 ? (open[Math.floor(random() * open.length)] as OpenedOrder) : (mine[0] as OpenedOrder);
       xml = `<transactions id="${canceling.account}"><cancel id="${canceling.id}"/></transactions>`;
     }
-    const started = process.hrtime.bigint();
+    const started = due ?? performance.now();
     let reply: string;
     try {
       reply = await channel.send(xml);
@@ -204,7 +234,7 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
     }
     const measured = load.measuring;
     if (measured) {
-      load.histogram.recordValue(Number(process.hrtime.bigint() - started) / 1_000);
+      load.histogram.recordValue(Math.max(0, performance.now() - started) * 1_000);
       load.requests++;
       if (placing) load.ordersSent++;
     }
@@ -288,7 +318,7 @@ function summarize(load: Load, seconds: number, invariants: Summary['invariants'
   const ms = (micros: number) => Math.round(micros) / 1000;
   const { options } = load;
   return {
-    framing: options.framing, connections: options.connections, seconds, warmupSeconds: options.warmup,
+    framing: options.framing, connections: options.connections, seconds, warmupSeconds: options.warmup, rate: options.rate,
     requests: load.requests, requestsPerSecond: load.requests / seconds,
     orders: load.ordersSent, ordersPerSecond: load.ordersSent / seconds,
     latencyMs: {
@@ -303,7 +333,7 @@ function summarize(load: Load, seconds: number, invariants: Summary['invariants'
 function printSummary(summary: Summary): void {
   const lines = [
     `${summary.requests} requests in ${summary.seconds.toFixed(1)} s over ${summary.connections} ${summary.framing} connections (after ${summary.warmupSeconds} s warm-up)`,
-    `throughput: ${summary.requestsPerSecond.toFixed(0)} requests/s, ${summary.ordersPerSecond.toFixed(0)} orders/s`,
+    `throughput: ${summary.requestsPerSecond.toFixed(0)} requests/s, ${summary.ordersPerSecond.toFixed(0)} orders/s${summary.rate === null ? '' : ` (paced at ${summary.rate} requests/s)`}`,
     `latency ms: p50 ${summary.latencyMs.p50}  p90 ${summary.latencyMs.p90}  p99 ${summary.latencyMs.p99}  p99.9 ${summary.latencyMs.p999}  max ${summary.latencyMs.max}`,
     `errors: ${Object.keys(summary.errors).length === 0 ? 'none' : Object.entries(summary.errors).map(([kind, count]) => `${kind}: ${count}`).join('; ')}`,
     `failed requests (not business rejections): ${summary.failedRequests}`,
@@ -338,16 +368,27 @@ async function main(): Promise<number> {
   }
   const load = new Load(options, created.accounts, created.symbols);
   const startedAt = Date.now();
+  load.startedAt = performance.now();
   const measureFrom = startedAt + options.warmup * 1000;
   const endAt = measureFrom + options.seconds * 1000;
-  const warmupTimer = setTimeout(() => (load.measuring = true), options.warmup * 1000);
-  if (options.warmup === 0) load.measuring = true;
+  // With --json, the window's start and end as lines on stderr, for tools that sample around it
+  // (the benchmarks read CPU use over exactly the measured window).
+  const phase = (name: 'measuring' | 'measured') => {
+    if (options.json) process.stderr.write(`${JSON.stringify({ phase: name })}\n`);
+  };
+  const startMeasuring = () => {
+    load.measuring = true;
+    phase('measuring');
+  };
+  const warmupTimer = options.warmup === 0 ? null : setTimeout(startMeasuring, options.warmup * 1000);
+  if (options.warmup === 0) startMeasuring();
   const stopTicker = startTicker(load, options, startedAt);
   const stopAt = options.requests === null
     ? () => Date.now() >= endAt
     : () => load.measuring && load.requests >= (options.requests as number);
   await Promise.all(Array.from({ length: options.connections }, (_, index) => runConnection(load, index, stopAt)));
-  clearTimeout(warmupTimer);
+  if (warmupTimer) clearTimeout(warmupTimer);
+  phase('measured');
   stopTicker();
   const seconds = options.requests === null ? options.seconds : Math.max(0.001, (Date.now() - measureFrom) / 1000);
 

@@ -27,6 +27,9 @@ describe('stress client (smoke)', function () {
         expect(summary.failedRequests).to.equal(0);
         expect(summary.latencyMs['p99']).to.be.greaterThan(0);
         expect(summary.invariants).to.deep.equal({ checked: 'sql', violations: [] });
+        // The measured window is marked on stderr, start before end (the benchmarks sample CPU by it).
+        const markers = result.stderr.split('\n').filter((line) => line.startsWith('{"phase"'));
+        expect(markers).to.deep.equal(['{"phase":"measuring"}', '{"phase":"measured"}']);
       } finally {
         await server.stop();
       }

@@ -81,7 +81,16 @@ export class LengthClient {
     for (;;) {
       const newline = this.buffer.indexOf(0x0a);
       if (newline < 0) return;
-      const length = Number(this.buffer.subarray(0, newline).toString('ascii'));
+      const prefix = this.buffer.subarray(0, newline).toString('ascii');
+      if (!/^[0-9]+$/.test(prefix)) {
+        // Not a length-framed reply (say, a bare-mode server): fail loudly instead of looping.
+        const error = new Error(`reply is not length-framed: ${JSON.stringify(this.buffer.subarray(0, 80).toString('utf8'))}`);
+        this.closedError = error;
+        for (const waiter of this.waiting.splice(0)) waiter.reject(error);
+        this.socket.destroy();
+        return;
+      }
+      const length = Number(prefix);
       if (this.buffer.length < newline + 1 + length) return;
       const reply = this.buffer.subarray(newline + 1, newline + 1 + length).toString('utf8');
       this.buffer = this.buffer.subarray(newline + 1 + length);
