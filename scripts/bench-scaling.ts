@@ -10,16 +10,23 @@
  * summary on stdout (progress goes to stderr), and drops every database it
  * created, also on failure or Ctrl-C. Exits non-zero if any run failed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { allowedCpus, formatCpuUse, type CpuUse } from './bench-support/cpu.js';
+import type { DatabaseCounters } from './bench-support/databases.js';
+import { runBenchmark } from './bench-support/lifecycle.js';
+import { describeMachine, machineMarkdown, type Machine } from './bench-support/machine.js';
+import { DEFAULT_STRESS_CLIENT, PROJECT_ROOT } from './bench-support/paths.js';
+import { optionsOrExit, runOptions, RUN_FLAGS, UsageError, wholeNumber, type RunOptions } from './bench-support/options.js';
+import { measurePgbench, pgbenchCommand, type PgbenchResult } from './bench-support/pgbench.js';
+import { progress, setProgressLabel } from './bench-support/progress.js';
+import { runServerUnderLoad } from './bench-support/run.js';
+import { mean, plusMinus, spread, type Spread } from './bench-support/stats.js';
+import type { StressResult } from './bench-support/stress.js';
 
 const HELP = `Usage: npm run bench:scaling -- [options]
 
@@ -43,495 +50,49 @@ Environment: ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/post
 are created and dropped on that server. PGBENCH: pgbench binary (default /usr/bin/pgbench).
 Exit status: 0 if every run succeeded, 1 if a stress run failed or reported invariant violations.`;
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const adminUrl = process.env['ADMIN_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const pgbenchBinary = process.env['PGBENCH'] ?? (existsSync('/usr/bin/pgbench') ? '/usr/bin/pgbench' : 'pgbench');
-
 // ---------------------------------------------------------------------------
 // Options
 
-type Options = {
-  repeats: number;
-  seconds: number;
-  warmup: number;
-  connections: number;
+type Options = RunOptions & {
   maxCores: number;
   accounts: number;
   symbols: number;
-  quick: boolean;
   outDir: string;
   stressClient: string;
 };
-
-class UsageError extends Error {}
-
-function positiveInteger(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} must be a positive integer, got "${text}"`);
-  return value;
-}
 
 function parseOptions(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
     strict: true,
     options: {
-      repeats: { type: 'string' },
-      seconds: { type: 'string' },
-      warmup: { type: 'string' },
-      connections: { type: 'string' },
+      ...RUN_FLAGS,
       'max-cores': { type: 'string' },
       accounts: { type: 'string' },
       symbols: { type: 'string' },
-      quick: { type: 'boolean' },
       out: { type: 'string' },
       'stress-client': { type: 'string' },
-      help: { type: 'boolean' },
     },
   });
   if (values.help) return 'help';
-  const quick = values.quick === true;
   const available = allowedCpus().length;
-  const maxCores = positiveInteger('max-cores', values['max-cores'], available);
+  const maxCores = wholeNumber('max-cores', values['max-cores'], available, 1);
   if (maxCores > available) throw new UsageError(`--max-cores ${maxCores}: only ${available} cores are available to this process`);
-  // The warm-up may be 0 (no warm-up); everything else must be at least 1.
-  const warmup = values.warmup === undefined ? (quick ? 1 : 2) : Number(values.warmup);
-  if (!Number.isInteger(warmup) || warmup < 0) throw new UsageError(`--warmup must be a whole number of seconds, got "${values.warmup}"`);
   return {
-    repeats: positiveInteger('repeats', values.repeats, quick ? 1 : 3),
-    seconds: positiveInteger('seconds', values.seconds, quick ? 3 : 10),
-    warmup,
-    connections: positiveInteger('connections', values.connections, 8),
+    ...runOptions(values, { repeats: 3, connections: 8, minConnections: 1 }),
     maxCores,
-    accounts: positiveInteger('accounts', values.accounts, 100),
-    symbols: positiveInteger('symbols', values.symbols, 10),
-    quick,
-    outDir: path.resolve(root, values.out ?? 'docs/scaling'),
-    stressClient: path.resolve(root, values['stress-client'] ?? 'dist/client/stress.js'),
+    accounts: wholeNumber('accounts', values.accounts, 100, 1),
+    symbols: wholeNumber('symbols', values.symbols, 10, 1),
+    outDir: path.resolve(PROJECT_ROOT, values.out ?? 'docs/scaling'),
+    stressClient: path.resolve(PROJECT_ROOT, values['stress-client'] ?? DEFAULT_STRESS_CLIENT),
   };
 }
 
-/** CPU ids this process may run on; in a container they need not start at 0. */
-function allowedCpus(): number[] {
-  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('Cpus_allowed_list:'));
-  if (!line) return Array.from({ length: os.availableParallelism() }, (_, index) => index);
-  const cpus: number[] = [];
-  for (const part of line.split(':')[1]?.trim().split(',') ?? []) {
-    const [from, to] = part.split('-').map(Number);
-    if (from === undefined || Number.isNaN(from)) continue;
-    for (let cpu = from; cpu <= (to ?? from); cpu++) cpus.push(cpu);
-  }
-  return cpus;
-}
-
-function progress(message: string): void {
-  process.stderr.write(`[bench:scaling ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
-}
-
-// ---------------------------------------------------------------------------
-// Databases and child processes, tracked so that failure or Ctrl-C undoes them
-
-const createdDatabases = new Set<string>();
-const liveChildren = new Set<ChildProcess>();
-
-function databaseUrl(name: string): string {
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function createDatabase(name: string): Promise<string> {
-  // The name is interpolated into SQL, so only ever our own safe identifiers.
-  if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`unsafe database name ${name}`);
-  await withAdmin(async (client) => {
-    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await client.query(`CREATE DATABASE ${name}`);
-  });
-  createdDatabases.add(name);
-  return databaseUrl(name);
-}
-
-async function dropDatabase(name: string): Promise<void> {
-  // FORCE: a server that failed to stop must not keep its database alive.
-  await withAdmin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
-  createdDatabases.delete(name);
-}
-
-async function dropAllDatabases(): Promise<void> {
-  for (const name of [...createdDatabases]) {
-    await dropDatabase(name).catch((error: unknown) => progress(`could not drop database ${name}: ${String(error)}`));
-  }
-}
-
-function track(child: ChildProcess): ChildProcess {
-  liveChildren.add(child);
-  child.once('close', () => liveChildren.delete(child));
-  return child;
-}
-
-type Finished = { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string };
-
-/** Runs a command to completion, collecting its output. */
-function runProcess(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Finished> {
-  return new Promise((resolve, reject) => {
-    const child = track(spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once('error', reject);
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-// ---------------------------------------------------------------------------
-// pgbench: PostgreSQL's own ceiling on this machine
-
-type PgbenchResult = { tps: number[]; mean: number };
-
-/** Host, port and user for pgbench, taken from the admin URL so both hit the same server. */
-function pgbenchConnection(): { args: string[]; env: NodeJS.ProcessEnv } {
-  const url = new URL(adminUrl);
-  const args = ['-h', url.hostname || '127.0.0.1', '-p', url.port || '5432', '-U', decodeURIComponent(url.username) || 'postgres'];
-  // Same durability as the server (its pool sets synchronous_commit=on): a commit waits for the WAL flush.
-  const env: NodeJS.ProcessEnv = { ...process.env, PGOPTIONS: '-c synchronous_commit=on' };
-  if (url.password) env['PGPASSWORD'] = decodeURIComponent(url.password);
-  return { args, env };
-}
-
-function parseTps(output: string): number {
-  const match = /tps = ([\d.]+) \(without initial connection time\)/.exec(output);
-  if (!match?.[1]) throw new Error(`no "tps = ... (without initial connection time)" in pgbench output:\n${output}`);
-  return Number(match[1]);
-}
-
-async function measurePgbench(options: Options): Promise<PgbenchResult> {
-  const name = `scaling_pgbench_${process.pid}`;
-  await createDatabase(name);
-  try {
-    const { args, env } = pgbenchConnection();
-    progress(`pgbench -i -s 10 into scratch database ${name}`);
-    const init = await runProcess(pgbenchBinary, [...args, '-i', '-s', '10', '-q', name], env);
-    if (init.code !== 0) throw new Error(`pgbench -i failed (${init.code}):\n${init.stderr}`);
-    const tps: number[] = [];
-    // One pgbench run per repeat, so its spread can be compared with the server's.
-    for (let repeat = 1; repeat <= options.repeats; repeat++) {
-      const threads = Math.min(2, options.connections); // pgbench refuses more threads than clients
-      const run = await runProcess(
-        pgbenchBinary,
-        [...args, '-N', '-c', String(options.connections), '-j', String(threads), '-T', String(options.seconds), '-M', 'prepared', name],
-        env,
-      );
-      if (run.code !== 0) throw new Error(`pgbench failed (${run.code}):\n${run.stderr}`);
-      tps.push(parseTps(run.stdout));
-      progress(`pgbench -N -c ${options.connections} run ${repeat}/${options.repeats}: ${tps.at(-1)?.toFixed(0)} tps`);
-    }
-    return { tps, mean: mean(tps) };
-  } finally {
-    await dropDatabase(name);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// The server under test
-
-type ServerShutdown = {
-  exitCode: number | null;
-  serializationRetries: number;
-  retriesExhausted: number;
-  /** The server's warn and error log lines, which explain a failed run. */
-  problems: string[];
-  /** Set when the server was gone before we stopped it (crashed, or someone else signalled it). */
-  exitedEarly: string | null;
-};
-type RunningServer = { pid: number; port: number; stop: () => Promise<ServerShutdown> };
-
-/** The server's JSON log lines; anything that is not one is ignored. */
-function logRecords(text: string): Array<Record<string, unknown>> {
-  const records: Array<Record<string, unknown>> = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      const parsed: unknown = JSON.parse(line);
-      if (isRecord(parsed)) records.push(parsed);
-    } catch {
-      // A partial line at the end of the buffer; the complete one is read later.
-    }
-  }
-  return records;
-}
-
-async function startServer(cores: number[], databaseUrlForRun: string): Promise<RunningServer> {
-  const port = await freePort();
-  const workers = cores.length;
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    DATABASE_URL: databaseUrlForRun,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    REPLY_FRAMING: 'length',
-    WORKERS: String(workers),
-    LOG_LEVEL: 'info',
-  };
-  delete env['REDIS_URL']; // measure the server and PostgreSQL, not a cache
-  // taskset execs node, so the pid is the server's, and cluster workers inherit the CPU mask.
-  const child = track(spawn('taskset', ['-c', cores.join(','), process.execPath, path.join(root, 'dist/server/main.js')], {
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  }));
-  let log = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    log += chunk.toString();
-    if (log.length > 1_000_000) log = log.slice(-500_000); // info level is quiet per request, but stay bounded
-  });
-  const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  let exited = false;
-  void closed.then(() => (exited = true));
-
-  // With WORKERS > 1 the primary does not listen; each worker logs its own "listening" line.
-  const listening = (): number => logRecords(log).filter((record) => record['msg'] === 'exchange server listening').length;
-  const deadline = Date.now() + 30_000;
-  while (listening() < workers) {
-    if (exited) throw new Error(`server exited during start-up:\n${log.slice(-3000)}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`server did not report ${workers} listening worker(s) within 30 s:\n${log.slice(-3000)}`);
-    }
-    await sleep(50);
-  }
-
-  const stop = async (): Promise<ServerShutdown> => {
-    // Nobody but us should stop it; if it is gone already, its last lines say why (a signal, a crash).
-    const exitedEarly = exited ? `server exited before the run ended; its last lines: ${log.trim().split('\n').slice(-3).join(' | ')}` : null;
-    if (!exited) child.kill('SIGTERM');
-    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    // 'close', not 'exit': the shutdown log lines may still be in the stderr pipe at exit.
-    const exitCode = await closed;
-    clearTimeout(killer);
-    // Each process that served requests logs its retry counters in its "stopped" line.
-    let serializationRetries = 0;
-    let retriesExhausted = 0;
-    for (const record of logRecords(log)) {
-      if (record['msg'] !== 'stopped') continue;
-      if (typeof record['serializationRetries'] === 'number') serializationRetries += record['serializationRetries'];
-      if (typeof record['retriesExhausted'] === 'number') retriesExhausted += record['retriesExhausted'];
-    }
-    const problems = logRecords(log)
-      .filter((record) => record['level'] === 'warn' || record['level'] === 'error')
-      .map((record) => JSON.stringify(record));
-    return { exitCode, serializationRetries, retriesExhausted, problems, exitedEarly };
-  };
-  if (child.pid === undefined) throw new Error('taskset did not start');
-  return { pid: child.pid, port, stop };
-}
-
-// ---------------------------------------------------------------------------
-// Who used the CPU during the measured window (from /proc)
-
-type ProcessTicks = { comm: string; ppid: number; ticks: number };
-type CpuSnapshot = { atMs: number; busyTicks: number; totalTicks: number; processes: Map<number, ProcessTicks> };
-/** CPU use in cores (1.0 = one core busy for the whole window) and the machine's busy share. */
-type CpuUse = { server: number; postgres: number; client: number; other: number; machineBusyPercent: number };
-
-const ticksPerSecond = 100; // USER_HZ; 100 on every Linux this runs on (getconf CLK_TCK)
-
-function readProcessTicks(pid: number): ProcessTicks | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // comm may contain spaces and parentheses; the fields after the last ')' are fixed.
-    const comm = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    const [utime = 0, stime = 0, cutime = 0, cstime = 0] = fields.slice(11, 15).map(Number);
-    // For PostgreSQL also cutime + cstime, the CPU of the children it has reaped: backends that end
-    // inside the window (a replaced pool connection) would be lost otherwise. Not for other
-    // processes: a shell reaping a long job would book that job's whole life into the window.
-    const reaped = comm === 'postgres' ? cutime + cstime : 0;
-    return { comm, ppid: Number(fields[1]), ticks: utime + stime + reaped };
-  } catch {
-    return null; // the process ended between listing and reading
-  }
-}
-
-function cpuSnapshot(): CpuSnapshot {
-  const cpuLine = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cpuLine.trim().split(/\s+/).slice(1).map(Number);
-  const busyTicks = user + nice + system + irq + softirq + steal;
-  const processes = new Map<number, ProcessTicks>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const ticks = readProcessTicks(Number(entry));
-    if (ticks) processes.set(Number(entry), ticks);
-  }
-  return { atMs: Date.now(), busyTicks, totalTicks: busyTicks + idle + iowait, processes };
-}
-
-function descendsFrom(pid: number, ancestor: number, processes: Map<number, ProcessTicks>): boolean {
-  for (let current: number | undefined = pid, hops = 0; current !== undefined && current > 1 && hops < 64; hops++) {
-    if (current === ancestor) return true;
-    current = processes.get(current)?.ppid;
-  }
-  return false;
-}
-
-function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: number, clientPid: number): CpuUse {
-  const seconds = (after.atMs - before.atMs) / 1000;
-  const use = { server: 0, postgres: 0, client: 0 };
-  for (const [pid, now] of after.processes) {
-    // A process born inside the window counts from zero.
-    const delta = (now.ticks - (before.processes.get(pid)?.ticks ?? 0)) / ticksPerSecond / seconds;
-    if (descendsFrom(pid, serverPid, after.processes)) use.server += delta;
-    else if (now.comm === 'postgres') use.postgres += delta; // all of PostgreSQL: it serves every database
-    else if (descendsFrom(pid, clientPid, after.processes)) use.client += delta;
-  }
-  const busyShare = (after.busyTicks - before.busyTicks) / Math.max(1, after.totalTicks - before.totalTicks);
-  // Everything else is what the machine did beyond the three of them (kernel, unrelated jobs),
-  // taken as the remainder so short-lived processes elsewhere are not lost.
-  const other = Math.max(0, busyShare * os.cpus().length - use.server - use.postgres - use.client);
-  return { ...use, other, machineBusyPercent: 100 * busyShare };
-}
-
-// ---------------------------------------------------------------------------
-// The stress client and its JSON
-
-type Latency = { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
-type StressResult = {
-  requests: number;
-  requestsPerSecond: number;
-  orders: number;
-  ordersPerSecond: number;
-  latencyMs: Latency;
-  errors: Record<string, number>;
-  failedRequests: number;
-  invariants: { checked: 'sql' | 'protocol' | 'none'; violations: string[] };
-};
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function numberField(record: Record<string, unknown>, key: string): number {
-  const value = record[key];
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new Error(`stress JSON: "${key}" is not a number`);
-  return value;
-}
-
-/** Checks the stress client's JSON against the shape this script relies on. */
-function parseStressJson(stdout: string): StressResult {
-  // One JSON object is promised; take the outermost braces in case anything else slipped onto stdout.
-  const text = stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1);
-  const parsed: unknown = JSON.parse(text);
-  if (!isRecord(parsed)) throw new Error('stress JSON is not an object');
-  const latency = parsed['latencyMs'];
-  const invariants = parsed['invariants'];
-  const errors = parsed['errors'];
-  if (!isRecord(latency) || !isRecord(invariants)) throw new Error('stress JSON lacks latencyMs or invariants');
-  const checked = invariants['checked'];
-  const violations = invariants['violations'];
-  if (checked !== 'sql' && checked !== 'protocol' && checked !== 'none') throw new Error(`stress JSON: invariants.checked is ${String(checked)}`);
-  if (!Array.isArray(violations)) throw new Error('stress JSON: invariants.violations is not an array');
-  return {
-    requests: numberField(parsed, 'requests'),
-    requestsPerSecond: numberField(parsed, 'requestsPerSecond'),
-    orders: numberField(parsed, 'orders'),
-    ordersPerSecond: numberField(parsed, 'ordersPerSecond'),
-    latencyMs: {
-      p50: numberField(latency, 'p50'),
-      p90: numberField(latency, 'p90'),
-      p99: numberField(latency, 'p99'),
-      p999: numberField(latency, 'p999'),
-      max: numberField(latency, 'max'),
-      mean: numberField(latency, 'mean'),
-    },
-    errors: isRecord(errors) ? Object.fromEntries(Object.entries(errors).filter((entry): entry is [string, number] => typeof entry[1] === 'number')) : {},
-    failedRequests: numberField(parsed, 'failedRequests'),
-    invariants: { checked, violations: violations.map(String) },
-  };
-}
+setProgressLabel('bench:scaling');
 
 /** Weights of orders : queries : cancels, and the share of orders priced to cross the book. */
 const WORKLOAD_MIX = '70:20:10';
 const WORKLOAD_CROSS = 0.5;
-
-type StressOutcome = { result: StressResult | null; exitCode: number | null; stderrTail: string; cpu: CpuUse | null };
-
-async function runStress(server: RunningServer, databaseUrlForRun: string, seed: number, options: Options): Promise<StressOutcome> {
-  const args = [
-    options.stressClient,
-    '--port', String(server.port),
-    '--framing', 'length',
-    '--connections', String(options.connections),
-    '--seconds', String(options.seconds),
-    '--warmup', String(options.warmup),
-    '--accounts', String(options.accounts),
-    '--symbols', String(options.symbols),
-    '--seed', String(seed),
-    // Passed explicitly (they are the client's defaults) so the report can state them.
-    '--mix', WORKLOAD_MIX,
-    '--cross', String(WORKLOAD_CROSS),
-    '--json',
-    // With the database URL the client checks the SPEC invariants in SQL after the run.
-    '--database-url', databaseUrlForRun,
-  ];
-  const child = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const finished = new Promise<number | null>((resolve) => {
-    child.once('error', (error) => {
-      stderr += String(error);
-      resolve(null);
-    });
-    child.once('close', (code) => resolve(code));
-  });
-  let done = false;
-  void finished.then(() => (done = true));
-
-  // Sample CPU over (about) the measured window: it starts after the warm-up. The client's own
-  // set-up (accounts, shares) shifts it slightly; good enough to see who uses the cores.
-  const cpu = (async (): Promise<CpuUse | null> => {
-    await sleep(options.warmup * 1000 + 300);
-    if (done || child.pid === undefined) return null;
-    const before = cpuSnapshot();
-    await sleep(Math.max(500, options.seconds * 1000 - 600));
-    if (done) return null;
-    return cpuUse(before, cpuSnapshot(), server.pid, child.pid);
-  })();
-
-  const exitCode = await finished;
-  const stderrTail = stderr.slice(-3000);
-  let result: StressResult | null = null;
-  try {
-    result = parseStressJson(stdout);
-  } catch (error) {
-    progress(`could not read the stress client's JSON (${error instanceof Error ? error.message : String(error)}); stdout was: ${stdout.slice(0, 500)}`);
-  }
-  return { result, exitCode, stderrTail, cpu: await cpu };
-}
 
 // ---------------------------------------------------------------------------
 // One run: fresh database, pinned server, stress, stop
@@ -555,113 +116,47 @@ type RunRecord = {
 };
 
 async function runOnce(coreCount: number, repeat: number, options: Options): Promise<RunRecord> {
-  const cores = allowedCpus().slice(0, coreCount);
-  // A fresh database per run: every run starts from an empty book, so repeats are independent
-  // and a later run does not inherit the orders (and index growth) of the earlier ones.
-  const name = `scaling_${process.pid}_c${coreCount}_r${repeat}`;
-  const url = await createDatabase(name);
-  const timestamp = new Date().toISOString();
-  try {
-    const server = await startServer(cores, url);
-    progress(`cores ${coreCount} (cpu ${cores.join(',')}), repeat ${repeat}: server up on port ${server.port}; stressing ${options.warmup} + ${options.seconds} s`);
-    let outcome: StressOutcome;
-    try {
-      // The seed depends on the repeat only, so every core count sees the same workloads.
-      outcome = await runStress(server, url, repeat, options);
-    } catch (error) {
-      await server.stop();
-      throw error;
-    }
-    const shutdown = await server.stop();
-    const database = await databaseCounters(name);
-    const failure = describeFailure(outcome, shutdown);
-    if (failure) {
-      progress(`cores ${coreCount}, repeat ${repeat}: FAILED: ${failure}`);
-      process.stderr.write(`stress client stderr:\n${outcome.stderrTail}\nserver warnings/errors:\n${shutdown.problems.slice(0, 20).join('\n')}\n`);
-    }
-    else progress(`cores ${coreCount}, repeat ${repeat}: ${outcome.result?.ordersPerSecond.toFixed(0)} orders/s, p99 ${outcome.result?.latencyMs.p99.toFixed(1)} ms`);
-    return {
-      timestamp,
-      cores: coreCount,
-      workers: coreCount,
-      repeat,
+  const { timestamp, outcome, shutdown, database, failure } = await runServerUnderLoad({
+    label: `cores ${coreCount}, repeat ${repeat}`,
+    database: `scaling_${process.pid}_c${coreCount}_r${repeat}`,
+    cpus: allowedCpus().slice(0, coreCount),
+    workers: coreCount,
+    load: {
+      client: options.stressClient,
       connections: options.connections,
       seconds: options.seconds,
       warmup: options.warmup,
-      stress: outcome.result,
-      cpu: outcome.cpu,
-      serializationRetries: shutdown.serializationRetries,
-      retriesExhausted: shutdown.retriesExhausted,
-      database,
-      failure,
-    };
-  } finally {
-    await dropDatabase(name);
-  }
-}
-
-type DatabaseCounters = { sessions: number; rollbacks: number; commits: number };
-
-/**
- * Sessions opened to the run's database, and its commits and rollbacks. Many sessions mean the
- * server replaced pooled connections during the run, each a backend fork on the same cores.
- * Read after the server stopped: a backend reports its counters when it ends.
- */
-async function databaseCounters(name: string): Promise<DatabaseCounters | null> {
-  try {
-    return await withAdmin(async (client) => {
-      const result = await client.query<{ sessions: string; rollbacks: string; commits: string }>(
-        'SELECT sessions::text, xact_rollback::text AS rollbacks, xact_commit::text AS commits FROM pg_stat_database WHERE datname = $1',
-        [name],
-      );
-      const row = result.rows[0];
-      return row ? { sessions: Number(row.sessions), rollbacks: Number(row.rollbacks), commits: Number(row.commits) } : null;
-    });
-  } catch {
-    return null; // pg_stat_database.sessions is PostgreSQL 14+
-  }
-}
-
-function describeFailure(outcome: StressOutcome, shutdown: ServerShutdown): string | null {
-  const problems: string[] = [];
-  if (outcome.exitCode !== 0) problems.push(`stress client exited with ${outcome.exitCode}`);
-  // The error kinds say why (connection refused, timeouts, server errors), so put the commonest in the reason.
-  const errorKinds = Object.entries(outcome.result?.errors ?? {}).sort((a, b) => b[1] - a[1]).slice(0, 3);
-  if ((outcome.result?.failedRequests ?? 0) > 0) problems.push(`${outcome.result?.failedRequests} failed requests (${errorKinds.map(([kind, count]) => `${kind}: ${count}`).join('; ')})`);
-  if (!outcome.result) problems.push('no stress JSON');
-  const violations = outcome.result?.invariants.violations ?? [];
-  if (violations.length > 0) problems.push(`invariant violations: ${violations.slice(0, 5).join('; ')}`);
-  if (shutdown.exitedEarly) problems.push(shutdown.exitedEarly);
-  else if (shutdown.exitCode !== 0) problems.push(`server exited with ${shutdown.exitCode}`);
-  // An error line (a worker that died and was replaced, say) fails the run even if the client coped.
-  const errorLines = shutdown.problems.filter((line) => line.includes('"level":"error"'));
-  if (errorLines.length > 0) problems.push(`server logged ${errorLines.length} error(s), first: ${errorLines[0]}`);
-  else if (problems.length > 0 && shutdown.problems.length > 0) {
-    problems.push(`server logged ${shutdown.problems.length} warning(s)/error(s), first: ${shutdown.problems[0]}`);
-  }
-  return problems.length > 0 ? problems.join('; ') : null;
+      workload: [
+        '--accounts', String(options.accounts),
+        '--symbols', String(options.symbols),
+        // The seed depends on the repeat only, so every core count sees the same workloads.
+        '--seed', String(repeat),
+        // Passed explicitly (they are the client's defaults) so the report can state them.
+        '--mix', WORKLOAD_MIX,
+        '--cross', String(WORKLOAD_CROSS),
+      ],
+    },
+  });
+  return {
+    timestamp,
+    cores: coreCount,
+    workers: coreCount,
+    repeat,
+    connections: options.connections,
+    seconds: options.seconds,
+    warmup: options.warmup,
+    stress: outcome.result,
+    cpu: outcome.cpu,
+    serializationRetries: shutdown.serializationRetries,
+    retriesExhausted: shutdown.retriesExhausted,
+    database,
+    failure,
+  };
 }
 
 // ---------------------------------------------------------------------------
 // Statistics
 
-function mean(values: number[]): number {
-  return values.length === 0 ? Number.NaN : values.reduce((sum, value) => sum + value, 0) / values.length;
-}
-
-/** Sample standard deviation; 0 for a single run (no spread measured). */
-function stddev(values: number[]): number {
-  if (values.length < 2) return 0;
-  const average = mean(values);
-  return Math.sqrt(values.reduce((sum, value) => sum + (value - average) ** 2, 0) / (values.length - 1));
-}
-
-type Spread = { mean: number; sd: number; min: number; max: number };
-
-function spread(values: number[]): Spread {
-  if (values.length === 0) return { mean: Number.NaN, sd: Number.NaN, min: Number.NaN, max: Number.NaN };
-  return { mean: mean(values), sd: stddev(values), min: Math.min(...values), max: Math.max(...values) };
-}
 
 type CoreSummary = {
   cores: number;
@@ -930,33 +425,6 @@ function latencySpec(records: RunRecord[], summary: CoreSummary[], options: Opti
   };
 }
 
-type Machine = { cpuModel: string; cores: number; memoryGiB: number; postgres: string; node: string; kernel: string; pgSettings: string };
-
-async function describeMachine(): Promise<Machine> {
-  const cpuModel = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
-  const { version, settings } = await withAdmin(async (client) => {
-    const versionRow = await client.query<{ version: string }>('SELECT version()');
-    const settingRows = await client.query<{ name: string; setting: string; unit: string | null }>(
-      `SELECT name, setting, unit FROM pg_settings
-        WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections', 'wal_sync_method', 'commit_delay')
-        ORDER BY name`,
-    );
-    return { version: versionRow.rows[0]?.version ?? 'unknown', settings: settingRows.rows };
-  });
-  return {
-    cpuModel,
-    cores: os.availableParallelism(),
-    memoryGiB: os.totalmem() / 2 ** 30,
-    postgres: version,
-    node: process.version,
-    kernel: `${os.type()} ${os.release()}`,
-    pgSettings: settings.map((row) => `${row.name}=${row.setting}${row.unit ? ` (unit ${row.unit})` : ''}`).join(', '),
-  };
-}
-
-const plusMinus = (value: Spread, digits: number): string =>
-  Number.isNaN(value.mean) ? 'n/a' : `${value.mean.toFixed(digits)} ± ${value.sd.toFixed(digits)}`;
-
 /** The "what limits it" findings, worded from the measured numbers rather than written in advance. */
 function limitsText(summary: CoreSummary[], pgbench: PgbenchResult, options: Options, machine: Machine): string {
   const rows = summary.filter((row) => !Number.isNaN(row.orders.mean));
@@ -1075,9 +543,7 @@ function limitsText(summary: CoreSummary[], pgbench: PgbenchResult, options: Opt
 function writeReport(file: string, records: RunRecord[], summary: CoreSummary[], pgbench: PgbenchResult, options: Options, machine: Machine, startedAt: Date): void {
   const failed = records.filter((record) => record.failure !== null);
   const table = summary.map((row) => {
-    const cpu = row.cpu
-      ? `${row.cpu.server.toFixed(2)} / ${row.cpu.postgres.toFixed(2)} / ${row.cpu.client.toFixed(2)} / ${row.cpu.other.toFixed(2)} (${row.cpu.machineBusyPercent.toFixed(0)}%)`
-      : 'n/a';
+    const cpu = formatCpuUse(row.cpu);
     return `| ${row.cores} | ${row.runs}${row.failedRuns ? ` (${row.failedRuns} failed)` : ''} | ${plusMinus(row.orders, 0)} | ${plusMinus(row.requests, 0)} | ${plusMinus(row.p50, 2)} | ${plusMinus(row.p99, 2)} | ${Number.isNaN(row.ratio) ? 'n/a' : `${(100 * row.ratio).toFixed(1)}%`} | ${fixed(row.retriesPer100Orders, 2)} | ${fixed(row.sessionsPer100Orders, 2)} | ${fixed(row.commitsPer100Requests, 0)} | ${cpu} |`;
   });
   const lines = [
@@ -1088,11 +554,7 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
     '',
     '## Machine',
     '',
-    `- CPU: ${machine.cpuModel}, ${machine.cores} cores available`,
-    `- Memory: ${machine.memoryGiB.toFixed(1)} GiB`,
-    `- PostgreSQL: ${machine.postgres}`,
-    `- PostgreSQL settings: ${machine.pgSettings}`,
-    `- Node: ${machine.node}; ${machine.kernel}`,
+    ...machineMarkdown(machine),
     '',
     '## Method',
     '',
@@ -1107,8 +569,7 @@ function writeReport(file: string, records: RunRecord[], summary: CoreSummary[],
       'the seed depends only on the repeat, so each core count sees the same workloads. After each run the client checks the SPEC invariants in SQL; ' +
       'a run fails if the client exits non-zero or reports a violation. orders/s counts order requests answered in the window, business rejections ' +
       '(insufficient funds or shares) included; requests/s counts all three kinds.',
-    `- Ceiling: PostgreSQL alone, \`pgbench -i -s 10\` into a scratch database, then ${options.repeats} × \`pgbench -N -c ${options.connections} -j ${Math.min(2, options.connections)} ` +
-      `-T ${options.seconds} -M prepared\` (with \`synchronous_commit=on\` like the server): ${pgbench.tps.map((tps) => tps.toFixed(0)).join(', ')} tps, ` +
+    `- Ceiling: PostgreSQL alone, \`pgbench -i -s 10\` into a scratch database, then ${options.repeats} × \`${pgbenchCommand(options.connections, options.seconds)}\` (with \`synchronous_commit=on\` like the server): ${pgbench.tps.map((tps) => tps.toFixed(0)).join(', ')} tps, ` +
       `mean **${pgbench.mean.toFixed(0)} tps**. pgbench -N runs read committed; the server runs SERIALIZABLE.`,
     `- **Only the server is restricted.** PostgreSQL, the stress client and pgbench run unrestricted on the same ${machine.cores} cores, ` +
       'so they compete with the server for CPU; the core count is the server\'s allowance, not the machine\'s size.',
@@ -1166,35 +627,17 @@ function printSummary(summary: CoreSummary[], pgbench: PgbenchResult, options: O
 // ---------------------------------------------------------------------------
 // Main: set-up, the runs, outputs, and cleanup whatever happens
 
-async function abort(signal: NodeJS.Signals): Promise<never> {
-  progress(`${signal}: stopping child processes and dropping the databases`);
-  for (const child of liveChildren) child.kill('SIGTERM');
-  await dropAllDatabases();
-  process.exit(130);
-}
-
 async function main(): Promise<number> {
-  let options: Options | 'help';
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (error) {
-    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n\n${HELP}\n`);
-    return 2;
-  }
-  if (options === 'help') {
-    process.stdout.write(`${HELP}\n`);
-    return 0;
-  }
+  const options = optionsOrExit(HELP, () => parseOptions(process.argv.slice(2)));
+  if (typeof options === 'number') return options;
   if (!existsSync(options.stressClient)) {
     process.stderr.write(`stress client not found: ${options.stressClient} (build it, or pass --stress-client)\n`);
     return 2;
   }
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void abort(signal));
-
   const startedAt = new Date();
   const machine = await describeMachine();
   progress(`${machine.cpuModel}, ${machine.cores} cores; ${machine.postgres.split(' on ')[0]}; Node ${machine.node}`);
-  const pgbench = await measurePgbench(options);
+  const pgbench = await measurePgbench(`scaling_pgbench_${process.pid}`, options);
 
   const records: RunRecord[] = [];
   // Repeats on the outside: each round runs every core count once, so a slow spell of the machine
@@ -1217,13 +660,4 @@ async function main(): Promise<number> {
   return failures.length > 0 ? 1 : 0;
 }
 
-let exitCode = 1;
-try {
-  exitCode = await main();
-} catch (error) {
-  progress(`failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
-} finally {
-  for (const child of liveChildren) child.kill('SIGTERM');
-  await dropAllDatabases();
-}
-process.exit(exitCode);
+await runBenchmark(main);

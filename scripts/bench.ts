@@ -1,0 +1,542 @@
+/**
+ * Issue 5's benchmark (`npm run bench`): one command that measures, on this machine and its
+ * PostgreSQL server, pgbench -N with C clients and then the exchange server under the stress
+ * client with C length-framed connections, and prints every target figure next to its target.
+ *
+ * Each round (--repeats) runs, each on a fresh database with its own server process:
+ *   mixed      all allowed cores, WORKERS = cores: 10 symbols, mix 70:20:10, half the orders crossing
+ *   half-rate  the same, paced (--rate) at half the requests/s that round's mixed run reached
+ *   hot        all cores: one symbol, orders only, every order crossing
+ *   1c/1w, 2c/1w (and 2c/2w when "all cores" is not exactly two): the mixed workload on
+ *              taskset -c <first allowed CPU> with WORKERS=1, on the first two CPUs with WORKERS=1
+ *              and WORKERS=2
+ * Progress goes to stderr; the table (or, with --json, one JSON object) to stdout. Exit status 1
+ * when any run failed: an invariant violation, a failed request, exhausted retries, a crash.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { allowedCpus, formatCpuUse, type CpuUse } from './bench-support/cpu.js';
+import type { DatabaseCounters } from './bench-support/databases.js';
+import { runBenchmark } from './bench-support/lifecycle.js';
+import { describeMachine, machineLine, machineMarkdown, type Machine } from './bench-support/machine.js';
+import { DEFAULT_STRESS_CLIENT, PROJECT_ROOT } from './bench-support/paths.js';
+import { optionsOrExit, runOptions, RUN_FLAGS, type RunOptions } from './bench-support/options.js';
+import { measurePgbench, pgbenchCommand, type PgbenchResult } from './bench-support/pgbench.js';
+import { progress, setProgressLabel } from './bench-support/progress.js';
+import { runServerUnderLoad } from './bench-support/run.js';
+import { mean, spread, type Spread } from './bench-support/stats.js';
+import { stressArgs, type StressLoad, type StressResult } from './bench-support/stress.js';
+
+const HELP = `Usage: npm run bench -- [options]
+
+Measures issue 5's targets in one go, on this machine and its PostgreSQL server: first
+pgbench -N with C clients, then the exchange server (REPLY_FRAMING=length, no Redis, a fresh
+database per run) under the stress client with C connections, its invariants checked in SQL.
+
+  1 mixed workload (10 symbols, mix 70:20:10, --cross 0.5), server on all cores with
+    WORKERS = cores: durable orders/s against pgbench -N tps           target >= 1.5x
+  2 one hot symbol, every order crossing (--symbols 1 --cross 1 --mix 1:0:0):
+    orders/s against pgbench -N tps                                     target >= 1.0x
+  3 serialization retries per order (server's "stopped" log line)       target < 1%
+    requests failed after retries (client failedRequests, server retriesExhausted)  target 0
+  4 p99 latency of the mixed workload paced (--rate) at half the requests/s of 1   target < 10 ms
+  5 server CPU (user+sys of its process tree, from /proc) per order in the measured
+    window, mixed (and hot, for information)                            target < 60 µs
+  6 mixed workload, server on taskset -c <cpu0> with WORKERS=1 against taskset -c <cpu0,cpu1>
+    with WORKERS=2 (target: more orders/s with 2), and WORKERS=1 on 2 cores for comparison
+
+Options:
+  --connections C   stress connections and pgbench clients (default 32; at least 8)
+  --seconds S       measured seconds per stress run and per pgbench run (default 10)
+  --warmup W        stress warm-up seconds before measuring (default 2)
+  --repeats N       rounds of every run; figures are means over them (default 1)
+  --quick           smoke settings: 3 s runs, 1 s warm-up (explicit flags still win)
+  --json            print one JSON object with every figure on stdout (the table then goes to stderr)
+  --out FILE        also write a markdown report there (e.g. docs/bench/latest.md)
+  --help            this text
+
+Progress goes to stderr. Environment: ADMIN_DATABASE_URL (default
+postgres://postgres@127.0.0.1:5432/postgres), where the scratch databases are created and dropped;
+PGBENCH, the pgbench binary (default /usr/bin/pgbench).
+Exit status: 0 when every run passed, whether or not the targets are met (they are figures, not
+tests); 1 when a run failed (invariant violation, failed request, retries exhausted, crash); 2 on
+bad usage.`;
+
+setProgressLabel('bench');
+
+// ---------------------------------------------------------------------------
+// Options
+
+type Options = RunOptions & { json: boolean; out: string | null };
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: { ...RUN_FLAGS, json: { type: 'boolean' }, out: { type: 'string' } },
+  });
+  if (values.help) return 'help';
+  return {
+    // The targets are for 8 or more connections.
+    ...runOptions(values, { repeats: 1, connections: 32, minConnections: 8 }),
+    json: values.json === true,
+    out: values.out === undefined ? null : path.resolve(PROJECT_ROOT, values.out),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The runs
+
+const MIXED = ['--accounts', '100', '--symbols', '10', '--mix', '70:20:10', '--cross', '0.5'];
+const HOT = ['--accounts', '100', '--symbols', '1', '--mix', '1:0:0', '--cross', '1'];
+
+type Scenario = 'mixed' | 'half-rate' | 'hot' | '1c/1w' | '2c/1w' | '2c/2w';
+
+/** What each run is, for the progress lines and the report. */
+const DESCRIPTIONS: Record<Scenario, string> = {
+  mixed: 'mixed workload at full speed, all cores',
+  'half-rate': 'mixed workload paced at half the mixed peak, all cores',
+  hot: 'one hot symbol, every order crossing, all cores',
+  '1c/1w': 'mixed workload, 1 core, WORKERS=1',
+  '2c/1w': 'mixed workload, 2 cores, WORKERS=1',
+  '2c/2w': 'mixed workload, 2 cores, WORKERS=2',
+};
+
+type RunRecord = {
+  scenario: Scenario;
+  repeat: number;
+  timestamp: string;
+  cpus: number[];
+  workers: number;
+  /** --rate given to the stress client, or null (unpaced). */
+  rate: number | null;
+  /** The stress client's command line, with placeholders for the port and database. */
+  command: string;
+  stress: StressResult | null;
+  cpu: CpuUse | null;
+  serializationRetries: number;
+  retriesExhausted: number;
+  database: DatabaseCounters | null;
+  /** Serialization retries per 100 orders (whole run's retries over warm-up + window orders). */
+  retriesPercent: number;
+  /** Server CPU (its process tree, user + sys) per order and per request in the measured window, µs. */
+  serverCpuUsPerOrder: number;
+  serverCpuUsPerRequest: number;
+  seconds: number;
+  failure: string | null;
+};
+
+type Plan = { scenario: Scenario; cpus: number[]; workers: number; workload: string[] };
+
+function plans(): { allCores: number[]; plans: Plan[]; coreComparison: boolean } {
+  const allCores = allowedCpus();
+  const list: Plan[] = [
+    { scenario: 'mixed', cpus: allCores, workers: allCores.length, workload: MIXED },
+    { scenario: 'half-rate', cpus: allCores, workers: allCores.length, workload: MIXED },
+    { scenario: 'hot', cpus: allCores, workers: allCores.length, workload: HOT },
+  ];
+  const coreComparison = allCores.length >= 2;
+  if (coreComparison) {
+    const one = allCores.slice(0, 1);
+    const two = allCores.slice(0, 2);
+    list.push({ scenario: '1c/1w', cpus: one, workers: 1, workload: MIXED });
+    list.push({ scenario: '2c/1w', cpus: two, workers: 1, workload: MIXED });
+    // With exactly two cores the mixed run is already 2 cores with WORKERS=2.
+    if (allCores.length !== 2) list.push({ scenario: '2c/2w', cpus: two, workers: 2, workload: MIXED });
+  }
+  return { allCores, plans: list, coreComparison };
+}
+
+const databaseName = (scenario: Scenario, repeat: number): string =>
+  `bench_${process.pid}_${scenario.replace(/[^a-z0-9]/g, '')}_r${repeat}`;
+
+async function runOnce(plan: Plan, repeat: number, rate: number | null, options: Options): Promise<RunRecord> {
+  const load: StressLoad = {
+    client: DEFAULT_STRESS_CLIENT,
+    connections: options.connections,
+    seconds: options.seconds,
+    warmup: options.warmup,
+    // The seed depends on the repeat only, so every configuration sees the same workload.
+    workload: [...plan.workload, '--seed', String(repeat), ...(rate === null ? [] : ['--rate', String(rate)])],
+  };
+  const started = Date.now();
+  const { timestamp, outcome, shutdown, database, failure } = await runServerUnderLoad({
+    label: `${plan.scenario}, repeat ${repeat}/${options.repeats}${rate === null ? '' : ` at ${rate} requests/s`}`,
+    database: databaseName(plan.scenario, repeat),
+    cpus: plan.cpus,
+    workers: plan.workers,
+    load,
+  });
+  progress(`${plan.scenario}, repeat ${repeat}: took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const stress = outcome.result;
+  // Beyond what fails a scaling run: retries given up on, and invariants not checked in SQL.
+  const problems = [failure];
+  if (shutdown.retriesExhausted > 0) problems.push(`${shutdown.retriesExhausted} request(s) failed after exhausting serialization retries`);
+  if (stress && stress.invariants.checked !== 'sql') problems.push(`invariants checked by ${stress.invariants.checked}, not SQL`);
+  if (problems.length > 1) progress(`${plan.scenario}, repeat ${repeat}: FAILED: ${problems.slice(1).join('; ')}`);
+  const ordersInRun = stress ? stress.ordersPerSecond * (options.warmup + options.seconds) : 0;
+  const perUnit = (perSecond: number | undefined): number =>
+    outcome.cpu && perSecond !== undefined && perSecond > 0 ? (1e6 * outcome.cpu.server) / perSecond : Number.NaN;
+  return {
+    scenario: plan.scenario,
+    repeat,
+    timestamp,
+    cpus: plan.cpus,
+    workers: plan.workers,
+    rate,
+    command: ['node', ...stressArgs(load, '<port>', '<fresh database>')].map((word) => path.isAbsolute(word) ? path.relative(PROJECT_ROOT, word) : word).join(' '),
+    stress,
+    cpu: outcome.cpu,
+    serializationRetries: shutdown.serializationRetries,
+    retriesExhausted: shutdown.retriesExhausted,
+    database,
+    retriesPercent: ordersInRun > 0 ? (100 * shutdown.serializationRetries) / ordersInRun : Number.NaN,
+    serverCpuUsPerOrder: perUnit(stress?.ordersPerSecond),
+    serverCpuUsPerRequest: perUnit(stress?.requestsPerSecond),
+    seconds: options.seconds,
+    failure: problems.filter((problem): problem is string => problem !== null).join('; ') || null,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Figures
+
+type ScenarioFigures = {
+  runs: number;
+  passed: number;
+  ordersPerSecond: Spread;
+  requestsPerSecond: Spread;
+  p50Ms: Spread;
+  p99Ms: Spread;
+  ratioToPgbench: number;
+  retriesPercent: number;
+  serverCpuUsPerOrder: number;
+  serverCpuUsPerRequest: number;
+  /** Mean cores used in the measured window by the server, PostgreSQL, the stress client and the rest. */
+  cpuCores: CpuUse | null;
+  /** Mean --rate of the runs, or null when unpaced. */
+  rate: number | null;
+};
+
+function figuresOf(records: RunRecord[], scenario: Scenario, pgbench: PgbenchResult): ScenarioFigures | null {
+  const all = records.filter((record) => record.scenario === scenario);
+  if (all.length === 0) return null;
+  const passed = all.filter((record): record is RunRecord & { stress: StressResult } => record.stress !== null && record.failure === null);
+  const pick = (get: (stress: StressResult) => number): Spread => spread(passed.map((record) => get(record.stress)));
+  const orders = pick((stress) => stress.ordersPerSecond);
+  const finite = (values: number[]): number => mean(values.filter((value) => Number.isFinite(value)));
+  const sampled = passed.flatMap((record) => (record.cpu ? [record.cpu] : []));
+  const rates = all.flatMap((record) => (record.rate === null ? [] : [record.rate]));
+  return {
+    runs: all.length,
+    passed: passed.length,
+    ordersPerSecond: orders,
+    requestsPerSecond: pick((stress) => stress.requestsPerSecond),
+    p50Ms: pick((stress) => stress.latencyMs.p50),
+    p99Ms: pick((stress) => stress.latencyMs.p99),
+    ratioToPgbench: orders.mean / pgbench.mean,
+    retriesPercent: finite(passed.map((record) => record.retriesPercent)),
+    serverCpuUsPerOrder: finite(passed.map((record) => record.serverCpuUsPerOrder)),
+    serverCpuUsPerRequest: finite(passed.map((record) => record.serverCpuUsPerRequest)),
+    cpuCores: sampled.length === 0 ? null : {
+      server: mean(sampled.map((use) => use.server)),
+      postgres: mean(sampled.map((use) => use.postgres)),
+      client: mean(sampled.map((use) => use.client)),
+      other: mean(sampled.map((use) => use.other)),
+      machineBusyPercent: mean(sampled.map((use) => use.machineBusyPercent)),
+    },
+    rate: rates.length === 0 ? null : mean(rates),
+  };
+}
+
+type TargetRow = { target: string; measured: string; targetValue: string; met: boolean | null };
+
+const number = (value: number, digits = 0): string => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+/** "1234" for one run, "1234 ± 56" over several. */
+const figure = (value: Spread, digits = 0, repeats = 1): string =>
+  repeats > 1 && Number.isFinite(value.sd) ? `${number(value.mean, digits)} ± ${number(value.sd, digits)}` : number(value.mean, digits);
+/** met when the value is finite and passes; null (not measured) otherwise. */
+const check = (value: number, passes: (value: number) => boolean): boolean | null => (Number.isFinite(value) ? passes(value) : null);
+
+function targetRows(figures: Figures, pgbench: PgbenchResult, options: Options): TargetRow[] {
+  const { mixed, hot, halfRate, cores } = figures;
+  const r = options.repeats;
+  const pg = `pgbench -N -c ${options.connections}: ${number(pgbench.mean)} tps`;
+  const rows: TargetRow[] = [];
+  if (mixed) {
+    rows.push({
+      target: `Mixed workload, ${options.connections} connections: orders/s vs pgbench -N`,
+      measured: `${figure(mixed.ordersPerSecond, 0, r)} orders/s = ${number(mixed.ratioToPgbench, 2)}x (${pg})`,
+      targetValue: '>= 1.5x',
+      met: check(mixed.ratioToPgbench, (ratio) => ratio >= 1.5),
+    });
+  }
+  if (hot) {
+    rows.push({
+      target: 'One hot symbol, every order crossing: orders/s vs pgbench -N',
+      measured: `${figure(hot.ordersPerSecond, 0, r)} orders/s = ${number(hot.ratioToPgbench, 2)}x`,
+      targetValue: '>= 1.0x',
+      met: check(hot.ratioToPgbench, (ratio) => ratio >= 1.0),
+    });
+  }
+  for (const [name, scenario] of [['mixed', mixed], ['hot symbol', hot]] as const) {
+    if (!scenario) continue;
+    rows.push({
+      target: `Serialization retries, ${name}`,
+      measured: `${number(scenario.retriesPercent, 2)}% of orders`,
+      targetValue: '< 1%',
+      met: check(scenario.retriesPercent, (percent) => percent < 1),
+    });
+  }
+  rows.push({
+    target: 'Requests failed after retries (all runs)',
+    measured: `${figures.failedRequests} (client failed requests ${figures.clientFailedRequests}, server retries exhausted ${figures.retriesExhausted})`,
+    targetValue: '0',
+    met: figures.failedRequests === 0,
+  });
+  if (halfRate) {
+    rows.push({
+      target: 'p99 latency at half of peak (mixed)',
+      measured: `${figure(halfRate.p99Ms, 2, r)} ms at ${number(halfRate.requestsPerSecond.mean)} requests/s (paced at ${number(halfRate.rate ?? Number.NaN)})`,
+      targetValue: '< 10 ms',
+      met: check(halfRate.p99Ms.mean, (p99) => p99 < 10),
+    });
+  }
+  if (mixed) {
+    rows.push({
+      target: 'Server CPU per order, mixed',
+      measured: `${number(mixed.serverCpuUsPerOrder)} µs (${number(mixed.serverCpuUsPerRequest)} µs per request)`,
+      targetValue: '< 60 µs',
+      met: check(mixed.serverCpuUsPerOrder, (us) => us < 60),
+    });
+  }
+  if (hot) {
+    rows.push({ target: 'Server CPU per order, hot symbol (for information)', measured: `${number(hot.serverCpuUsPerOrder)} µs`, targetValue: '-', met: null });
+  }
+  if (cores) {
+    rows.push({
+      target: 'Mixed orders/s, 2 cores + 2 workers vs 1 core + 1 worker',
+      measured: `${figure(cores.twoCoresTwoWorkers, 0, r)} vs ${figure(cores.oneCoreOneWorker, 0, r)} (x${number(cores.gain, 2)})`,
+      targetValue: '2 > 1',
+      met: check(cores.gain, (gain) => gain > 1),
+    });
+    rows.push({
+      target: 'Mixed orders/s, 2 cores + 1 worker (for information)',
+      measured: `${figure(cores.twoCoresOneWorker, 0, r)} (x${number(cores.twoCoresOneWorker.mean / cores.oneCoreOneWorker.mean, 2)} of 1 core + 1 worker)`,
+      targetValue: '-',
+      met: null,
+    });
+  } else {
+    rows.push({ target: 'Mixed orders/s, 2 cores vs 1 core', measured: 'not measured: fewer than 2 CPUs available', targetValue: '2 > 1', met: null });
+  }
+  rows.push({
+    target: 'Invariants (SQL) and run failures',
+    measured: figures.failedRuns === 0 ? `all ${figures.runs} runs passed, invariants hold` : `${figures.failedRuns} of ${figures.runs} runs FAILED`,
+    targetValue: 'no failure',
+    met: figures.failedRuns === 0,
+  });
+  return rows;
+}
+
+type Figures = {
+  mixed: ScenarioFigures | null;
+  halfRate: ScenarioFigures | null;
+  hot: ScenarioFigures | null;
+  cores: { oneCoreOneWorker: Spread; twoCoresOneWorker: Spread; twoCoresTwoWorkers: Spread; gain: number } | null;
+  /** Client failed requests plus server requests that exhausted their retries, over all runs. */
+  failedRequests: number;
+  clientFailedRequests: number;
+  retriesExhausted: number;
+  runs: number;
+  failedRuns: number;
+};
+
+function computeFigures(records: RunRecord[], pgbench: PgbenchResult, coreComparison: boolean, allCores: number[]): Figures {
+  const mixed = figuresOf(records, 'mixed', pgbench);
+  const ordersOf = (scenario: Scenario): Spread => figuresOf(records, scenario, pgbench)?.ordersPerSecond ?? spread([]);
+  let cores: Figures['cores'] = null;
+  if (coreComparison) {
+    // With exactly two allowed cores the mixed run is the 2-core, 2-worker run.
+    const twoCoresTwoWorkers = allCores.length === 2 ? (mixed?.ordersPerSecond ?? spread([])) : ordersOf('2c/2w');
+    const oneCoreOneWorker = ordersOf('1c/1w');
+    cores = { oneCoreOneWorker, twoCoresOneWorker: ordersOf('2c/1w'), twoCoresTwoWorkers, gain: twoCoresTwoWorkers.mean / oneCoreOneWorker.mean };
+  }
+  const clientFailedRequests = records.reduce((sum, record) => sum + (record.stress?.failedRequests ?? 0), 0);
+  const retriesExhausted = records.reduce((sum, record) => sum + record.retriesExhausted, 0);
+  return {
+    mixed,
+    halfRate: figuresOf(records, 'half-rate', pgbench),
+    hot: figuresOf(records, 'hot', pgbench),
+    cores,
+    // A request whose retries ran out is answered with an error the client counts as failed;
+    // count the larger of the two so it is not counted twice.
+    failedRequests: Math.max(clientFailedRequests, retriesExhausted),
+    clientFailedRequests,
+    retriesExhausted,
+    runs: records.length,
+    failedRuns: records.filter((record) => record.failure !== null).length,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Output: the table, JSON, the markdown report
+
+const metText = (met: boolean | null): string => (met === null ? '-' : met ? 'yes' : 'NO');
+
+function headline(machine: Machine, startedAt: Date, options: Options, pgbench: PgbenchResult): string[] {
+  return [
+    `Benchmark ${startedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machineLine(machine)}`,
+    `${options.connections} connections / pgbench clients, ${options.repeats} × ${options.seconds} s runs (+${options.warmup} s warm-up), ` +
+      `pgbench -N ${pgbench.tps.map((tps) => tps.toFixed(0)).join(', ')} tps${options.quick ? ' (quick smoke settings: not figures to quote)' : ''}`,
+  ];
+}
+
+/** A markdown table with aligned columns, so it reads in a terminal and pastes into a README. */
+function markdownTable(header: string[], rows: string[][]): string[] {
+  const widths = header.map((cell, column) => Math.max(cell.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]): string => `| ${cells.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join(' | ')} |`;
+  return [line(header), `|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`, ...rows.map(line)];
+}
+
+function targetTable(rows: TargetRow[]): string[] {
+  return markdownTable(['target', 'measured', 'target value', 'met?'], rows.map((row) => [row.target, row.measured, row.targetValue, metText(row.met)]));
+}
+
+function runsTable(records: RunRecord[]): string[] {
+  return markdownTable(
+    ['run', 'repeat', 'cpus', 'workers', 'rate', 'orders/s', 'requests/s', 'p50 ms', 'p99 ms', 'retries % orders', 'server µs/order', 'CPU server / PG / client / other', 'failure'],
+    records.map((record) => [
+      record.scenario, String(record.repeat), record.cpus.join(','), String(record.workers), record.rate === null ? '-' : String(record.rate),
+      number(record.stress?.ordersPerSecond ?? Number.NaN), number(record.stress?.requestsPerSecond ?? Number.NaN),
+      number(record.stress?.latencyMs.p50 ?? Number.NaN, 2), number(record.stress?.latencyMs.p99 ?? Number.NaN, 2),
+      number(record.retriesPercent, 2), number(record.serverCpuUsPerOrder), formatCpuUse(record.cpu), record.failure ?? '',
+    ]),
+  );
+}
+
+function writeReport(file: string, context: { machine: Machine; startedAt: Date; options: Options; pgbench: PgbenchResult; records: RunRecord[]; rows: TargetRow[]; argv: string[] }): void {
+  const { machine, startedAt, options, pgbench, records, rows } = context;
+  const commands = [...new Map(records.map((record) => [record.scenario, record])).values()];
+  const lines = [
+    '# Benchmark: issue 5 targets',
+    '',
+    `Generated by \`npm run bench${context.argv.length > 0 ? ` -- ${context.argv.join(' ')}` : ''}\` on ${startedAt.toISOString()}` +
+      (options.quick ? ' (**quick smoke settings: not a measurement to quote**).' : '.'),
+    '',
+    '## Machine',
+    '',
+    ...machineMarkdown(machine),
+    '',
+    '## Targets',
+    '',
+    ...headline(machine, startedAt, options, pgbench).map((line) => `${line}  `),
+    '',
+    ...targetTable(rows),
+    '',
+    '## Method',
+    '',
+    `- PostgreSQL's ceiling: \`pgbench -i -s 10\` into a scratch database, then ${options.repeats} × \`${pgbenchCommand(options.connections, options.seconds)}\` ` +
+      `with \`synchronous_commit=on\` like the server: ${pgbench.tps.map((tps) => tps.toFixed(0)).join(', ')} tps, mean **${pgbench.mean.toFixed(0)} tps**. ` +
+      'pgbench -N runs read committed; the server runs SERIALIZABLE.',
+    `- Every run: a fresh database (created before, dropped after), the server started as \`taskset -c <cpus> node dist/server/main.js\` with ` +
+      '`WORKERS=<workers>`, `REPLY_FRAMING=length` and no `REDIS_URL`; the stress client below; the SPEC invariants checked in SQL afterwards. ' +
+      'A run fails on an invariant violation, a failed request, a request that exhausted its serialization retries, or a server error.',
+    `- Rounds: ${options.repeats}; each runs ${commands.map((record) => `${record.scenario} (${DESCRIPTIONS[record.scenario]})`).join(', ')}, in that order; the seed is the round number (the command lines below show the last round's).`,
+    ...(commands.some((record) => record.scenario === '1c/1w') && !commands.some((record) => record.scenario === '2c/2w')
+      ? ['- With exactly two CPUs allowed, the mixed run is the 2 cores + 2 workers run of the core comparison (it is not run twice).']
+      : []),
+    '- Stress client command lines:',
+    ...commands.map((record) => `  - ${record.scenario}: \`${record.command}\``),
+    '- half-rate: `--rate` is half the requests/s the same round\'s mixed run reached; each connection paces its sends so the total stays at that rate, ' +
+      'and latency is measured from when each request was due (a request sent late because an earlier reply was slow counts its wait).',
+    '- Serialization retries: the server\'s count over the whole run (its "stopped" log line) divided by the orders of warm-up plus window ' +
+      '(orders/s × their length); failed requests: the stress client\'s failedRequests plus the server\'s retriesExhausted.',
+    '- Server CPU: user + sys ticks of the server\'s process tree (primary and workers), read from /proc over about the measured window, ' +
+      'divided by the orders answered in it (queries and cancels in the mixed workload are included in the CPU, not in the count). ' +
+      'CPU columns below are cores used on average (1.00 = one core busy throughout) by server / PostgreSQL (all of it) / stress client / everything else.',
+    '',
+    '## Runs',
+    '',
+    ...runsTable(records),
+    '',
+  ];
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, lines.join('\n'));
+}
+
+// ---------------------------------------------------------------------------
+// Main
+
+const minutes = (seconds: number): string => `${Math.floor(seconds / 60)}:${String(Math.round(seconds % 60)).padStart(2, '0')}`;
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  const options = optionsOrExit(HELP, () => parseOptions(argv));
+  if (typeof options === 'number') return options;
+  if (!existsSync(DEFAULT_STRESS_CLIENT)) {
+    process.stderr.write(`stress client not found: ${DEFAULT_STRESS_CLIENT} (run npm run build)\n`);
+    return 2;
+  }
+  const startedAt = new Date();
+  const { allCores, plans: planned, coreComparison } = plans();
+  // About 4 s per run beyond the load itself: database, server start and stop, invariant check.
+  const estimate = options.repeats * (options.seconds + 5 + planned.length * (options.warmup + options.seconds + 4));
+  progress(`plan: pgbench -N ${options.repeats} × ${options.seconds} s, then ${options.repeats} round(s) of ${planned.length} server runs ` +
+    `(${planned.map((plan) => plan.scenario).join(', ')}) of ${options.warmup} + ${options.seconds} s each; about ${minutes(estimate)} min in all`);
+  const machine = await describeMachine();
+  progress(machineLine(machine));
+  const pgbench = await measurePgbench(`bench_pgbench_${process.pid}`, options);
+
+  const records: RunRecord[] = [];
+  for (let repeat = 1; repeat <= options.repeats; repeat++) {
+    let mixedPeak: RunRecord | null = null;
+    for (const plan of planned) {
+      let rate: number | null = null;
+      if (plan.scenario === 'half-rate') {
+        const peak = mixedPeak?.failure === null ? mixedPeak.stress?.requestsPerSecond : undefined;
+        if (peak === undefined || !(peak > 0)) {
+          progress(`half-rate, repeat ${repeat}: skipped, the mixed run of this round failed`);
+          continue;
+        }
+        rate = Math.max(1, Math.round(peak / 2));
+      }
+      const record = await runOnce(plan, repeat, rate, options);
+      if (plan.scenario === 'mixed') mixedPeak = record;
+      records.push(record);
+      progress(`elapsed ${minutes((Date.now() - startedAt.getTime()) / 1000)} of about ${minutes(estimate)}`);
+    }
+  }
+
+  const figures = computeFigures(records, pgbench, coreComparison, allCores);
+  const rows = targetRows(figures, pgbench, options);
+  const table = [...headline(machine, startedAt, options, pgbench), '', ...targetTable(rows)];
+  const failures = records.filter((record) => record.failure !== null);
+  const exitCode = failures.length > 0 || figures.failedRequests > 0 ? 1 : 0;
+  if (options.json) {
+    process.stderr.write(`\n${table.join('\n')}\n`);
+    process.stdout.write(`${JSON.stringify({
+      date: startedAt.toISOString(),
+      machine,
+      options,
+      pgbench: { command: pgbenchCommand(options.connections, options.seconds), ...pgbench },
+      figures,
+      targets: rows,
+      runs: records,
+      exitCode,
+    })}\n`);
+  } else {
+    process.stdout.write(`\n${table.join('\n')}\n`);
+    if (failures.length > 0) {
+      process.stdout.write(`\n${failures.length} run(s) FAILED:\n${failures.map((record) => `- ${record.scenario}, repeat ${record.repeat}: ${record.failure}`).join('\n')}\n`);
+    }
+  }
+  if (options.out) {
+    writeReport(options.out, { machine, startedAt, options, pgbench, records, rows, argv });
+    const relative = path.relative(process.cwd(), options.out);
+    progress(`wrote ${relative.startsWith('..') ? options.out : relative}`);
+  }
+  return exitCode;
+}
+
+await runBenchmark(main);
