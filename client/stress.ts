@@ -176,6 +176,9 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
     return;
   }
   const mine: OpenedOrder[] = [];
+  // Orders this connection has not canceled, in no particular order: picking one must not scan
+  // every order ever placed (that scan was the client's biggest cost, CPU the server needs).
+  const cancelable: OpenedOrder[] = [];
   // --rate: this connection's k-th request is due at start + (k*C + index)/R, so the C connections
   // interleave evenly and together send R requests/s (when the server keeps up).
   let sent = 0;
@@ -215,8 +218,15 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       const order = mine[Math.floor(random() * mine.length)] as OpenedOrder;
       xml = `<transactions id="${order.account}"><query id="${order.id}"/></transactions>`;
     } else {
-      const open = mine.filter((order) => !order.canceled);
-      canceling = open.length > 0 ? (open[Math.floor(random() * open.length)] as OpenedOrder) : (mine[0] as OpenedOrder);
+      if (cancelable.length > 0) {
+        // Taken out while in flight (one request per connection), put back unless it was canceled.
+        const pick = Math.floor(random() * cancelable.length);
+        canceling = cancelable[pick] as OpenedOrder;
+        cancelable[pick] = cancelable[cancelable.length - 1] as OpenedOrder;
+        cancelable.pop();
+      } else {
+        canceling = mine[0] as OpenedOrder;
+      }
       xml = `<transactions id="${canceling.account}"><cancel id="${canceling.id}"/></transactions>`;
     }
     const started = due ?? performance.now();
@@ -225,6 +235,8 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       reply = await channel.send(xml);
     } catch (error) {
       load.countError(`connection: ${(error as Error).message}`);
+      // Its outcome is unknown: it stays a candidate, as if it had not been canceled.
+      if (canceling && !canceling.canceled) cancelable.push(canceling);
       try {
         channel = await openChannel(options.framing, options.host, options.port);
       } catch {
@@ -246,10 +258,14 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       if (id) {
         const order = { ...placing, id, canceled: false };
         mine.push(order);
+        cancelable.push(order);
         load.orders.push(order);
       }
     }
-    if (canceling && reply.includes('<canceled id=')) canceling.canceled = true;
+    if (canceling && !canceling.canceled) {
+      if (reply.includes('<canceled id=')) canceling.canceled = true;
+      else cancelable.push(canceling);
+    }
   }
   channel.close();
 }
