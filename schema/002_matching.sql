@@ -59,11 +59,18 @@ DROP FUNCTION IF EXISTS apply_writes(text[], text[], text[], numeric[], numeric[
 -- every row version the batch has written so far); and each statement is
 -- planned once per session, generically (the book probes would otherwise,
 -- depending on the column statistics, be planned anew at every execution,
--- which nearly doubled the time per order where it happened).
+-- which nearly doubled the time per order where it happened). A generic plan
+-- is kept for the session's life, though it may have been made when the tables
+-- were nearly empty (a fresh exchange's first batch). Hash and merge joins are
+-- off too: none was seen here, but order_statuses below got exactly that (a
+-- plan made on empty tables that scanned them whole once they had grown), and
+-- a join on a growing table must stay a key lookup. tests/integration/
+-- plan-stability checks both functions.
 CREATE FUNCTION apply_writes(
   p_kinds text[], p_accounts text[], p_syms text[], p_amounts numeric[], p_limits numeric[], p_order_ids bigint[])
 RETURNS TABLE (order_id bigint, rejection text, fill_count integer, outcome text, shares_canceled numeric, time_canceled bigint, fills jsonb)
-LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+  SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   now_s      constant bigint := exchange_epoch_seconds();
   -- Symbols are never deleted, and none is created here: look them up once.
@@ -301,4 +308,25 @@ BEGIN
     SELECT d.id, d.sym, d.amount FROM unnest(shares_accounts, shares_syms, shares_due) AS d(id, sym, amount) WHERE d.amount > 0
     ON CONFLICT (account_id, sym) DO UPDATE SET shares = held.shares + EXCLUDED.shares;
   END IF;
+END $$;
+
+-- Order-status lookups, many in one call: for each (account, order) pair, in
+-- the given order (n = its 1-based position), the order's state and its fills,
+-- oldest first; nothing for an unknown id or another account's order. Its plan
+-- is cached for the session like apply_writes', with the same guards: left to
+-- PostgreSQL, the statement was planned afresh at every call on a busy database
+-- (10% of PostgreSQL's CPU), and a generic plan made while the tables were empty
+-- scanned all of orders and executions on every later call.
+CREATE OR REPLACE FUNCTION order_statuses(p_accounts text[], p_order_ids bigint[])
+RETURNS TABLE (n integer, open_shares numeric, canceled_shares numeric, canceled_at bigint,
+               shares numeric, price numeric, executed_at bigint)
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+  SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+  RETURN QUERY
+  SELECT q.n::integer, o.open_shares, o.canceled_shares, o.canceled_at, f.shares, f.price, f.executed_at
+    FROM unnest(p_accounts, p_order_ids) WITH ORDINALITY AS q(account_id, order_id, n)
+    JOIN orders o ON o.id = q.order_id AND o.account_id = q.account_id
+    LEFT JOIN order_fills f ON f.order_id = o.id
+   ORDER BY q.n, f.execution_id;
 END $$;

@@ -278,11 +278,8 @@ COMMIT;`;
     metrics.readBatchSize.observe(batch.length);
     const result = await withRetry(() => this.pool.query<StatusRow>({
       name: 'order-statuses',
-      text: `SELECT q.n::int AS n, o.open_shares, o.canceled_shares, o.canceled_at, f.shares, f.price, f.executed_at
-               FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS q(account_id, order_id, n)
-               JOIN orders o ON o.id = q.order_id AND o.account_id = q.account_id
-               LEFT JOIN order_fills f ON f.order_id = o.id
-              ORDER BY q.n, f.execution_id`,
+      // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
+      text: 'SELECT n, open_shares, canceled_shares, canceled_at, shares, price, executed_at FROM order_statuses($1::text[], $2::bigint[])',
       values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
     }), this.retryPolicy, this.retryCounters);
     const rowsByLookup = new Map<number, StatusRow[]>();

@@ -17,11 +17,7 @@ export function createPool(options: PoolOptions): pg.Pool {
     // Statements outside an explicit BEGIN are their own SERIALIZABLE transaction,
     // so a single-statement operation costs one round trip and keeps the isolation.
     // synchronous_commit=on: an acknowledged order must survive a crash, whatever the server default.
-    // plan_cache_mode=force_generic_plan: our parameterized statements are key lookups whose best
-    // plan does not depend on the values, but on a busy database PostgreSQL judged the batched
-    // status read's generic plan costlier and planned it afresh on every call (about 10% of
-    // PostgreSQL's CPU under the mixed load; tests/integration/read-batching checks the plan).
-    options: '-c default_transaction_isolation=serializable -c synchronous_commit=on -c plan_cache_mode=force_generic_plan',
+    options: '-c default_transaction_isolation=serializable -c synchronous_commit=on',
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
   });

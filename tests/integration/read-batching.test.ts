@@ -5,8 +5,7 @@
  */
 import { expect } from 'chai';
 import { metrics } from '../../server/observability/metrics.js';
-import { PostgresExchangeStore, type OrderStatus } from '../../server/store/exchange-store.js';
-import { createPool } from '../../server/store/pool.js';
+import type { OrderStatus } from '../../server/store/exchange-store.js';
 import { sendOnce } from '../support/client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults } from '../support/xml.js';
@@ -69,23 +68,4 @@ describe('batched order-status reads', function () {
     expect(batches).to.be.lessThan(lookups.length / 4);
   });
 
-  it('the batched read keeps one generic plan instead of planning every call (the pool forces generic plans)', async () => {
-    // One connection, so every call runs in the session whose prepared statement we inspect.
-    const pool = createPool({ databaseUrl: server.database.url, maxConnections: 1 });
-    try {
-      const store = new PostgresExchangeStore(pool);
-      const [first, second] = orderIds['41'] ?? [];
-      for (let call = 0; call < 10; call++) {
-        const status = await store.orderStatus('41', String(call % 2 === 0 ? first : second));
-        expect(status).to.not.equal(null);
-      }
-      const plans = await pool.query<{ generic_plans: string; custom_plans: string }>(
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'order-statuses'");
-      // Left to itself, PostgreSQL plans the first five calls afresh (custom_plans = 5 here), and
-      // on the stress client's bigger database it kept doing so on every call.
-      expect(plans.rows).to.deep.equal([{ generic_plans: '10', custom_plans: '0' }]);
-    } finally {
-      await pool.end();
-    }
-  });
 });
