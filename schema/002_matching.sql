@@ -60,8 +60,8 @@ DROP FUNCTION IF EXISTS apply_writes(text[], text[], text[], numeric[], numeric[
 -- planned once per session, generically (the book probes would otherwise,
 -- depending on the column statistics, be planned anew at every execution,
 -- which nearly doubled the time per order where it happened). A generic plan
--- is kept for the session's life, though it may have been made when the tables
--- were nearly empty (a fresh exchange's first batch). Hash and merge joins are
+-- is kept until a VACUUM or ANALYZE replans it, though it may have been made
+-- when the tables were nearly empty (a fresh exchange's first batch). Hash and merge joins are
 -- off too: none was seen here, but order_statuses below got exactly that (a
 -- plan made on empty tables that scanned them whole once they had grown), and
 -- a join on a growing table must stay a key lookup. tests/integration/
@@ -317,7 +317,8 @@ END $$;
 -- PostgreSQL, the statement was planned afresh at every call on a busy database
 -- (10% of PostgreSQL's CPU), and a generic plan made while the tables were empty
 -- scanned all of orders and executions on every later call.
-CREATE OR REPLACE FUNCTION order_statuses(p_accounts text[], p_order_ids bigint[])
+DROP FUNCTION IF EXISTS order_statuses(text[], bigint[]);
+CREATE FUNCTION order_statuses(p_accounts text[], p_order_ids bigint[])
 RETURNS TABLE (n integer, open_shares numeric, canceled_shares numeric, canceled_at bigint,
                shares numeric, price numeric, executed_at bigint)
 LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off

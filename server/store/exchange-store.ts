@@ -279,7 +279,11 @@ COMMIT;`;
     const result = await withRetry(() => this.pool.query<StatusRow>({
       name: 'order-statuses',
       // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
-      text: 'SELECT n, open_shares, canceled_shares, canceled_at, shares, price, executed_at FROM order_statuses($1::text[], $2::bigint[])',
+      // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.
+      text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at
+               FROM order_statuses($1::text[], $2::bigint[]) WITH ORDINALITY
+                    AS s(n, open_shares, canceled_shares, canceled_at, shares, price, executed_at, k)
+              ORDER BY s.k`,
       values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
     }), this.retryPolicy, this.retryCounters);
     const rowsByLookup = new Map<number, StatusRow[]>();
