@@ -61,11 +61,11 @@ DROP FUNCTION IF EXISTS apply_writes(text[], text[], text[], numeric[], numeric[
 -- depending on the column statistics, be planned anew at every execution,
 -- which nearly doubled the time per order where it happened). A generic plan
 -- is kept until a VACUUM or ANALYZE replans it, though it may have been made
--- when the tables were nearly empty (a fresh exchange's first batch). Hash and merge joins are
--- off too: none was seen here, but order_statuses below got exactly that (a
--- plan made on empty tables that scanned them whole once they had grown), and
--- a join on a growing table must stay a key lookup. tests/integration/
--- plan-stability checks both functions.
+-- when the tables were nearly empty (a fresh exchange's first batch). Hash and
+-- merge joins are off too: none was seen here, but order_statuses below got
+-- exactly that (a plan made on empty tables that scanned them whole once they
+-- had grown), and a join on a growing table must stay a key lookup.
+-- tests/integration/plan-stability checks both functions.
 CREATE FUNCTION apply_writes(
   p_kinds text[], p_accounts text[], p_syms text[], p_amounts numeric[], p_limits numeric[], p_order_ids bigint[])
 RETURNS TABLE (order_id bigint, rejection text, fill_count integer, outcome text, shares_canceled numeric, time_canceled bigint, fills jsonb)

@@ -1,6 +1,6 @@
 /**
- * apply_writes and order_statuses keep one generic plan per statement for a
- * session's life, and a server's sessions make those plans at its first
+ * apply_writes and order_statuses keep one generic plan per statement until a
+ * VACUUM or ANALYZE replans it, and a server's sessions make those plans at its first
  * requests, often on a fresh exchange with nearly empty tables. Found under
  * load: the status read, planned that way, scanned all of orders and
  * executions at every call, so PostgreSQL's CPU per request grew through a run.
@@ -14,9 +14,8 @@ import { expect } from 'chai';
 import type pg from 'pg';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
+import { writeArrays, type Write } from '../support/apply-writes.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-
-type Write = ['order', string, string, string, string] | ['cancel', string, string];
 
 const APPLY = `SELECT w.order_id::text, w.rejection, w.fill_count, w.outcome
   FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[]) WITH ORDINALITY AS w(
@@ -25,20 +24,9 @@ const STATUSES = 'SELECT n, open_shares::text, shares::text FROM order_statuses(
 const TABLES = ['accounts', 'positions', 'orders', 'executions'];
 const GROWN_ROWS = 20_000;
 
-function arrays(writes: Write[]): unknown[] {
-  return [
-    writes.map((write) => write[0]),
-    writes.map((write) => write[1]),
-    writes.map((write) => (write[0] === 'order' ? write[2] : null)),
-    writes.map((write) => (write[0] === 'order' ? write[3] : null)),
-    writes.map((write) => (write[0] === 'order' ? write[4] : null)),
-    writes.map((write) => (write[0] === 'cancel' ? write[2] : null)),
-  ];
-}
-
 /** Every path of the matcher: resting orders, fills both ways, credits, a rejection, a cancel with fills. */
 async function exerciseEveryPath(client: pg.PoolClient): Promise<void> {
-  const opened = async (writes: Write[]) => (await client.query<{ order_id: string | null }>(APPLY, arrays(writes))).rows.map((row) => row.order_id);
+  const opened = async (writes: Write[]) => (await client.query<{ order_id: string | null }>(APPLY, writeArrays(writes))).rows.map((row) => row.order_id);
   const [restingSell, , restingBuy] = await opened([
     ['order', 'A', 'X', '-5', '10'], // rests
     ['order', 'B', 'X', '3', '10'], // fills 3 of it: B pays, A is owed
@@ -48,7 +36,7 @@ async function exerciseEveryPath(client: pg.PoolClient): Promise<void> {
   ]);
   expect(restingSell).to.be.a('string');
   expect(restingBuy).to.be.a('string');
-  const cancels = (await client.query<{ outcome: string }>(APPLY, arrays([
+  const cancels = (await client.query<{ outcome: string }>(APPLY, writeArrays([
     ['cancel', 'A', String(restingSell)], ['cancel', 'B', String(restingBuy)], ['cancel', 'B', String(restingSell)],
   ]))).rows.map((row) => row.outcome);
   expect(cancels).to.deep.equal(['canceled', 'canceled', 'unknown order']);

@@ -67,5 +67,4 @@ describe('batched order-status reads', function () {
     expect(batches).to.be.greaterThan(0);
     expect(batches).to.be.lessThan(lookups.length / 4);
   });
-
 });

@@ -9,9 +9,9 @@ import { expect } from 'chai';
 import type pg from 'pg';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
+import { writeArrays, type Write } from '../support/apply-writes.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
-type Write = ['order', string, string, string, string] | ['cancel', string, string];
 type Row = Record<string, unknown>;
 
 // A: 100 cash, 10 X. B: 100 cash, no X at all. Each comment says what serial execution gives.
@@ -27,17 +27,6 @@ const WRITES: Write[] = [
   ['cancel', 'B', '3'], // another account's order: unknown
   ['order', 'A', 'NOPE', '1', '1'], // rejected: unknown symbol
 ];
-
-function arrays(writes: Write[]): unknown[] {
-  return [
-    writes.map((write) => write[0]),
-    writes.map((write) => write[1]),
-    writes.map((write) => (write[0] === 'order' ? write[2] : null)),
-    writes.map((write) => (write[0] === 'order' ? write[3] : null)),
-    writes.map((write) => (write[0] === 'order' ? write[4] : null)),
-    writes.map((write) => (write[0] === 'cancel' ? write[2] : null)),
-  ];
-}
 
 const APPLY = `SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled::text, w.fills
   FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[]) WITH ORDINALITY AS w(
@@ -77,9 +66,9 @@ describe('a write batch decides what the same writes decide one by one', functio
     const single = await freshExchange();
     opened.push(batched, single);
 
-    const batchRows = (await batched.pool.query(APPLY, arrays(WRITES))).rows as Row[];
+    const batchRows = (await batched.pool.query(APPLY, writeArrays(WRITES))).rows as Row[];
     const singleRows: Row[] = [];
-    for (const write of WRITES) singleRows.push(...((await single.pool.query(APPLY, arrays([write]))).rows as Row[]));
+    for (const write of WRITES) singleRows.push(...((await single.pool.query(APPLY, writeArrays([write]))).rows as Row[]));
 
     // What serial execution gives, spelled out (see the comments on WRITES).
     expect(singleRows.map((row) => row['rejection'] ?? row['outcome'] ?? `opened ${row['order_id']} with ${row['fill_count']} fill(s)`)).to.deep.equal([
@@ -103,7 +92,7 @@ describe('a write batch decides what the same writes decide one by one', functio
     opened.push(exchange);
     await exchange.pool.query(`INSERT INTO accounts VALUES ('poor', 0)`);
     const resting: Write[] = Array.from({ length: 200 }, (_, index): Write => ['order', 'A', 'X', '-0.01', String(1 + index / 100)]);
-    const placed = (await exchange.pool.query(APPLY, arrays(resting))).rows as Row[];
+    const placed = (await exchange.pool.query(APPLY, writeArrays(resting))).rows as Row[];
     expect(placed.filter((row) => row['order_id'] !== null)).to.have.length(200);
 
     const indexScans = async (writes: Write[]): Promise<{ scans: number; rows: Row[] }> => {
@@ -114,7 +103,7 @@ describe('a write batch decides what the same writes decide one by one', functio
           `SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'`)).rows[0]?.idx_scan ?? 0);
         await client.query('BEGIN');
         const before = await scansSoFar();
-        const rows = (await client.query(APPLY, arrays(writes))).rows as Row[];
+        const rows = (await client.query(APPLY, writeArrays(writes))).rows as Row[];
         const scans = (await scansSoFar()) - before;
         await client.query('ROLLBACK');
         return { scans, rows };
