@@ -387,7 +387,8 @@ describe('load, abusive clients and privacy', function () {
       const other = await LengthClient.connect(framed.port);
       const started = Date.now();
       expectNoErrors(await other.send('<create><account id="78999" balance="1"/></create>'));
-      expect(Date.now() - started, 'another client is served promptly meanwhile').to.be.below(1_000);
+      // Blocked by the non-reader, it would never be answered; 5 s leaves room for a busy host.
+      expect(Date.now() - started, 'another client is served meanwhile').to.be.below(5_000);
       other.close();
       expect(rssMb() - rssBefore, 'memory while the non-reader is stuck').to.be.below(300);
 
