@@ -73,8 +73,8 @@ LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_m
   SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   now_s      constant bigint := exchange_epoch_seconds();
-  -- Symbols are never deleted, and none is created here: look them up once.
-  known_syms constant text[] := ARRAY(SELECT sym FROM symbols WHERE sym = ANY (p_syms));
+  -- Symbols are never deleted: look them up once; a buy of a new one adds it.
+  known_syms text[] := ARRAY(SELECT sym FROM symbols WHERE sym = ANY (p_syms));
   p_account  text;
   p_sym      text;
   p_amount   numeric;
@@ -130,7 +130,10 @@ BEGIN
       fill_count := 0;
       <<place>>
       BEGIN
-        IF p_sym IS NULL OR NOT p_sym = ANY (known_syms) THEN rejection := 'unknown symbol'; EXIT place; END IF;
+        -- SPEC: a buy of a symbol never created opens (the symbol exists from then
+        -- on, in this transaction); a sell of it has no position to sell from.
+        IF p_sym IS NULL THEN rejection := 'unknown symbol'; EXIT place; END IF;
+        IF NOT p_sym = ANY (known_syms) AND NOT is_buy THEN rejection := 'unknown symbol'; EXIT place; END IF;
 
         -- Reserve what the order may spend, or reject it, before anything else: a
         -- buy's cash at its limit, a sell's shares; either way with the account's
@@ -159,6 +162,11 @@ BEGIN
         END IF;
         IF j IS NOT NULL THEN
           IF is_buy THEN cash_due[j] := 0; ELSE shares_due[j] := 0; END IF;
+        END IF;
+        IF NOT p_sym = ANY (known_syms) THEN
+          -- Only once the buy is affordable: a rejected order creates nothing.
+          INSERT INTO symbols (sym) VALUES (p_sym) ON CONFLICT (sym) DO NOTHING;
+          known_syms := known_syms || p_sym;
         END IF;
 
         -- Find the fills (reads only): best price first, then earliest

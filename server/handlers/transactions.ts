@@ -24,9 +24,6 @@ function runItem(store: ExchangeStore, accountId: string, item: ValidItem): Prom
 }
 
 export async function handleTransactions(store: ExchangeStore, request: TransactionsRequest): Promise<ReplyElement[]> {
-  if (request.items.length === 0) {
-    return [errorElement(request.accountEcho, request.accountIdProblem ?? '<transactions> has no children')];
-  }
   let accountProblem = request.accountIdProblem;
   if (accountProblem === null && request.accountId !== null) {
     try {
@@ -35,6 +32,13 @@ export async function handleTransactions(store: ExchangeStore, request: Transact
     } catch (error) {
       accountProblem = failureReason(error, 'account lookup');
     }
+  }
+  // SPEC: no children is <results/> for an existing account, as <create/> is, and
+  // one error naming the account otherwise.
+  if (request.items.length === 0) {
+    return accountProblem === null && request.accountId !== null
+      ? []
+      : [errorElement(request.accountEcho, accountProblem ?? 'unknown account')];
   }
   const results: ReplyElement[] = [];
   let replyElements = 0;

@@ -179,6 +179,37 @@ describe('concurrency: racing clients keep every invariant', function () {
     await expectInvariants(server.pool);
   });
 
+  it('first buys of one new symbol from many clients and two processes all open, and create it once', async () => {
+    const env = { DATABASE_URL: server.database.url, REPLY_FRAMING: 'length' };
+    const processes = await Promise.all([startServerProcess(env), startServerProcess(env)]);
+    try {
+      const ports = [server.port, processes[0]!.port, processes[1]!.port];
+      const buyers = Array.from({ length: 12 }, (_, index) => [`50${index}`, '1000'] as [string, string]);
+      await grant(server.port, [...buyers, ['520', '0']], []);
+      const sym = 'FRESH';
+      // 36 buys of a symbol nobody created, over three servers, racing a <create><symbol> of it.
+      const buys = buyers.flatMap(([id], index) => Array.from({ length: 3 }, (_, k) =>
+        sendOnce(ports[(index + k) % 3]!, `<transactions id="${id}"><order sym="${sym}" amount="1" limit="${10 + k}"/></transactions>`)));
+      const create = sendOnce(processes[1]!.port, `<create><symbol sym="${sym}"><account id="520">5</account></symbol></create>`);
+      const results = (await Promise.all(buys)).flatMap(parseResults);
+      const created = parseResults(await create);
+      expect(results.map((node) => node.name)).to.deep.equal(results.map(() => 'opened'));
+      expect(created.map((node) => node.name)).to.deep.equal(['created']);
+      ledger.addShares(sym, '5');
+      const symbols = await server.pool.query<{ count: string }>('SELECT count(*)::text AS count FROM symbols WHERE sym = $1', [sym]);
+      expect(symbols.rows[0]?.count).to.equal('1');
+      // Then it trades normally: the shares created cross the best buys (limit 12 first).
+      const sell = parseResults(await sendOnce(server.port, `<transactions id="520"><order sym="${sym}" amount="-5" limit="1"/></transactions>`));
+      expect(sell.map((node) => node.name)).to.deep.equal(['opened']);
+      const fills = await server.pool.query<{ price: string }>(
+        'SELECT e.price::text AS price FROM executions e JOIN orders o ON o.id = e.sell_order_id WHERE o.sym = $1 ORDER BY e.id', [sym]);
+      expect(fills.rows.map((row) => row.price)).to.deep.equal(['12', '12', '12', '12', '12']);
+      await expectInvariants(server.pool);
+    } finally {
+      await Promise.all(processes.map((child) => child.stop()));
+    }
+  });
+
   it('two server processes on one database racing on one symbol keep every invariant', async () => {
     const env = { DATABASE_URL: server.database.url, REPLY_FRAMING: 'length' };
     const processes = await Promise.all([startServerProcess(env), startServerProcess(env)]);

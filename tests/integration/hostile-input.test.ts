@@ -319,7 +319,8 @@ const CASES: Case[] = [
     expect: itemErrors([orderEcho(SYM, '1', '1'), /missing account id/], [{ id: '1' }, /missing account id/]) },
   { name: '<transactions> for an account that does not exist', wire: () => frame(tx(`${order(SYM, '1', '1')}<query id="1"/>`, NEVER)),
     expect: itemErrors([orderEcho(SYM, '1', '1'), /unknown account/], [{ id: '1' }, /unknown account/]) },
-  { name: '<transactions> with no children', wire: () => frame(tx('')), expect: itemErrors([{ id: A }, ANY]) },
+  { name: '<transactions> with no children, account exists', wire: () => frame(tx('')), expect: itemErrors() },
+  { name: '<transactions> with no children, unknown account', wire: () => frame(tx('', NEVER)), expect: itemErrors([{ id: NEVER }, /unknown account/]) },
   { name: '<transactions> nested in <transactions>', wire: () => frame(tx(tx(order(SYM, '1', '1')))), expect: itemErrors([{}, /unknown element <transactions>/]) },
   { name: 'namespaced child <x:account> in <create>', wire: () => frame(`<create><x:account id="${NEVER}" balance="5"/></create>`), expect: itemErrors([{}, /unknown element/]) },
 

@@ -474,12 +474,27 @@ describe('SPEC.md rules over TCP', function () {
       expect(await stateCounts()).to.deep.equal(before);
     });
 
-    it('a <transactions> with no children gets one <error id>', async () => {
+    it('a <transactions> with no children replies <results/> exactly for an existing account', async () => {
       const id = await trader('10');
+      const before = await stateCounts();
+      for (const request of [`<transactions id="${id}"/>`, `<transactions id="${id}"></transactions>`]) {
+        const reply = await sendRequest(server.port, request);
+        expect(reply, request).to.match(/^<\?xml[^>]*\?>\s*<results\/>\s*$/);
+      }
+      expect(await stateCounts()).to.deep.equal(before);
+    });
+
+    it('a <transactions> with no children gets one <error id> when the account does not exist', async () => {
+      const id = freshId();
       for (const request of [`<transactions id="${id}"/>`, `<transactions id="${id}"></transactions>`]) {
         const nodes = await post(request);
         expect(nodes, request).to.have.length(1);
-        expectError(at(nodes, 0), { id });
+        expect(expectError(at(nodes, 0), { id }), request).to.match(/unknown account/);
+      }
+      for (const request of ['<transactions id="12x"/>', '<transactions/>']) {
+        const nodes = await post(request);
+        expect(nodes, request).to.have.length(1);
+        expect(at(nodes, 0).name, request).to.equal('error');
       }
     });
 
@@ -559,13 +574,37 @@ describe('SPEC.md rules over TCP', function () {
       await expectShares(id, sym, '0');
     });
 
-    it('rejects an order for a symbol that was never created', async () => {
-      const id = await trader('1000');
+    it('opens a buy of a symbol that was never created (the symbol exists from then on); a sell of it is rejected', async () => {
+      const buyer = await trader('1000');
       const sym = freshSym();
       const before = await stateCounts();
-      const nodes = await transact(id, `<order sym="${sym}" amount="1" limit="1"/><order sym="${sym}" amount="-1" limit="1"/>`);
-      expectError(at(nodes, 0), { sym, amount: '1', limit: '1' });
-      expectError(at(nodes, 1), { sym, amount: '-1', limit: '1' });
+      const nodes = await transact(buyer, `<order sym="${sym}" amount="-1" limit="1"/><order sym="${sym}" amount="2" limit="3"/>`);
+      expect(expectError(at(nodes, 0), { sym, amount: '-1', limit: '1' })).to.match(/unknown symbol/);
+      expect(at(nodes, 1).name).to.equal('opened');
+      const buyId = at(nodes, 1).attributes['id'] as string;
+      const after = await stateCounts();
+      expect(after.symbols).to.equal(before.symbols + 1);
+      expect(after.orders).to.equal(before.orders + 1);
+      await expectBalance(buyer, '994');
+      // No shares of it are held by anyone until they are created; then it trades normally.
+      expect(after.shares).to.equal(before.shares);
+      const seller = await trader('0', [[sym, '5']]);
+      await order(seller, sym, '-2', '2');
+      // The resting buy's limit is the price.
+      await expectBalance(seller, '6');
+      await expectShares(seller, sym, '3');
+      await expectShares(buyer, sym, '2');
+      await expectBalance(buyer, '994');
+      expect(shape(await query(buyer, buyId))).to.deep.equal(
+        el('status', { id: buyId }, [el('executed', { shares: '2', price: '3' })]));
+    });
+
+    it('a buy of a new symbol that cannot be paid creates nothing', async () => {
+      const id = await trader('1');
+      const sym = freshSym();
+      const before = await stateCounts();
+      const nodes = await transact(id, `<order sym="${sym}" amount="2" limit="1"/>`);
+      expect(expectError(at(nodes, 0), { sym, amount: '2', limit: '1' })).to.match(/insufficient funds/);
       expect(await stateCounts()).to.deep.equal(before);
     });
 

@@ -25,7 +25,9 @@ const WRITES: Write[] = [
   ['order', 'A', 'X', '-11', '50'], // rejected: A holds 5 + 5 = 10 X, not 11
   ['cancel', 'A', '3'], // the 5 still open of order 3: 70 back to A
   ['cancel', 'B', '3'], // another account's order: unknown
-  ['order', 'A', 'NOPE', '1', '1'], // rejected: unknown symbol
+  ['order', 'A', 'NOPE', '-1', '1'], // rejected: a sell of a symbol never created
+  ['order', 'A', 'NEW', '2', '1'], // 6: a buy of a symbol never created opens and creates it; A pays 2
+  ['order', 'B', 'NEW', '-1', '1'], // rejected: NEW exists now, but B holds none
 ];
 
 const APPLY = `SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled::text, w.fills
@@ -48,6 +50,7 @@ async function state(pool: pg.Pool): Promise<Row[][]> {
     await read(`SELECT account_id, sym, shares::text FROM positions ORDER BY account_id, sym`),
     await read(`SELECT id, account_id, amount::text, limit_price::text, open_shares::text, canceled_shares::text FROM orders ORDER BY id`),
     await read(`SELECT buy_order_id, sell_order_id, shares::text, price::text FROM executions ORDER BY id`),
+    await read(`SELECT sym FROM symbols ORDER BY sym`),
   ];
 }
 
@@ -74,9 +77,11 @@ describe('a write batch decides what the same writes decide one by one', functio
     expect(singleRows.map((row) => row['rejection'] ?? row['outcome'] ?? `opened ${row['order_id']} with ${row['fill_count']} fill(s)`)).to.deep.equal([
       'opened 1 with 0 fill(s)', 'opened 2 with 1 fill(s)', 'opened 3 with 0 fill(s)', 'opened 4 with 1 fill(s)', 'opened 5 with 0 fill(s)',
       'insufficient funds', 'insufficient shares', 'canceled', 'unknown order', 'unknown symbol',
+      'opened 6 with 0 fill(s)', 'insufficient shares',
     ]);
-    const [accounts, positions] = await state(single.pool);
-    expect(accounts).to.deep.equal([{ id: 'A', balance: '80' }, { id: 'B', balance: '0' }]);
+    const [accounts, positions, , , symbols] = await state(single.pool);
+    expect(accounts).to.deep.equal([{ id: 'A', balance: '78' }, { id: 'B', balance: '0' }]);
+    expect(symbols).to.deep.equal([{ sym: 'NEW' }, { sym: 'X' }]);
     expect(positions).to.deep.equal([{ account_id: 'A', sym: 'X', shares: '10' }, { account_id: 'B', sym: 'X', shares: '0' }]);
 
     // The batch: the same answers (fills of the cancel included) and the same final state.

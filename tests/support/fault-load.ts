@@ -67,7 +67,7 @@ export type LoadOptions = {
   seed: number;
   universe: Universe;
   ledger: OrderLedger;
-  /** Share of orders built to be rejected (too big, or an unknown symbol). */
+  /** Share of orders built to be rejected (too big, or a sell of an unknown symbol). */
   doomedRate?: number;
   cancelRate?: number;
   queryRate?: number;
@@ -166,7 +166,7 @@ export class LoadDriver {
             ? ledger.newOrder(account, pick(random, universe.symbols), '1000000000', 100, true)
             : how === 1
               ? ledger.newOrder(account, pick(random, universe.symbols), '-1000000000', 100, true)
-              : ledger.newOrder(account, 'NOSUCHSYM', '1', 100, true);
+              : ledger.newOrder(account, 'NOSUCHSYM', '-1', 100, true);
           items.push({ kind: 'order', order });
         } else {
           const buy = random() < 0.5;

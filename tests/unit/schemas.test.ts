@@ -41,6 +41,9 @@ describe('schema/requests.xsd', () => {
       '<transactions id="2"><order sym="X" amount="-100" limit="130"/><order sym="X" amount="-500" limit="128"/>'
         + '<order sym="X" amount="-200" limit="140"/><order sym="X" amount="-400" limit="124"/></transactions>',
       '<transactions id="2"><query id="1"/><query id="7"/><query id="6"/><cancel id="1"/></transactions>',
+      // No children: <results/> for an existing account.
+      '<transactions id="1"/>',
+      '<transactions id="1"></transactions>',
       `<transactions id="${'9'.repeat(64)}"><order sym="${'A'.repeat(64)}" amount="-0.0000000000000001" limit="${'9'.repeat(24)}.5"/></transactions>`,
     ];
     expect(await wrongVerdicts('requests', documents, true)).to.deep.equal([]);
@@ -49,7 +52,7 @@ describe('schema/requests.xsd', () => {
   it('rejects documents of the wrong shape', async () => {
     const documents = [
       '<results/>',
-      '<transactions id="1"/>',
+      '<transactions/>',
       '<transactions><query id="1"/></transactions>',
       '<transactions id="1"><order sym="X" amount="1"/></transactions>',
       '<transactions id="1"><order sym="X" amount="1" limit="1" extra="x"/></transactions>',
