@@ -4,10 +4,12 @@
  * failure) and, on the order path, one round trip: matching lives in
  * schema/002_matching.sql. Decimals cross this boundary as strings.
  */
+import { randomInt } from 'node:crypto';
 import pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
 import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
+import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMark } from './durability.js';
 
 export type Fill = { shares: string; price: string; time: string };
 export type OrderStatus = {
@@ -49,7 +51,9 @@ const MAX_READS_PER_STATEMENT = 256;
 type WriteRequest =
   | { kind: 'order'; accountId: string; sym: string; amount: string; limit: string }
   | { kind: 'cancel'; accountId: string; orderId: string };
-type WriteResult = { kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult };
+/** wal: what the reply must wait for before it may be sent (see durability.ts). */
+type WriteResult = ({ kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult }) & { wal: WalMark };
+type WalMarkRow = { wal_needed: string; wal_flushed: string };
 type WriteRow = {
   order_id: string | null; rejection: string | null; fill_count: number | null;
   outcome: string | null; shares_canceled: string | null; time_canceled: string | null;
@@ -61,7 +65,7 @@ function sqlLiteral(value: string | null): string {
   return value === null ? 'NULL' : pg.escapeLiteral(value);
 }
 
-function writeResult(request: WriteRequest, row: WriteRow | undefined): WriteResult {
+function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalMark): WriteResult {
   if (!row) throw new Error('apply_writes returned too few rows');
   if (request.kind === 'order') {
     return {
@@ -69,13 +73,14 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined): WriteRes
       result: row.order_id
         ? { opened: true, orderId: row.order_id, fills: row.fill_count ?? 0 }
         : { opened: false, reason: row.rejection ?? 'order not opened' },
+      wal,
     };
   }
   if (row.outcome === 'canceled' && row.shares_canceled !== null && row.time_canceled !== null) {
     const fills = (row.fills ?? []).map(([shares, price, time]) => ({ shares, price, time }));
-    return { kind: 'cancel', result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills } };
+    return { kind: 'cancel', result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills }, wal };
   }
-  return { kind: 'cancel', result: { outcome: row.outcome === 'nothing open' ? 'nothing open' : 'unknown order' } };
+  return { kind: 'cancel', result: { outcome: row.outcome === 'nothing open' ? 'nothing open' : 'unknown order' }, wal };
 }
 
 /**
@@ -90,8 +95,11 @@ function isStatementError(error: unknown): boolean {
 
 type FillRow = { shares: string | null; price: string | null; executed_at: string | null };
 type StatusLookup = { accountId: string; orderId: string };
-/** One row per fill (one with null fill columns for an order without fills); n is the lookup's position, from 1. */
-type StatusRow = FillRow & { n: number; open_shares: string; canceled_shares: string | null; canceled_at: string | null };
+/**
+ * One row per fill (one with null fill columns for an order without fills); n is the lookup's
+ * position, from 1 (null on the one row of a batch that found no order).
+ */
+type StatusRow = FillRow & WalMarkRow & { n: number | null; open_shares: string; canceled_shares: string | null; canceled_at: string | null };
 
 function fillsOf(rows: FillRow[]): Fill[] {
   const fills: Fill[] = [];
@@ -120,9 +128,15 @@ export class PostgresExchangeStore implements ExchangeStore {
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
   private readonly knownAccounts = new Set<string>();
   private readonly writes = new BatchQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
-  private readonly statusReads = new BatchQueue<StatusLookup, OrderStatus | null>((batch) => this.readStatuses(batch), MAX_READS_PER_STATEMENT);
+  private readonly statusReads = new BatchQueue<StatusLookup, { status: OrderStatus | null; wal: WalMark }>(
+    (batch) => this.readStatuses(batch), MAX_READS_PER_STATEMENT);
+  /** Replies wait here until what they reveal is on disk. */
+  readonly durability: DurabilityBarrier;
 
-  constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {}
+  constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {
+    // A random slot per store: processes (and hosts) each flush their own row.
+    this.durability = new DurabilityBarrier(walFlusher(pool, randomInt(1, 2 ** 31 - 1), retryPolicy, this.retryCounters));
+  }
 
   /** One statement = one implicit SERIALIZABLE transaction (see pool.ts), retried as a whole. */
   private query<Row extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<Row>> {
@@ -169,15 +183,23 @@ export class PostgresExchangeStore implements ExchangeStore {
     return true;
   }
 
+  /**
+   * The batch committed without waiting for its WAL flush (so the write lock is
+   * never held across one); the reply waits for a flush here, outside the batch
+   * queue, so the next batch runs meanwhile. A failed flush leaves the outcome
+   * unknown, as a connection lost during COMMIT does.
+   */
   async placeOrder(accountId: string, sym: string, amount: string, limit: string): Promise<PlaceOrderResult> {
     const result = await this.writes.submit({ kind: 'order', accountId, sym, amount, limit });
     if (result.kind !== 'order') throw new Error('write queue returned the wrong result kind');
+    await this.durability.waitFor(result.wal);
     return result.result;
   }
 
   async cancelOrder(accountId: string, orderId: string): Promise<CancelResult> {
     const result = await this.writes.submit({ kind: 'cancel', accountId, orderId });
     if (result.kind !== 'cancel') throw new Error('write queue returned the wrong result kind');
+    await this.durability.waitFor(result.wal);
     return result.result;
   }
 
@@ -185,8 +207,8 @@ export class PostgresExchangeStore implements ExchangeStore {
   private async applyWrites(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
     metrics.writeBatchSize.observe(batch.length);
     try {
-      const rows = await this.writeTransaction(batch);
-      return batch.map((request, index) => ({ status: 'fulfilled', value: writeResult(request, rows[index]) }));
+      const { rows, wal } = await this.writeTransaction(batch);
+      return batch.map((request, index) => ({ status: 'fulfilled', value: writeResult(request, rows[index], wal) }));
     } catch (error) {
       // An error raised inside one write rolled the whole batch back: nothing committed,
       // so each write runs again on its own and only the culprit fails. Any other failure
@@ -195,8 +217,8 @@ export class PostgresExchangeStore implements ExchangeStore {
       const results: Array<PromiseSettledResult<WriteResult>> = [];
       for (const request of batch) {
         try {
-          const [row] = await this.writeTransaction([request]);
-          results.push({ status: 'fulfilled', value: writeResult(request, row) });
+          const { rows: [row], wal } = await this.writeTransaction([request]);
+          results.push({ status: 'fulfilled', value: writeResult(request, row, wal) });
         } catch (reason) {
           results.push({ status: 'rejected', reason });
         }
@@ -208,18 +230,21 @@ export class PostgresExchangeStore implements ExchangeStore {
   /**
    * BEGIN, LOCK TABLE, the batch and COMMIT as one simple-query message: one
    * round trip, and the write lock is held only while PostgreSQL works, never
-   * across a network wait. LOCK takes no snapshot, so the SERIALIZABLE snapshot
+   * across a network wait, nor across the WAL flush (synchronous_commit is off
+   * for this transaction; the closing SELECT gives the WAL position the replies
+   * wait for, see durability.ts). LOCK takes no snapshot, so the SERIALIZABLE snapshot
    * is taken only once no other writer (of any process) is running, and writers
    * never abort each other. Retried on 40001/40P01. (The simple protocol takes
    * no parameters: values are inlined as escaped literals, after the parser
    * already checked each against its strict format.)
    */
-  private writeTransaction(batch: WriteRequest[]): Promise<WriteRow[]> {
+  private writeTransaction(batch: WriteRequest[]): Promise<{ rows: WriteRow[]; wal: WalMark }> {
     const column = (value: (request: WriteRequest) => string | null, type: string) =>
       `ARRAY[${batch.map((request) => sqlLiteral(value(request))).join(',')}]::${type}[]`;
     // statement_timeout bounds how long a runaway batch can hold the write lock.
     const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
 SET LOCAL statement_timeout = '30s';
+SET LOCAL synchronous_commit = off;
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
 SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
   FROM apply_writes(${column((request) => request.kind, 'text')}, ${column((request) => request.accountId, 'text')},
@@ -229,7 +254,8 @@ SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.ti
        ${column((request) => (request.kind === 'cancel' ? request.orderId : null), 'bigint')})
        WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
  ORDER BY w.n;
-COMMIT;`;
+COMMIT;
+SELECT ${WAL_MARK_COLUMNS};`;
     return withRetry(async () => {
       const client = await this.pool.connect();
       let healthy = true;
@@ -240,10 +266,11 @@ COMMIT;`;
       };
       client.on('error', onError);
       try {
-        const results = (await client.query(sql)) as unknown as Array<pg.QueryResult<WriteRow>>;
-        const selected = results[3];
-        if (!selected) throw new Error('the write transaction returned no batch result');
-        return selected.rows;
+        const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
+        const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
+        const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
+        if (!selected || !mark) throw new Error('the write transaction returned no batch result');
+        return { rows: selected.rows, wal: walMarkOf(mark) };
       } catch (error) {
         // A statement that failed left the transaction open and aborted (the rest of the
         // message was skipped): roll it back. A lost connection is discarded instead.
@@ -265,8 +292,11 @@ COMMIT;`;
     }, this.retryPolicy, this.retryCounters);
   }
 
-  orderStatus(accountId: string, orderId: string): Promise<OrderStatus | null> {
-    return this.statusReads.submit({ accountId, orderId });
+  /** What a read saw may be committed but not yet flushed (by any process): it waits too. */
+  async orderStatus(accountId: string, orderId: string): Promise<OrderStatus | null> {
+    const { status, wal } = await this.statusReads.submit({ accountId, orderId });
+    await this.durability.waitFor(wal);
+    return status;
   }
 
   /**
@@ -274,24 +304,31 @@ COMMIT;`;
    * transaction, one snapshot, one round trip), prepared once per connection.
    * Each result is what its lookup would have read alone at that snapshot.
    */
-  private async readStatuses(batch: StatusLookup[]): Promise<Array<PromiseSettledResult<OrderStatus | null>>> {
+  private async readStatuses(batch: StatusLookup[]): Promise<Array<PromiseSettledResult<{ status: OrderStatus | null; wal: WalMark }>>> {
     metrics.readBatchSize.observe(batch.length);
     const result = await withRetry(() => this.pool.query<StatusRow>({
       name: 'order-statuses',
       // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
       // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.
-      text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at
-               FROM order_statuses($1::text[], $2::bigint[]) WITH ORDINALITY
-                    AS s(n, open_shares, canceled_shares, canceled_at, shares, price, executed_at, k)
+      // The WAL mark, taken after the statement's snapshot, covers every commit it can see;
+      // the outer join gives it a row even when no lookup found an order.
+      text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at, m.wal_needed, m.wal_flushed
+               FROM (SELECT ${WAL_MARK_COLUMNS}) m
+               LEFT JOIN LATERAL order_statuses($1::text[], $2::bigint[]) WITH ORDINALITY
+                    AS s(n, open_shares, canceled_shares, canceled_at, shares, price, executed_at, k) ON true
               ORDER BY s.k`,
       values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
     }), this.retryPolicy, this.retryCounters);
+    const markRow = result.rows[0];
+    if (!markRow) throw new Error('the status read returned no WAL position');
+    const wal = walMarkOf(markRow);
     const rowsByLookup = new Map<number, StatusRow[]>();
     for (const row of result.rows) {
+      if (row.n === null) continue;
       const rows = rowsByLookup.get(row.n);
       if (rows) rows.push(row);
       else rowsByLookup.set(row.n, [row]);
     }
-    return batch.map((_, index) => ({ status: 'fulfilled', value: statusOf(rowsByLookup.get(index + 1)) }));
+    return batch.map((_, index) => ({ status: 'fulfilled', value: { status: statusOf(rowsByLookup.get(index + 1)), wal } }));
   }
 }

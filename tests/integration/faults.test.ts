@@ -397,6 +397,60 @@ describe('faults (real processes, killed for real)', function () {
     });
   });
 
+  describe('PostgreSQL killed (kill -9 of every process) under load', () => {
+    let cluster: DisposableCluster | null = null;
+    after(async () => {
+      await killAllFaultServers();
+      await cluster?.remove();
+    });
+
+    // Write batches commit with synchronous_commit off and their replies wait for a WAL flush.
+    // The WAL writer is made slow here, so a commit whose reply did not wait would often still
+    // be in PostgreSQL's memory when it dies, and be lost with it.
+    it('4 crashes of PostgreSQL (one with the server killed too): every acknowledged order, cancel and fill survives, nothing told failed appears, invariants hold', async () => {
+      cluster = await DisposableCluster.create(['wal_writer_delay=10000', 'wal_writer_flush_after=1000000']);
+      const env = { DATABASE_URL: cluster.url, REPLY_FRAMING: 'length' };
+      let server = await spawnFaultServer(env);
+      const port = server.port;
+      const world = universe('74');
+      const ledger = new OrderLedger();
+      const grants = await createUniverse(port, world);
+      const random = seededRandom(0x5eed74);
+      let outcomeUnknown = 0;
+      for (let cycle = 0; cycle < 4; cycle++) {
+        const driver = new LoadDriver({ port, connections: 6, seed: 740 + cycle, universe: world, ledger, doomedRate: 0.1, cancelRate: 0.2, queryRate: 0.2 }).start();
+        await sleep(600 + Math.floor(random() * 900));
+        const alsoTheServer = cycle === 2;
+        if (alsoTheServer) await server.killGroup();
+        expect(cluster.killEveryProcess(), 'PostgreSQL processes killed').to.be.greaterThan(3);
+        await cluster.crashed();
+        const restarted = cluster;
+        await cluster.start().catch((error: unknown) => {
+          throw new Error(`${String(error)}\n${restarted.logTail()}`);
+        });
+        if (alsoTheServer) server = await spawnFaultServer(env, { port });
+        // Let the load run on until orders open again, then a little longer.
+        await waitFor(async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)),
+          `orders open again after crash ${cycle}`, 20_000);
+        await sleep(500);
+        await driver.stop();
+        expect(driver.stats.anomalies, `crash ${cycle}`).to.deep.equal([]);
+        outcomeUnknown += driver.stats.unexpectedErrors.filter((error) => /outcome is unknown/.test(error)).length + driver.stats.lostRequests;
+        const pool = checkPool(cluster.url);
+        try {
+          await expectDatabaseConsistent(pool, ledger, grants, `after crash ${cycle}`);
+        } finally {
+          await pool.end();
+        }
+      }
+      expect(ledger.canceled.size, 'cancels were acknowledged').to.be.greaterThan(0);
+      expect([...ledger.fillsSeen.values()].some((fills) => fills > 0), 'fills were shown').to.equal(true);
+      expect(outcomeUnknown, 'the crashes hit requests in flight').to.be.greaterThan(0);
+      server.signal('SIGTERM', 'primary');
+      expect((await exitWithin(server, 15_000)).code).to.equal(0);
+    });
+  });
+
   describe('clients that vanish or never read', () => {
     let database: TestDatabase;
     let pool: pg.Pool;

@@ -25,6 +25,14 @@ export class OrderLedger {
   readonly failed = new Map<string, { order: SentOrder; reason: string }>();
   /** No reply (connection lost), or an error whose outcome is unknown ("internal error"). */
   readonly unknown = new Map<string, { order: SentOrder; why: string }>();
+  /** Order id -> shares a `<canceled>` reply said were canceled. */
+  readonly canceled = new Map<string, string>();
+  /** Order id -> the most fills any reply (status or cancel) showed for it. */
+  readonly fillsSeen = new Map<string, number>();
+
+  sawFills(orderId: string, fills: number): void {
+    if (fills > (this.fillsSeen.get(orderId) ?? 0)) this.fillsSeen.set(orderId, fills);
+  }
 
   /** A new order with a limit no other order has: base + tag/10^6, ending in 1 so it has no trailing zero. */
   newOrder(account: string, sym: string, amount: string, base: number, doomed: boolean): SentOrder {
@@ -249,7 +257,10 @@ export class LoadDriver {
     if (item.kind === 'cancel') {
       if (node.name === 'canceled') {
         this.stats.canceled++;
-        seen.set(order.id, { open: 0, fills: node.children.filter((child) => child.name === 'executed').length, final: true });
+        const fills = node.children.filter((child) => child.name === 'executed').length;
+        seen.set(order.id, { open: 0, fills, final: true });
+        ledger.canceled.set(order.id, node.children.find((child) => child.name === 'canceled')?.attributes['shares'] ?? '?');
+        ledger.sawFills(order.id, fills);
         return true;
       }
       if (node.name === 'error' && node.text === 'order has nothing open to cancel') {
@@ -271,6 +282,7 @@ export class LoadDriver {
       fills: node.children.filter((child) => child.name === 'executed').length,
       final: open === 0,
     };
+    ledger.sawFills(order.id, now.fills);
     const before = seen.get(order.id);
     if (before && (now.open > before.open || now.fills < before.fills || (before.final && !now.final))) {
       this.stats.anomalies.push(`stale status of order ${order.id}: saw ${JSON.stringify(now)} after ${JSON.stringify(before)}`);
@@ -307,6 +319,21 @@ export async function checkOrdersAgainstSql(pool: pg.Pool, ledger: OrderLedger):
     } else if (row.id !== acked.id || row.account_id !== acked.account || row.sym !== acked.sym || row.amount !== acked.amount) {
       problems.push(`acknowledged order ${JSON.stringify(acked)} differs in SQL: ${JSON.stringify(row)}`);
     }
+  }
+  // Every cancel and fill a reply revealed is still there (a crash may not take back what was said).
+  const parts = await pool.query<{ id: string; canceled: string | null; fills: number }>(
+    `SELECT o.id::text, trim_scale(o.canceled_shares)::text AS canceled,
+            (SELECT count(*)::int FROM executions e WHERE e.buy_order_id = o.id OR e.sell_order_id = o.id) AS fills
+       FROM orders o WHERE o.id = ANY ($1::bigint[])`,
+    [[...new Set([...ledger.canceled.keys(), ...ledger.fillsSeen.keys()])]]);
+  const partsById = new Map(parts.rows.map((row) => [row.id, row]));
+  for (const [id, shares] of ledger.canceled) {
+    const row = partsById.get(id);
+    if (row?.canceled !== shares) problems.push(`order ${id} was acknowledged canceled (${shares} shares); SQL has ${row?.canceled ?? 'no cancel'}`);
+  }
+  for (const [id, fills] of ledger.fillsSeen) {
+    const row = partsById.get(id);
+    if ((row?.fills ?? 0) < fills) problems.push(`a reply showed ${fills} fill(s) of order ${id}; SQL has ${row?.fills ?? 0}`);
   }
   let unknownApplied = 0;
   for (const limit of ledger.unknown.keys()) {

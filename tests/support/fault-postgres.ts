@@ -4,7 +4,7 @@
  * As root, every PostgreSQL binary runs as the `postgres` OS user.
  */
 import { spawn } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,8 +29,9 @@ function run(command: string, args: string[]): Promise<string> {
 
 export class DisposableCluster {
   private stopped = false;
+  private victims: number[] = [];
 
-  private constructor(readonly dir: string, readonly port: number) {}
+  private constructor(readonly dir: string, readonly port: number, private readonly settings: string[]) {}
 
   get dataDir(): string {
     return path.join(this.dir, 'data');
@@ -41,14 +42,15 @@ export class DisposableCluster {
     return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
   }
 
-  static async create(): Promise<DisposableCluster> {
+  /** settings: extra `-c name=value` server settings, e.g. to hold async commits in memory for long. */
+  static async create(settings: string[] = []): Promise<DisposableCluster> {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'fault-pg-'));
     if (process.getuid?.() === 0) {
       const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
       const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
       chownSync(dir, uid, gid);
     }
-    const cluster = new DisposableCluster(dir, await freePort());
+    const cluster = new DisposableCluster(dir, await freePort(), settings);
     try {
       await run('initdb', ['-D', cluster.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions']);
       await cluster.start();
@@ -62,13 +64,68 @@ export class DisposableCluster {
   start(): Promise<string> {
     return run('pg_ctl', [
       '-D', this.dataDir, '-l', path.join(this.dir, 'server.log'), '-w', '-t', '60',
-      '-o', `-p ${this.port} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=60`, 'start',
+      '-o', [`-p ${this.port} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=60`, ...this.settings.map((setting) => `-c ${setting}`)].join(' '), 'start',
     ]);
   }
 
   /** `pg_ctl restart -m fast|immediate`: connections are cut; immediate is a crash (recovery at start). */
   restart(mode: 'fast' | 'immediate'): Promise<string> {
     return run('pg_ctl', ['-D', this.dataDir, '-l', path.join(this.dir, 'server.log'), '-m', mode, '-w', '-t', '60', 'restart']);
+  }
+
+  /**
+   * A crash of PostgreSQL itself: SIGKILL to the postmaster and every process it
+   * started, at once. Whatever was only in its shared memory (WAL not yet
+   * written out) is gone; start() then runs crash recovery. Returns how many were killed.
+   */
+  killEveryProcess(): number {
+    const postmaster = Number(readFileSync(path.join(this.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const victims = [postmaster];
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster) victims.push(Number(entry));
+      } catch {
+        // gone already
+      }
+    }
+    for (const pid of victims) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    this.victims = victims;
+    return victims.length;
+  }
+
+  /** After killEveryProcess: resolves once none of them runs (a new postmaster refuses to start before). */
+  async crashed(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    // A zombie counts as present: the new postmaster's check of the old pid would still succeed.
+    const present = (pid: number): boolean => {
+      try {
+        readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    while (this.victims.some(present)) {
+      if (Date.now() > deadline) throw new Error(`PostgreSQL processes still present: ${this.victims.filter(present).join(', ')}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** The end of the server log, for assertion messages. */
+  logTail(bytes = 3000): string {
+    try {
+      return readFileSync(path.join(this.dir, 'server.log'), 'utf8').slice(-bytes);
+    } catch {
+      return '(no server log)';
+    }
   }
 
   stop(mode: 'fast' | 'immediate' = 'fast'): Promise<string> {

@@ -1,0 +1,93 @@
+/**
+ * The durability barrier's bookkeeping, with a flusher the test controls (the
+ * real flush is a PostgreSQL commit, exercised by the fault tests that crash it).
+ */
+import { expect } from 'chai';
+import { DurabilityBarrier, parseLsn } from '../../server/store/durability.js';
+
+/** A flusher whose flushes the test ends one by one, each covering what it is told. */
+function controlledFlusher(): { flush: () => Promise<bigint>; started: () => number; finish: (covered: bigint) => void; fail: () => void } {
+  const pending: Array<{ resolve: (covered: bigint) => void; reject: (error: Error) => void }> = [];
+  let started = 0;
+  return {
+    flush: () => {
+      started++;
+      return new Promise<bigint>((resolve, reject) => pending.push({ resolve, reject }));
+    },
+    started: () => started,
+    finish: (covered) => pending.shift()?.resolve(covered),
+    fail: () => pending.shift()?.reject(new Error('connection lost')),
+  };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('durability barrier', () => {
+  it('reads WAL positions as PostgreSQL prints them', () => {
+    expect(parseLsn('0/0')).to.equal(0n);
+    expect(parseLsn('16/B374D848')).to.equal((0x16n << 32n) | 0xb374d848n);
+    expect(parseLsn('FFFFFFFF/FFFFFFFF')).to.equal((1n << 64n) - 1n);
+    for (const bad of ['', '16', '16/', '/1', '1/2/3', 'G/0', '123456789/0']) expect(() => parseLsn(bad), bad).to.throw(/WAL position/);
+  });
+
+  it('does not flush what PostgreSQL already reported flushed', async () => {
+    const flusher = controlledFlusher();
+    const barrier = new DurabilityBarrier(flusher.flush);
+    await barrier.waitFor({ needed: 100n, flushed: 100n });
+    await barrier.waitFor({ needed: 50n, flushed: 10n });
+    expect(flusher.started()).to.equal(0);
+  });
+
+  it('one flush serves every wait that arrived before it started; later waits share the next', async () => {
+    const flusher = controlledFlusher();
+    const barrier = new DurabilityBarrier(flusher.flush);
+    const done: number[] = [];
+    const first = barrier.waitFor({ needed: 10n, flushed: 0n }).then(() => done.push(1));
+    await tick();
+    expect(flusher.started()).to.equal(1);
+    // Committed while that flush runs: it may not cover them, so they wait for the next one.
+    const later = Array.from({ length: 20 }, (_, index) => barrier.waitFor({ needed: 20n, flushed: 0n }).then(() => done.push(100 + index)));
+    await tick();
+    expect(flusher.started(), 'the second flush waits for the first').to.equal(1);
+    flusher.finish(15n);
+    await first;
+    await tick();
+    expect(done).to.deep.equal([1]);
+    expect(flusher.started(), 'one flush for all twenty').to.equal(2);
+    flusher.finish(25n);
+    await Promise.all(later);
+    expect(done).to.have.length(21);
+    expect(flusher.started()).to.equal(2);
+  });
+
+  it('a flush that covers too little is followed by another', async () => {
+    const flusher = controlledFlusher();
+    const barrier = new DurabilityBarrier(flusher.flush);
+    let resolved = false;
+    const wait = barrier.waitFor({ needed: 50n, flushed: 0n }).then(() => (resolved = true));
+    await tick();
+    flusher.finish(40n);
+    await tick();
+    await tick();
+    expect(resolved).to.equal(false);
+    expect(flusher.started()).to.equal(2);
+    flusher.finish(60n);
+    await wait;
+  });
+
+  it('a failed flush rejects its waiters (their outcome is unknown) and the next wait flushes again', async () => {
+    const flusher = controlledFlusher();
+    const barrier = new DurabilityBarrier(flusher.flush);
+    const failing = barrier.waitFor({ needed: 10n, flushed: 0n });
+    await tick();
+    flusher.fail();
+    let failure: unknown = null;
+    await failing.catch((error: unknown) => (failure = error));
+    expect(String(failure)).to.match(/connection lost/);
+    const next = barrier.waitFor({ needed: 10n, flushed: 0n });
+    await tick();
+    expect(flusher.started()).to.equal(2);
+    flusher.finish(10n);
+    await next;
+  });
+});
