@@ -61,17 +61,19 @@ function descendsFrom(pid: number, ancestor: number, processes: Map<number, Proc
 }
 
 /**
- * CPU between two snapshots: the server's process tree (user + sys), every PostgreSQL process,
+ * CPU between two snapshots: the server's process tree (user + sys), PostgreSQL's processes,
  * the client's process tree, and the rest of the machine.
  */
-export function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: number, clientPid: number): CpuUse {
+export function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: number, clientPid: number, postmasterPid: number | null = null): CpuUse {
   const seconds = (after.atMs - before.atMs) / 1000;
   const use = { server: 0, postgres: 0, client: 0 };
   for (const [pid, now] of after.processes) {
     // A process born inside the window counts from zero.
     const delta = (now.ticks - (before.processes.get(pid)?.ticks ?? 0)) / ticksPerSecond / seconds;
     if (descendsFrom(pid, serverPid, after.processes)) use.server += delta;
-    else if (now.comm === 'postgres') use.postgres += delta; // all of PostgreSQL: it serves every database
+    // The benchmark's PostgreSQL server when its postmaster is known (a shared machine runs others),
+    // else every PostgreSQL process.
+    else if (now.comm === 'postgres' && (postmasterPid === null || descendsFrom(pid, postmasterPid, after.processes))) use.postgres += delta;
     else if (descendsFrom(pid, clientPid, after.processes)) use.client += delta;
   }
   const busyShare = (after.busyTicks - before.busyTicks) / Math.max(1, after.totalTicks - before.totalTicks);

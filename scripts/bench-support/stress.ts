@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { cpuSnapshot, cpuUse, type CpuSnapshot, type CpuUse } from './cpu.js';
 import { isRecord, numberField } from './json.js';
+import { beginPgWindow, endPgWindow, postmasterPid, type PgWindow } from './pg-costs.js';
 import { track } from './processes.js';
 import { progress } from './progress.js';
 
@@ -65,7 +66,7 @@ export type StressLoad = {
   workload: string[];
 };
 
-export type StressOutcome = { result: StressResult | null; exitCode: number | null; stderrTail: string; cpu: CpuUse | null };
+export type StressOutcome = { result: StressResult | null; exitCode: number | null; stderrTail: string; cpu: CpuUse | null; postgres: PgWindow | null };
 
 /** The stress client's command line (without the node binary), as run and as reports state it. */
 export function stressArgs(load: StressLoad, port: number | string, databaseUrl: string): string[] {
@@ -84,18 +85,26 @@ export function stressArgs(load: StressLoad, port: number | string, databaseUrl:
 }
 
 export async function runStressClient(load: StressLoad, server: { pid: number; port: number }, databaseUrl: string): Promise<StressOutcome> {
+  const postmaster = await postmasterPid(databaseUrl);
   const child = track(spawn(process.execPath, stressArgs(load, server.port, databaseUrl), { stdio: ['ignore', 'pipe', 'pipe'] }));
   let stdout = '';
   let stderr = '';
-  // CPU use over exactly the measured window, which the client marks on stderr (--json).
+  // CPU use and PostgreSQL's work over exactly the measured window, which the client marks on stderr (--json).
   let windowStart: CpuSnapshot | null = null;
   let cpu: CpuUse | null = null;
+  let pgStart: ReturnType<typeof beginPgWindow> | null = null;
+  let pgWindow: Promise<PgWindow | null> = Promise.resolve(null);
   child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
-    if (!windowStart && stderr.includes('{"phase":"measuring"}')) windowStart = cpuSnapshot();
+    if (!windowStart && stderr.includes('{"phase":"measuring"}')) {
+      windowStart = cpuSnapshot();
+      pgStart = beginPgWindow(databaseUrl);
+    }
     if (windowStart && !cpu && child.pid !== undefined && stderr.includes('{"phase":"measured"}')) {
-      cpu = cpuUse(windowStart, cpuSnapshot(), server.pid, child.pid);
+      cpu = cpuUse(windowStart, cpuSnapshot(), server.pid, child.pid, postmaster);
+      const started = pgStart;
+      if (started) pgWindow = started.then((start) => endPgWindow(databaseUrl, start)).catch(() => null);
     }
   });
   const finished = new Promise<number | null>((resolve) => {
@@ -114,5 +123,5 @@ export async function runStressClient(load: StressLoad, server: { pid: number; p
   } catch (error) {
     progress(`could not read the stress client's JSON (${error instanceof Error ? error.message : String(error)}); stdout was: ${stdout.slice(0, 500)}`);
   }
-  return { result, exitCode, stderrTail, cpu };
+  return { result, exitCode, stderrTail, cpu, postgres: await pgWindow };
 }
