@@ -4,8 +4,19 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ReplyFraming } from './protocol/render-reply.js';
 
-/** Workers started when WORKERS is unset: one per core, up to this many. */
+/**
+ * Workers started when WORKERS is unset: one per CORES_PER_WORKER cores, at least one, at most
+ * MAX_DEFAULT_WORKERS. Measured (docs/performance.md): at its peak one server process uses
+ * about a quarter of the CPU an order costs, PostgreSQL and the clients the rest, so a second
+ * process pays off only where it has cores of its own; below that it only makes smaller write
+ * batches that take turns on the write lock, and was slower than one.
+ */
+export const CORES_PER_WORKER = 4;
 export const MAX_DEFAULT_WORKERS = 4;
+
+export function defaultWorkers(cores: number): number {
+  return Math.min(MAX_DEFAULT_WORKERS, Math.max(1, Math.floor(cores / CORES_PER_WORKER)));
+}
 
 export type Config = {
   host: string;
@@ -86,8 +97,8 @@ const SETTINGS: Setting[] = [
     // 2-core VM: x1.03 with the host quiet, x0.62-0.81 with it noisy, docs/bench/). Up to 4: each
     // worker holds up to DB_POOL_SIZE PostgreSQL connections, and on a big host a container
     // limited to a few CPUs still sees every core.
-    key: 'workers', env: 'WORKERS', flag: 'workers', default: String(Math.min(os.availableParallelism(), MAX_DEFAULT_WORKERS)),
-    help: `server processes sharing the port (node:cluster); the default is the number of cores, at most ${MAX_DEFAULT_WORKERS}`, parse: integer(1, 256),
+    key: 'workers', env: 'WORKERS', flag: 'workers', default: String(defaultWorkers(os.availableParallelism())),
+    help: `server processes sharing the port (node:cluster); the default is one per ${CORES_PER_WORKER} cores, at least 1, at most ${MAX_DEFAULT_WORKERS}`, parse: integer(1, 256),
   },
   { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },

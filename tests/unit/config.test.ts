@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { ConfigError, helpText, loadConfig, type Config } from '../../server/config.js';
+import { ConfigError, defaultWorkers, helpText, loadConfig, type Config } from '../../server/config.js';
 
 function config(argv: string[], env: Record<string, string> = {}): Config {
   const parsed = loadConfig(argv, env);
@@ -34,7 +34,7 @@ describe('loadConfig', () => {
       graceMs: 100,
       maxConnections: 10_000,
       dbPoolSize: 10,
-      workers: Math.min(os.availableParallelism(), 4),
+      workers: defaultWorkers(os.availableParallelism()),
       metricsPort: null,
       slowRequestMs: 1000,
       cacheTtlSeconds: 3600,
@@ -43,6 +43,10 @@ describe('loadConfig', () => {
       embeddedPgPort: 54329,
       shutdownTimeoutMs: 10_000,
     });
+  });
+
+  it('starts one worker per 4 cores by default, at least 1 and at most 4', () => {
+    expect([1, 2, 3, 4, 7, 8, 12, 16, 64].map(defaultWorkers)).to.deep.equal([1, 1, 1, 1, 1, 2, 3, 4, 4]);
   });
 
   it('does not read process.env by itself', () => {
