@@ -1,5 +1,6 @@
 /**
- * Request framing: "N\n" then exactly N bytes. A pure state machine over the
+ * Request framing: "N\n" then exactly N bytes (a second length line at the start of
+ * the body is tolerated, see withoutRepeatedLengthLine). A pure state machine over the
  * byte stream, with no sockets or timers: the connection feeds it chunks as they
  * arrive and asks it the questions its timers need answered.
  */
@@ -19,6 +20,28 @@ function isBlank(byte: number): boolean {
 }
 function isDigit(byte: number): boolean {
   return byte >= 0x30 && byte <= 0x39;
+}
+
+/**
+ * SPEC: some clients frame a request twice (`N\nM\n<xml>`, where N counts the inner line
+ * too). A body that starts with a line of digits whose value is exactly the number of bytes
+ * after that line is such an inner frame, and the line is dropped (one layer only). It cannot
+ * be mistaken for a real request: XML never starts with a digit (a document starts with `<`,
+ * or blank space before it). Digits whose value does not match are left in place, and the
+ * parser calls the body malformed.
+ */
+export function withoutRepeatedLengthLine(body: Buffer): Buffer {
+  let digits = 0;
+  while (digits < body.length && digits <= MAX_LENGTH_LINE && isDigit(body[digits] as number)) digits++;
+  if (digits === 0) return body;
+  // The same tail as a length line: spaces, tabs or a CR may come before the newline.
+  let end = digits;
+  while (end < body.length && end <= MAX_LENGTH_LINE && (body[end] === SPACE || body[end] === TAB || body[end] === CR)) end++;
+  if (end > MAX_LENGTH_LINE || body[end] !== LF) return body;
+  const rest = body.length - (end + 1);
+  // Compared as text, so no number of digits can overflow.
+  const declared = body.subarray(0, digits).toString('ascii').replace(/^0+(?=\d)/, '');
+  return declared === String(rest) ? body.subarray(end + 1) : body;
 }
 
 type LengthLine = { kind: 'need-more' } | { kind: 'length'; length: number; consumed: number } | { kind: 'error'; reason: string };
@@ -56,7 +79,7 @@ export class RequestFramer {
    */
   takeCompleteShortBody(isCompleteDocument: (body: Buffer) => boolean): FrameEvent | null {
     if (this.failed || this.expectedLength === null || this.bufferedBytes === 0) return null;
-    const body = this.joined();
+    const body = withoutRepeatedLengthLine(this.joined());
     if (!isCompleteDocument(body)) return null;
     this.reset();
     return { type: 'request', body };
@@ -91,7 +114,7 @@ export class RequestFramer {
       }
       if (this.bufferedBytes < this.expectedLength) break;
       const all = this.joined();
-      events.push({ type: 'request', body: all.subarray(0, this.expectedLength) });
+      events.push({ type: 'request', body: withoutRepeatedLengthLine(all.subarray(0, this.expectedLength)) });
       const rest = all.subarray(this.expectedLength);
       this.reset();
       if (rest.length > 0) {

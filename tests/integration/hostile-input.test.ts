@@ -45,6 +45,10 @@ function frame(body: string | Buffer): Buffer {
   return typeof body === 'string' ? frameRequest(body) : Buffer.concat([Buffer.from(`${body.length}\n`), body]);
 }
 
+/** A request that would create NEVER, used inside doubled length lines. */
+const NEVER_BODY = `<create><account id="${NEVER}" balance="5"/></create>`;
+const NEVER_BODY_BYTES = (): number => Buffer.byteLength(NEVER_BODY);
+
 function bytes(...parts: Array<string | number[] | Buffer>): Buffer {
   return Buffer.concat(parts.map((part) => (typeof part === 'string' ? Buffer.from(part, 'utf8') : Buffer.from(part))));
 }
@@ -211,6 +215,12 @@ const CASES: Case[] = [
   { name: 'length one above the maximum, with body bytes following', wire: () => [`${MAX_REQUEST_BYTES + 1}\n`, '<create>'.padEnd(4096, ' ')], expect: requestError(TOO_LARGE) },
   { name: 'only blank lines and spaces, then half-close', wire: () => '\r\n \n\t\n   ', halfClose: true, expect: requestError(/truncated|empty|length/) },
   { name: 'digits without a newline, then half-close', wire: () => '49', halfClose: true, expect: requestError(TRUNCATED) },
+  // SPEC: a length line sent twice is tolerated only when the inner value is exactly the bytes after it.
+  { name: 'length line sent twice, inner value one short', wire: () => frame(`${NEVER_BODY_BYTES() - 1}\n${NEVER_BODY}`), expect: requestError(MALFORMED) },
+  { name: 'length line sent twice, inner value one over', wire: () => frame(`${NEVER_BODY_BYTES() + 1}\n${NEVER_BODY}`), expect: requestError(MALFORMED) },
+  { name: 'length line sent twice, inner value counts its own line too', wire: () => frame(`${NEVER_BODY_BYTES() + `${NEVER_BODY_BYTES()}\n`.length}\n${NEVER_BODY}`), expect: requestError(MALFORMED) },
+  { name: 'length line sent three times (only one is skipped)', wire: () => frame(frame(frame(NEVER_BODY)).toString()), expect: requestError(MALFORMED) },
+  { name: 'a body that is only a line of digits', wire: () => frame('12345\n'), expect: requestError(MALFORMED) },
   { name: 'length line of zero (empty body)', wire: () => '0\n', expect: requestError(EMPTY) },
   { name: 'body of only spaces', wire: () => '5\n     ', expect: requestError(EMPTY) },
 
@@ -418,6 +428,7 @@ const CASES: Case[] = [
   { name: 'length framing: external entity leaves the connection usable', framing: 'length', staysOpen: true, wire: () => frame(`<!DOCTYPE create [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><create><account id="&xxe;" balance="5"/></create>`), expect: requestError(NO_DTD) },
   { name: 'length framing: invalid UTF-8 leaves the connection usable', framing: 'length', staysOpen: true, wire: () => frame(bytes('<create>', [0xff, 0xfe], '</create>')), expect: requestError(NOT_UTF8) },
   { name: 'length framing: 10,000 levels of nesting leave the connection usable', framing: 'length', staysOpen: true, wire: () => frame(`<create>${'<a>'.repeat(10_000)}${'</a>'.repeat(10_000)}</create>`), expect: requestError(ANY) },
+  { name: 'length framing: length line sent twice with a mismatched inner value leaves the connection usable', framing: 'length', staysOpen: true, wire: () => frame(`${NEVER_BODY_BYTES() + 1}\n${NEVER_BODY}`), expect: requestError(MALFORMED) },
   { name: 'length framing: wrong root leaves the connection usable', framing: 'length', staysOpen: true, wire: () => frame(`<results><created id="${NEVER}"/></results>`), expect: requestError(WRONG_ROOT) },
   { name: 'length framing: 10,001 children leave the connection usable', framing: 'length', staysOpen: true, wire: () => frame(tx('<query id="1"/>'.repeat(10_001))), expect: requestError(TOO_MANY_ITEMS) },
   { name: 'length framing: invalid amount leaves the connection usable', framing: 'length', staysOpen: true, wire: () => frame(tx(order(SYM, '1e3', '1'))), expect: itemErrors([orderEcho(SYM, '1e3', '1'), /amount/]) },

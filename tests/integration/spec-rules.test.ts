@@ -1111,6 +1111,25 @@ describe('SPEC.md rules over TCP', function () {
       await expectBalance(id, '5');
     });
 
+    it('a length line sent twice (N\\nM\\n<xml>, N counting the inner line) is tolerated', async () => {
+      const id = freshId();
+      const inner = frameRequest(`<?xml version="1.0" encoding="UTF-8"?>\n<create><account id="${id}" balance="5"/></create>`);
+      const reply = await sendRaw(server.port, Buffer.concat([Buffer.from(`${inner.length}\n`), inner]));
+      expect(parseReply(reply).map(shape)).to.deep.equal([el('created', { id })]);
+      await expectBalance(id, '5');
+    });
+
+    it('an inner line of digits whose value does not match the bytes after it is still malformed', async () => {
+      const id = freshId();
+      const body = `<create><account id="${id}" balance="5"/></create>`;
+      for (const inner of [Buffer.byteLength(body) - 1, Buffer.byteLength(body) + 1, 7]) {
+        const reply = await sendRequest(server.port, `${inner}\n${body}`);
+        expectRequestError(reply);
+        expect(reply, `inner ${inner}`).to.match(/malformed XML/);
+      }
+      expect(await balanceOf(id)).to.equal(null);
+    });
+
     it('a request split across several TCP writes is reassembled', async () => {
       const id = freshId();
       const body = Buffer.from(`<create><account id="${id}" balance="42"/></create>`);
@@ -1292,6 +1311,31 @@ describe('SPEC.md rules over TCP', function () {
         const error = await reader.frame();
         expectRequestError(error.body);
         expect(await reader.closedWithin(3_000), 'server closes the connection').to.equal(true);
+      } finally {
+        reader.close();
+      }
+    });
+
+    it('a length line sent twice is tolerated, and a mismatched inner line is malformed XML (the connection stays usable)', async () => {
+      const reader = await FrameReader.connect(framed.port);
+      try {
+        const id = freshId();
+        const body = `<create><account id="${id}" balance="7"/></create>`;
+        const twice = (inner: number): Buffer => {
+          const framed = Buffer.from(`${inner}\n${body}`);
+          return Buffer.concat([Buffer.from(`${framed.length}\n`), framed]);
+        };
+        // One write holding a doubled request, a mismatched one, then a doubled one again.
+        reader.write(Buffer.concat([twice(Buffer.byteLength(body)), twice(Buffer.byteLength(body) + 1), twice(Buffer.byteLength(body))]));
+        const first = await reader.frame();
+        expect(Buffer.byteLength(first.body)).to.equal(first.declared);
+        expect(parseReply(first.body).map(shape)).to.deep.equal([el('created', { id })]);
+        const second = await reader.frame();
+        expectRequestError(second.body);
+        expect(second.body).to.match(/malformed XML/);
+        const third = await reader.frame();
+        expect(parseReply(third.body).map(shape)).to.deep.equal([el('error', { id })]);
+        await expectBalance(id, '7');
       } finally {
         reader.close();
       }

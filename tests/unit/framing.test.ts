@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { seededRandom as prng } from '../../client/random.js';
-import { RequestFramer, type FrameEvent } from '../../server/protocol/framing.js';
+import { RequestFramer, withoutRepeatedLengthLine, type FrameEvent } from '../../server/protocol/framing.js';
 import { isCompleteDocument } from '../../server/protocol/parse-request.js';
 
 
@@ -216,6 +216,72 @@ describe('RequestFramer', () => {
       const framer = new RequestFramer(MAX);
       expect(framer.push(Buffer.alloc(0))).to.deep.equal([]);
       expect(framer.hasPartialRequest()).to.equal(false);
+    });
+  });
+
+  describe('a length line sent twice (N\\nM\\n<xml>)', () => {
+    /** What such a client sends: the request framed, then framed again as a whole. */
+    const twice = (xml: string, inner = ''): Buffer => {
+      const once = frame(xml, inner);
+      return Buffer.concat([Buffer.from(`${once.length}\n`, 'ascii'), once]);
+    };
+
+    it('skips the inner line when its value is exactly the bytes after it', () => {
+      expect(feed(new RequestFramer(MAX), [twice(CREATE)])).to.deep.equal([{ type: 'request', body: CREATE }]);
+      expect(feed(new RequestFramer(MAX), [twice(UNICODE)])).to.deep.equal([{ type: 'request', body: UNICODE }]);
+    });
+
+    it('gives the same requests however the doubled stream is chunked', () => {
+      const stream = Buffer.concat([twice(CREATE), frame(TRANSACTIONS), twice(UNICODE)]);
+      const expected = [
+        { type: 'request', body: CREATE },
+        { type: 'request', body: TRANSACTIONS },
+        { type: 'request', body: UNICODE },
+      ];
+      expect(feed(new RequestFramer(MAX), byteByByte(stream))).to.deep.equal(expected);
+      for (let cut = 0; cut <= stream.length; cut++) {
+        expect(feed(new RequestFramer(MAX), [stream.subarray(0, cut), stream.subarray(cut)]), `cut at ${cut}`).to.deep.equal(expected);
+      }
+    });
+
+    it('tolerates on the inner line what it tolerates on the outer one: \\r\\n, spaces after, leading zeros', () => {
+      for (const [before, after] of [['', '\r\n'], ['', ' \t\r\n'], ['000', '\n']] as const) {
+        const body = Buffer.from(`${before}${Buffer.byteLength(TRANSACTIONS)}${after}${TRANSACTIONS}`);
+        const framed = Buffer.concat([Buffer.from(`${body.length}\n`), body]);
+        expect(feed(new RequestFramer(MAX), [framed]), JSON.stringify([before, after])).to.deep.equal([{ type: 'request', body: TRANSACTIONS }]);
+      }
+    });
+
+    it('leaves digits whose value does not match in the body (the parser calls it malformed)', () => {
+      const bytes = Buffer.byteLength(TRANSACTIONS);
+      for (const inner of [bytes - 1, bytes + 1, 0, 10 * bytes]) {
+        const body = `${inner}\n${TRANSACTIONS}`;
+        expect(feed(new RequestFramer(MAX), [frame(body)]), `inner ${inner}`).to.deep.equal([{ type: 'request', body }]);
+      }
+    });
+
+    it('removes one layer only, and only a whole line of digits', () => {
+      const inner = frame(TRANSACTIONS);
+      const thrice = frame(frame(inner.toString('utf8')).toString('utf8'));
+      expect(feed(new RequestFramer(MAX), [thrice])).to.deep.equal([{ type: 'request', body: inner.toString('utf8') }]);
+      for (const body of [` 5\nhello`, `5x\nhello`, `-5\nhello`, `5`, `55555`, `\n5\nhello`]) {
+        expect(withoutRepeatedLengthLine(Buffer.from(body)).toString(), JSON.stringify(body)).to.equal(body);
+      }
+      expect(withoutRepeatedLengthLine(Buffer.from('0\n')).toString()).to.equal('');
+      expect(withoutRepeatedLengthLine(Buffer.from(`${'0'.repeat(40)}5\nhello`)).toString(), 'an inner line past 32 bytes is not a length line').to.equal(`${'0'.repeat(40)}5\nhello`);
+    });
+
+    it('applies to a complete short body taken after the grace period, and at half-close', () => {
+      const xml = '<create><account id="1" balance="5"/></create>';
+      const inner = frame(xml);
+      const overstated = Buffer.concat([Buffer.from(`${inner.length + 10}\n`), inner]);
+      const framer = new RequestFramer(MAX);
+      expect(feed(framer, [overstated])).to.deep.equal([]);
+      const event = framer.takeCompleteShortBody(isCompleteDocument);
+      expect(event && show([event])).to.deep.equal([{ type: 'request', body: xml }]);
+      const closing = new RequestFramer(MAX);
+      feed(closing, [overstated]);
+      expect(show(closing.end(isCompleteDocument))).to.deep.equal([{ type: 'request', body: xml }]);
     });
   });
 
