@@ -10,14 +10,15 @@ import hdr from 'hdr-histogram-js';
 import pg from 'pg';
 import { findInvariantViolations } from './invariants.js';
 import { seededRandom } from './random.js';
-import { openChannel, type Framing, type RequestChannel } from './wire.js';
+import { describeFailure, openChannel, parseFramingChoice, type Framing, type FramingChoice, type RequestChannel } from './wire.js';
 
 const HELP = `Usage: exchange-stress [options]      (npm run stress -- [options])
 
 Load:
   --host H            server address (default 127.0.0.1)
   --port P            server port (default 12345)
-  --framing F         'length' (persistent connections) or 'bare' (one connection per request; default length)
+  --framing F         the server's reply framing: 'auto' (default: detected from its first reply),
+                      'length' (persistent connections) or 'bare' (one connection per request)
   --connections C     concurrent connections (default 8)
   --seconds S         measured duration (default 10), or
   --requests N        stop after N measured requests instead
@@ -46,7 +47,7 @@ Output:
 Exit status: 0 on success; 1 when verification finds a violation, a request failed (not a business rejection) or could not be sent; 2 on bad usage.`;
 
 type Options = {
-  host: string; port: number; framing: Framing; connections: number; seconds: number; requests: number | null;
+  host: string; port: number; framing: FramingChoice; connections: number; seconds: number; requests: number | null;
   warmup: number; rate: number | null; accounts: number; symbols: number; cross: number; mix: [number, number, number]; seed: number;
   databaseUrl: string | null; verify: boolean; json: boolean;
 };
@@ -83,8 +84,8 @@ function parseOptions(argv: string[]): Options | 'help' {
   if (mix.length !== 3 || mix.some((weight) => !Number.isFinite(weight) || weight < 0) || (mix[0] ?? 0) <= 0) {
     throw new Error('--mix must be three non-negative weights O:Q:C with O > 0');
   }
-  const framing = values.framing ?? 'length';
-  if (framing !== 'length' && framing !== 'bare') throw new Error("--framing must be 'length' or 'bare'");
+  const framing = parseFramingChoice(values.framing ?? 'auto');
+  if (framing === null) throw new Error('--framing must be auto, length or bare');
   return {
     host: values.host ?? '127.0.0.1',
     port: number(values.port, 12345, 'port', 1, 65535),
@@ -126,7 +127,8 @@ class Load {
   /** Mid price per symbol, in cents: a random walk shared by all connections. */
   readonly mid: number[];
 
-  constructor(readonly options: Options, readonly accountIds: string[], readonly symbols: string[]) {
+  /** The framing the server speaks (detected during setup unless --framing named it). */
+  constructor(readonly options: Options, readonly framing: Framing, readonly accountIds: string[], readonly symbols: string[]) {
     this.mid = symbols.map(() => 10_000);
   }
 
@@ -170,7 +172,7 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
   const total = orderWeight + queryWeight + cancelWeight;
   let channel: RequestChannel;
   try {
-    channel = await openChannel(options.framing, options.host, options.port);
+    channel = await openChannel(load.framing, options.host, options.port);
   } catch (error) {
     load.countError(`connect: ${(error as Error).message}`);
     return;
@@ -238,7 +240,7 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       // Its outcome is unknown: it stays a candidate, as if it had not been canceled.
       if (canceling && !canceling.canceled) cancelable.push(canceling);
       try {
-        channel = await openChannel(options.framing, options.host, options.port);
+        channel = await openChannel(load.framing, options.host, options.port);
       } catch {
         return;
       }
@@ -273,7 +275,7 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
 /** Without database access: every order must be queryable and each symbol's fills must balance. */
 async function verifyByProtocol(load: Load): Promise<string[]> {
   const violations: string[] = [];
-  const channel = await openChannel(load.options.framing, load.options.host, load.options.port);
+  const channel = await openChannel(load.framing, load.options.host, load.options.port);
   const filled = new Map<string, { bought: number; sold: number }>();
   try {
     for (const order of load.orders) {
@@ -334,7 +336,7 @@ function summarize(load: Load, seconds: number, invariants: Summary['invariants'
   const ms = (micros: number) => Math.round(micros) / 1000;
   const { options } = load;
   return {
-    framing: options.framing, connections: options.connections, seconds, warmupSeconds: options.warmup, rate: options.rate,
+    framing: load.framing, connections: options.connections, seconds, warmupSeconds: options.warmup, rate: options.rate,
     requests: load.requests, requestsPerSecond: load.requests / seconds,
     orders: load.ordersSent, ordersPerSecond: load.ordersSent / seconds,
     latencyMs: {
@@ -374,15 +376,17 @@ async function main(): Promise<number> {
   // Ids unique to this run, so runs never meet each other's accounts or symbols.
   const runTag = `${Date.now() % 1e9}${Math.floor(Math.random() * 1000)}`;
   let created: { accounts: string[]; symbols: string[] };
+  let framing: Framing;
   try {
     const setup = await openChannel(options.framing, options.host, options.port);
     created = await setUp(setup, options, runTag);
+    framing = setup.framing ?? 'length';
     setup.close();
   } catch (error) {
-    process.stderr.write(`setup failed (${options.host}:${options.port}): ${(error as Error).message}\n`);
+    process.stderr.write(`exchange-stress: setup failed: ${describeFailure(error)}\n`);
     return 1;
   }
-  const load = new Load(options, created.accounts, created.symbols);
+  const load = new Load(options, framing, created.accounts, created.symbols);
   const startedAt = Date.now();
   load.startedAt = performance.now();
   const measureFrom = startedAt + options.warmup * 1000;

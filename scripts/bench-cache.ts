@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { seededRandom } from '../client/random.js';
-import { PersistentChannel } from '../client/wire.js';
+import { openChannel } from '../client/wire.js';
 import { CachedExchangeStore } from '../server/cache/cached-store.js';
 import { RedisReadCache } from '../server/cache/read-cache.js';
 import { PostgresExchangeStore, type ExchangeStore } from '../server/store/exchange-store.js';
@@ -96,7 +96,7 @@ async function runOnce(label: string, withCache: boolean, options: { seconds: nu
   try {
     const accounts = Array.from({ length: 50 }, (_, index) => String(1000 + index));
     const symbols = ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'];
-    const seedConnection = await PersistentChannel.open('127.0.0.1', server.port);
+    const seedConnection = await openChannel('length', '127.0.0.1', server.port);
     await seedConnection.send(`<create>${accounts.map((id) => `<account id="${id}" balance="100000000"/>`).join('')}${symbols
       .map((sym) => `<symbol sym="${sym}">${accounts.map((id) => `<account id="${id}">1000000</account>`).join('')}</symbol>`).join('')}</create>`);
     const orders: Array<{ account: string; id: string }> = [];
@@ -115,7 +115,7 @@ async function runOnce(label: string, withCache: boolean, options: { seconds: nu
     }
     seedConnection.close();
 
-    const connections = await Promise.all(Array.from({ length: options.connections }, () => PersistentChannel.open('127.0.0.1', server.port)));
+    const connections = await Promise.all(Array.from({ length: options.connections }, () => openChannel('length', '127.0.0.1', server.port)));
     const latencies: number[] = [];
     let requests = 0;
     let measuring = false;

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
-import type { ReplyFraming } from './protocol/render-reply.js';
+import type { ReplyFraming } from './protocol/framing.js';
 
 /**
  * Workers started when WORKERS is unset: one per CORES_PER_WORKER cores, at least one, at most

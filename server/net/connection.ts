@@ -4,8 +4,7 @@
  * sockets and timers; knows nothing of XML content or the database.
  */
 import type net from 'node:net';
-import { RequestFramer, type FrameEvent } from '../protocol/framing.js';
-import { frameReply, type ReplyFraming } from '../protocol/render-reply.js';
+import { RequestFramer, frameReply, type FrameEvent, type ReplyFraming } from '../protocol/framing.js';
 
 export type ConnectionOptions = {
   framing: ReplyFraming;

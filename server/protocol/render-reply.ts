@@ -1,5 +1,5 @@
 /**
- * Reply model -> the `<results>` document, and the two reply framings of SPEC.md.
+ * Reply model -> the `<results>` document (framing it for the wire is protocol/framing.ts).
  *
  * Written out directly rather than through a DOM builder: the reply vocabulary
  * is fixed and small, and xmlbuilder2 cost 12-15 µs per reply against about
@@ -8,8 +8,6 @@
  */
 import { errorElement, type ReplyElement } from './replies.js';
 import { withLegalXmlCharacters } from './xml-characters.js';
-
-export type ReplyFraming = 'bare' | 'length';
 
 const DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>';
 
@@ -63,16 +61,4 @@ export function renderResults(results: readonly ReplyElement[]): string {
 /** A request-level failure: `<results><error>why</error></results>`. */
 export function renderRequestError(reason: string): string {
   return renderResults([errorElement([], reason)]);
-}
-
-/** Frames a rendered reply for the wire: bare is the document alone; length prefixes its byte count. */
-export function frameReply(xml: string, framing: ReplyFraming): Buffer {
-  if (framing === 'bare') return Buffer.from(xml, 'utf8');
-  const bodyBytes = Buffer.byteLength(xml, 'utf8');
-  // One allocation: the prefix and the document written into the same buffer.
-  const prefix = `${bodyBytes}\n`;
-  const framed = Buffer.allocUnsafe(prefix.length + bodyBytes);
-  framed.write(prefix, 0, 'latin1');
-  framed.write(xml, prefix.length, 'utf8');
-  return framed;
 }

@@ -12,6 +12,7 @@ import pg from 'pg';
 import { findInvariantViolations } from '../../client/invariants.js';
 import { seededRandom } from '../../client/random.js';
 import { LengthClient, frameRequest } from '../support/client.js';
+import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
   LoadDriver, OrderLedger, checkOrdersAgainstSql, createUniverse, type LoadStats, type SentOrder, type Universe,
@@ -108,17 +109,16 @@ function pipelineInOneWrite(port: number, xmls: string[]): { firstReply: Promise
   const firstReply = new Promise<void>((resolve) => (markFirst = resolve));
   const replies = new Promise<string[]>((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(Buffer.concat(xmls.map((xml) => frameRequest(xml)))));
-    let buffer = Buffer.alloc(0);
+    const decoder = new ReplyDecoder('length');
     const done: string[] = [];
-    socket.on('data', (chunk) => {
-      buffer = Buffer.concat([buffer, chunk]);
-      for (;;) {
-        const newline = buffer.indexOf(0x0a);
-        if (newline < 0) break;
-        const length = Number(buffer.subarray(0, newline).toString('ascii'));
-        if (buffer.length < newline + 1 + length) break;
-        done.push(buffer.subarray(newline + 1, newline + 1 + length).toString('utf8'));
-        buffer = buffer.subarray(newline + 1 + length);
+    socket.on('data', (chunk: Buffer) => {
+      for (const event of decoder.push(chunk)) {
+        if (event.type === 'error') {
+          socket.destroy();
+          reject(event.error);
+          return;
+        }
+        done.push(event.xml);
         markFirst();
       }
     });

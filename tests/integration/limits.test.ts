@@ -4,6 +4,7 @@ import net from 'node:net';
 import { MAX_REPLY_ELEMENTS } from '../../server/handlers/transactions.js';
 import { applySchema } from '../../server/store/migrate.js';
 import { frameRequest, LengthClient, sendRaw } from '../support/client.js';
+import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults } from '../support/xml.js';
 
@@ -45,7 +46,7 @@ describe('limits', function () {
     await new Promise((resolve) => socket.once('connect', resolve));
     const burst = Buffer.concat(Array.from({ length: perBurst }, (_, index) =>
       frameRequest(`<transactions id="1"><query id="${index + 1}"/></transactions>`)));
-    let buffer = Buffer.alloc(0);
+    const decoder = new ReplyDecoder('length');
     let replies = 0;
     let outOfOrder = 0;
     const done = new Promise<void>((resolve, reject) => {
@@ -53,15 +54,13 @@ describe('limits', function () {
       socket.on('data', (chunk: Buffer) => {
         clearTimeout(timer);
         timer = setTimeout(() => reject(new Error(`stalled after ${replies} of ${requests} replies`)), 10_000);
-        buffer = Buffer.concat([buffer, chunk]);
-        for (;;) {
-          const newline = buffer.indexOf(0x0a);
-          if (newline < 0) break;
-          const length = Number(buffer.subarray(0, newline).toString());
-          if (buffer.length < newline + 1 + length) break;
-          const reply = buffer.subarray(newline + 1, newline + 1 + length).toString();
-          buffer = buffer.subarray(newline + 1 + length);
-          if (!reply.includes(`id="${(replies % perBurst) + 1}"`)) outOfOrder++;
+        for (const event of decoder.push(chunk)) {
+          if (event.type === 'error') {
+            clearTimeout(timer);
+            reject(event.error);
+            return;
+          }
+          if (!event.xml.includes(`id="${(replies % perBurst) + 1}"`)) outOfOrder++;
           replies++;
         }
         if (replies === requests) {

@@ -7,7 +7,7 @@
  * Skipped, with a message, only when haproxy is not installed or cannot run.
  */
 import { expect } from 'chai';
-import { PersistentChannel } from '../../client/wire.js';
+import { openChannel } from '../../client/wire.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { haproxyVersion, startBalancer, type Balancer, type BackendStat } from '../support/haproxy.js';
 import { startServerProcess, type ServerProcess } from '../support/process.js';
@@ -126,7 +126,7 @@ describe(`scale-out: ${SERVERS} server processes behind HAProxy (tcp, roundrobin
     // A new connection per request, through the balancer: each must land on a live server and succeed.
     const account = `9${Date.now() % 1e9}`;
     for (let index = 0; index < 12; index++) {
-      const channel = await PersistentChannel.open('127.0.0.1', front.port);
+      const channel = await openChannel('length', '127.0.0.1', front.port);
       try {
         const reply = await channel.send(index === 0
           ? `<create><account id="${account}" balance="100"/></create>`

@@ -8,6 +8,7 @@
 import net from 'node:net';
 import { expect } from 'chai';
 import { XMLValidator } from 'fast-xml-parser';
+import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { LengthClient, frameRequest, sendRaw, sendRequest } from '../support/client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
@@ -217,14 +218,27 @@ Promise<{ reply: string; afterLastWriteMs: number }> {
   });
 }
 
-/** Length framing at the byte level: reads `N\n` + N bytes frames off a raw socket. */
+/**
+ * Length framing off a raw socket: replies decoded by the codec as they arrive, and every
+ * byte the server wrote kept, so a test can check the bytes themselves (wire()).
+ */
 class FrameReader {
-  private buffer = Buffer.alloc(0);
+  private readonly decoder = new ReplyDecoder('length');
+  private readonly replies: string[] = [];
+  private readonly received: Buffer[] = [];
+  private problem: Error | null = null;
   private ended = false;
   private wakers: Array<() => void> = [];
 
   private constructor(readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => { this.buffer = Buffer.concat([this.buffer, chunk]); this.wake(); });
+    socket.on('data', (chunk: Buffer) => {
+      this.received.push(chunk);
+      for (const event of this.decoder.push(chunk)) {
+        if (event.type === 'reply') this.replies.push(event.xml);
+        else this.problem ??= event.error;
+      }
+      this.wake();
+    });
     socket.on('close', () => { this.ended = true; this.wake(); });
     socket.on('error', () => undefined);
   }
@@ -247,32 +261,29 @@ class FrameReader {
     });
   }
 
-  /** The next reply frame: its length line (checked to be digits only) and its XML body. */
-  async frame(timeoutMs = 5_000): Promise<{ declared: number; body: string }> {
+  /** The next reply document. */
+  async frame(timeoutMs = 5_000): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const newline = this.buffer.indexOf(0x0a);
-      if (newline >= 0) {
-        const line = this.buffer.subarray(0, newline).toString('latin1');
-        expect(line, 'reply length line').to.match(/^[0-9]+$/);
-        const declared = Number(line);
-        if (this.buffer.length >= newline + 1 + declared) {
-          const body = this.buffer.subarray(newline + 1, newline + 1 + declared);
-          this.buffer = this.buffer.subarray(newline + 1 + declared);
-          return { declared, body: body.toString('utf8') };
-        }
-      }
-      if (this.ended) throw new Error(`closed before a whole frame; have ${JSON.stringify(this.buffer.toString())}`);
-      if (Date.now() >= deadline) throw new Error(`no whole frame within ${timeoutMs} ms; have ${JSON.stringify(this.buffer.toString())}`);
+      const reply = this.replies.shift();
+      if (reply !== undefined) return reply;
+      if (this.problem) throw this.problem;
+      if (this.ended) throw new Error(`closed before a whole frame; have ${JSON.stringify(this.wire().toString())}`);
+      if (Date.now() >= deadline) throw new Error(`no whole frame within ${timeoutMs} ms; have ${JSON.stringify(this.wire().toString())}`);
       await this.waitForData(deadline);
     }
+  }
+
+  /** Every byte received so far. */
+  wire(): Buffer {
+    return Buffer.concat(this.received);
   }
 
   /** Resolves true once the server has closed the connection (and nothing else arrived). */
   async closedWithin(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (!this.ended && Date.now() < deadline) await this.waitForData(deadline);
-    return this.ended && this.buffer.length === 0;
+    return this.ended && this.replies.length === 0 && !this.decoder.hasPartialReply() && this.problem === null;
   }
 
   write(data: Buffer | string): void {
@@ -282,6 +293,11 @@ class FrameReader {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/** What SPEC says a length-framed reply is on the wire: its UTF-8 byte count in decimal, "\n", the document. */
+function lengthFramed(...documents: string[]): Buffer {
+  return Buffer.concat(documents.map((xml) => Buffer.concat([Buffer.from(`${Buffer.byteLength(xml, 'utf8')}\n`, 'ascii'), Buffer.from(xml, 'utf8')])));
 }
 
 // ---------------------------------------------------------------------------
@@ -1272,18 +1288,17 @@ describe('SPEC.md rules over TCP', function () {
         reader.write(Buffer.concat([frameRequest(first), frameRequest(second)]));
         const one = await reader.frame();
         const two = await reader.frame();
-        for (const frame of [one, two]) expect(Buffer.byteLength(frame.body, 'utf8')).to.equal(frame.declared);
-        const oneNodes = parseReply(one.body);
+        const oneNodes = parseReply(one);
         expect(oneNodes).to.have.length(1);
         expectError(at(oneNodes, 0), { sym: 'Ωmega', amount: '1', limit: '1' });
-        expect(one.body.length).to.be.below(one.declared, 'the multi-byte echo makes bytes exceed characters');
-        const twoNodes = parseReply(two.body);
+        expect(one.length).to.be.below(Buffer.byteLength(one), 'the multi-byte echo makes bytes exceed characters');
+        const twoNodes = parseReply(two);
         expectError(at(twoNodes, 0), { id: '999999999999' });
         // Still open for more.
         reader.write(frameRequest('<create/>'));
         const three = await reader.frame();
-        expect(three.body).to.match(/^<\?xml[^>]*\?>\s*<results\/>\s*$/);
-        expect(Buffer.byteLength(three.body)).to.equal(three.declared);
+        expect(three).to.match(/^<\?xml[^>]*\?>\s*<results\/>\s*$/);
+        expect(reader.wire().equals(lengthFramed(one, two, three)), 'each reply is its byte count, a newline, the document').to.equal(true);
       } finally {
         reader.close();
       }
@@ -1293,11 +1308,12 @@ describe('SPEC.md rules over TCP', function () {
       const reader = await FrameReader.connect(framed.port);
       try {
         reader.write(frameRequest('<create/>'));
-        parseReply((await reader.frame()).body);
+        const first = await reader.frame();
+        parseReply(first);
         reader.write('12abc\n<create/>');
         const error = await reader.frame();
-        expect(Buffer.byteLength(error.body)).to.equal(error.declared);
-        expectRequestError(error.body);
+        expect(reader.wire().equals(lengthFramed(first, error))).to.equal(true);
+        expectRequestError(error);
         expect(await reader.closedWithin(3_000), 'server closes the connection').to.equal(true);
       } finally {
         reader.close();
@@ -1309,7 +1325,7 @@ describe('SPEC.md rules over TCP', function () {
       try {
         reader.write(`${1024 * 1024 + 1}\n`);
         const error = await reader.frame();
-        expectRequestError(error.body);
+        expectRequestError(error);
         expect(await reader.closedWithin(3_000), 'server closes the connection').to.equal(true);
       } finally {
         reader.close();
@@ -1328,13 +1344,13 @@ describe('SPEC.md rules over TCP', function () {
         // One write holding a doubled request, a mismatched one, then a doubled one again.
         reader.write(Buffer.concat([twice(Buffer.byteLength(body)), twice(Buffer.byteLength(body) + 1), twice(Buffer.byteLength(body))]));
         const first = await reader.frame();
-        expect(Buffer.byteLength(first.body)).to.equal(first.declared);
-        expect(parseReply(first.body).map(shape)).to.deep.equal([el('created', { id })]);
+        expect(parseReply(first).map(shape)).to.deep.equal([el('created', { id })]);
         const second = await reader.frame();
-        expectRequestError(second.body);
-        expect(second.body).to.match(/malformed XML/);
+        expectRequestError(second);
+        expect(second).to.match(/malformed XML/);
         const third = await reader.frame();
-        expect(parseReply(third.body).map(shape)).to.deep.equal([el('error', { id })]);
+        expect(parseReply(third).map(shape)).to.deep.equal([el('error', { id })]);
+        expect(reader.wire().equals(lengthFramed(first, second, third))).to.equal(true);
         await expectBalance(id, '7');
       } finally {
         reader.close();

@@ -1,10 +1,8 @@
-/** Minimal test clients speaking the wire protocol over real TCP sockets. */
+/** Minimal test clients speaking the wire protocol over real TCP sockets; bytes go through the codec. */
 import net from 'node:net';
+import { ReplyDecoder, frameRequest } from '../../server/protocol/framing.js';
 
-export function frameRequest(xml: string): Buffer {
-  const body = Buffer.from(xml, 'utf8');
-  return Buffer.concat([Buffer.from(`${body.length}\n`), body]);
-}
+export { frameRequest };
 
 /** Bare framing: send raw bytes, read until the server closes. */
 export function sendRaw(port: number, data: Buffer | string | Array<Buffer | string>, options: { halfClose?: boolean; timeoutMs?: number } = {}): Promise<string> {
@@ -38,19 +36,26 @@ export function sendRequest(port: number, xml: string): Promise<string> {
 
 /** Length framing: a persistent connection, replies read by their length prefix, in order. */
 export class LengthClient {
-  private buffer = Buffer.alloc(0);
+  private readonly decoder = new ReplyDecoder('length');
   private waiting: Array<{ resolve: (reply: string) => void; reject: (error: Error) => void }> = [];
   private closedError: Error | null = null;
 
   private constructor(private readonly socket: net.Socket) {
-    socket.on('data', (chunk) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
-      this.deliver();
-    });
     const fail = (error: Error) => {
       this.closedError = error;
-      for (const waiter of this.waiting.splice(0)) waiter.reject(error);
+      for (const waiter of this.waiting.splice(0)) waiter.reject(this.closedError);
     };
+    socket.on('data', (chunk: Buffer) => {
+      for (const event of this.decoder.push(chunk)) {
+        if (event.type === 'reply') {
+          this.waiting.shift()?.resolve(event.xml);
+        } else {
+          // Not a length-framed reply (say, a bare-mode server): fail loudly instead of waiting.
+          fail(event.error);
+          socket.destroy();
+        }
+      }
+    });
     socket.on('error', fail);
     socket.on('close', () => fail(new Error('connection closed')));
   }
@@ -75,27 +80,6 @@ export class LengthClient {
 
   close(): void {
     this.socket.end();
-  }
-
-  private deliver(): void {
-    for (;;) {
-      const newline = this.buffer.indexOf(0x0a);
-      if (newline < 0) return;
-      const prefix = this.buffer.subarray(0, newline).toString('ascii');
-      if (!/^[0-9]+$/.test(prefix)) {
-        // Not a length-framed reply (say, a bare-mode server): fail loudly instead of looping.
-        const error = new Error(`reply is not length-framed: ${JSON.stringify(this.buffer.subarray(0, 80).toString('utf8'))}`);
-        this.closedError = error;
-        for (const waiter of this.waiting.splice(0)) waiter.reject(error);
-        this.socket.destroy();
-        return;
-      }
-      const length = Number(prefix);
-      if (this.buffer.length < newline + 1 + length) return;
-      const reply = this.buffer.subarray(newline + 1, newline + 1 + length).toString('utf8');
-      this.buffer = this.buffer.subarray(newline + 1 + length);
-      this.waiting.shift()?.resolve(reply);
-    }
   }
 }
 

@@ -1,7 +1,11 @@
 import { expect } from 'chai';
 import { seededRandom as prng } from '../../client/random.js';
-import { RequestFramer, withoutRepeatedLengthLine, type FrameEvent } from '../../server/protocol/framing.js';
+import {
+  ReplyDecoder, RequestFramer, frameReply, frameRequest, withoutRepeatedLengthLine, type FrameEvent, type ReplyEvent, type ReplyFraming,
+} from '../../server/protocol/framing.js';
 import { isCompleteDocument } from '../../server/protocol/parse-request.js';
+import { renderResults } from '../../server/protocol/render-reply.js';
+import { element, errorElement } from '../../server/protocol/replies.js';
 
 
 type Shown = { type: 'request'; body: string } | { type: 'error'; reason: string };
@@ -397,6 +401,161 @@ describe('RequestFramer', () => {
       expect(framer.partialBodyBytes()).to.equal(0);
       framer.push(Buffer.from('x'));
       expect(framer.hasPartialRequest()).to.equal(false);
+    });
+  });
+});
+
+describe('frameRequest', () => {
+  it('is the byte count, a newline, then the body as given', () => {
+    expect(frameRequest('<create/>').toString('latin1')).to.equal('9\n<create/>');
+    expect(frameRequest('é').equals(Buffer.from('2\n\u00c3\u00a9', 'latin1'))).to.equal(true);
+    const raw = Buffer.from([0xff, 0x00, 0x3c]);
+    expect(frameRequest(raw).equals(Buffer.concat([Buffer.from('3\n'), raw]))).to.equal(true);
+  });
+
+  it('reads back with the request framer', () => {
+    expect(feed(new RequestFramer(MAX), [frameRequest(CREATE), frameRequest(UNICODE)])).to.deep.equal([
+      { type: 'request', body: CREATE },
+      { type: 'request', body: UNICODE },
+    ]);
+  });
+});
+
+describe('frameReply', () => {
+  const ascii = renderResults([element('created', [['id', '1']])]);
+  const multibyte = renderResults([errorElement([['sym', 'é']], '€ and 😀')]);
+
+  it('bare: the document alone', () => {
+    const bytes = frameReply(ascii, 'bare');
+    expect(Buffer.isBuffer(bytes)).to.equal(true);
+    expect(bytes.equals(Buffer.from(ascii, 'utf8'))).to.equal(true);
+    expect(frameReply(multibyte, 'bare').equals(Buffer.from(multibyte, 'utf8'))).to.equal(true);
+  });
+
+  for (const [label, xml] of [['ASCII', ascii], ['multibyte UTF-8', multibyte]] as const) {
+    it(`length: the byte count, a newline, the document (${label})`, () => {
+      const expected = Buffer.concat([Buffer.from(`${Buffer.byteLength(xml, 'utf8')}\n`, 'ascii'), Buffer.from(xml, 'utf8')]);
+      expect(frameReply(xml, 'length').equals(expected)).to.equal(true);
+    });
+  }
+
+  it('length: the prefix counts bytes, not characters', () => {
+    const prefix = frameReply(multibyte, 'length').toString('latin1').split('\n')[0];
+    expect(Number(prefix)).to.be.greaterThan(multibyte.length);
+  });
+
+  it('length: a framed reply reads back with the request framer (framed like a request)', () => {
+    const framer = new RequestFramer(1 << 20);
+    const events = framer.push(Buffer.concat([frameReply(ascii, 'length'), frameReply(multibyte, 'length')]));
+    expect(events.map((event) => (event.type === 'request' ? event.body.toString('utf8') : event.reason))).to.deep.equal([ascii, multibyte]);
+  });
+});
+
+describe('ReplyDecoder', () => {
+  const ONE = renderResults([element('created', [['id', '1']])]);
+  const TWO = renderResults([errorElement([['sym', 'é']], '€ and 😀')]);
+
+  type ShownReply = { type: 'reply'; xml: string } | { type: 'error'; code: string; serverFraming: ReplyFraming | null };
+  const showReplies = (events: ReplyEvent[]): ShownReply[] => events.map((event) => (event.type === 'reply'
+    ? event : { type: 'error', code: event.error.code, serverFraming: event.error.serverFraming }));
+
+  function decode(decoder: ReplyDecoder, chunks: Buffer[], close = false): ShownReply[] {
+    const events: ReplyEvent[] = [];
+    for (const chunk of chunks) events.push(...decoder.push(chunk));
+    if (close) events.push(...decoder.end());
+    return showReplies(events);
+  }
+
+  describe('length framing', () => {
+    const stream = Buffer.concat([frameReply(ONE, 'length'), frameReply(TWO, 'length'), frameReply(ONE, 'length')]);
+    const expected = [{ type: 'reply', xml: ONE }, { type: 'reply', xml: TWO }, { type: 'reply', xml: ONE }];
+
+    it('decodes replies back to back, however the stream is chunked', () => {
+      expect(decode(new ReplyDecoder('length'), [stream], true)).to.deep.equal(expected);
+      expect(decode(new ReplyDecoder('length'), byteByByte(stream), true)).to.deep.equal(expected);
+      for (let cut = 0; cut <= stream.length; cut++) {
+        expect(decode(new ReplyDecoder('length'), [stream.subarray(0, cut), stream.subarray(cut)], true), `cut at ${cut}`).to.deep.equal(expected);
+      }
+      for (let seed = 1; seed <= 50; seed++) {
+        expect(decode(new ReplyDecoder('length'), randomChunks(stream, prng(seed), 30), true), `seed ${seed}`).to.deep.equal(expected);
+      }
+    });
+
+    it('says at once that a bare server replied (the reply starts with "<"), never waiting for more', () => {
+      const decoder = new ReplyDecoder('length');
+      expect(decode(decoder, [Buffer.from('<?xml')])).to.deep.equal([{ type: 'error', code: 'wrong-framing', serverFraming: 'bare' }]);
+      expect(decoder.hasPartialReply()).to.equal(false);
+      expect(decode(decoder, [Buffer.from(' version="1.0"?>')], true), 'nothing after the error').to.deep.equal([]);
+    });
+
+    it('a bad length line is an error, never a loop or a wait', () => {
+      for (const bad of ['12x\n', 'abc\n', '-5\n', '1.5\n', `${'1'.repeat(40)}`, '5 5\n']) {
+        const shown = decode(new ReplyDecoder('length'), [frameReply(ONE, 'length'), Buffer.from(bad)]);
+        expect(shown, JSON.stringify(bad)).to.deep.equal([{ type: 'reply', xml: ONE }, { type: 'error', code: 'bad-length-line', serverFraming: null }]);
+      }
+      // Mid-stream, a document where a length line belongs is a broken stream, not a framing to detect.
+      const shown = decode(new ReplyDecoder('length'), [frameReply(ONE, 'length'), frameReply(ONE, 'bare')]);
+      expect(shown[1]).to.deep.equal({ type: 'error', code: 'bad-length-line', serverFraming: null });
+    });
+
+    it('refuses a declared length above its maximum without buffering it', () => {
+      expect(decode(new ReplyDecoder('length', 1000), [Buffer.from('1001\n<')])).to.deep.equal([{ type: 'error', code: 'reply-too-large', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('length'), [Buffer.from('99999999999999999999\n')])).to.deep.equal([{ type: 'error', code: 'reply-too-large', serverFraming: null }]);
+    });
+
+    it('a close in the middle of a reply is "truncated"; a close between replies is nothing', () => {
+      const framed = frameReply(ONE, 'length');
+      expect(decode(new ReplyDecoder('length'), [framed.subarray(0, framed.length - 1)], true)).to.deep.equal([{ type: 'error', code: 'truncated', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('length'), [Buffer.from('12')], true)).to.deep.equal([{ type: 'error', code: 'truncated', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('length'), [framed], true)).to.deep.equal([{ type: 'reply', xml: ONE }]);
+      expect(decode(new ReplyDecoder('length'), [], true)).to.deep.equal([]);
+    });
+  });
+
+  describe('bare framing', () => {
+    it('the reply is everything until the server closes', () => {
+      const bytes = frameReply(TWO, 'bare');
+      const decoder = new ReplyDecoder('bare');
+      expect(decode(decoder, byteByByte(bytes))).to.deep.equal([]);
+      expect(decoder.hasPartialReply()).to.equal(true);
+      expect(showReplies(decoder.end())).to.deep.equal([{ type: 'reply', xml: TWO }]);
+    });
+
+    it('says at once that a length server replied (the reply starts with a digit)', () => {
+      expect(decode(new ReplyDecoder('bare'), [Buffer.from('1')])).to.deep.equal([{ type: 'error', code: 'wrong-framing', serverFraming: 'length' }]);
+    });
+
+    it('a close with no reply at all is "no-reply"; bytes that are no reply are "not-a-reply"', () => {
+      expect(decode(new ReplyDecoder('bare'), [], true)).to.deep.equal([{ type: 'error', code: 'no-reply', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('bare'), [Buffer.from('HTTP/1.1 400')])).to.deep.equal([{ type: 'error', code: 'not-a-reply', serverFraming: null }]);
+    });
+
+    it('refuses a reply above its maximum', () => {
+      expect(decode(new ReplyDecoder('bare', 100), [Buffer.from(`<${'x'.repeat(100)}`)])).to.deep.equal([{ type: 'error', code: 'reply-too-large', serverFraming: null }]);
+    });
+  });
+
+  describe('auto (detecting the server\'s framing)', () => {
+    it('takes length framing from a first reply that starts with a digit, and holds to it', () => {
+      const decoder = new ReplyDecoder('auto');
+      expect(decoder.framing).to.equal(null);
+      expect(decode(decoder, [frameReply(ONE, 'length').subarray(0, 1)])).to.deep.equal([]);
+      expect(decoder.framing).to.equal('length');
+      expect(decode(decoder, [frameReply(ONE, 'length').subarray(1), frameReply(TWO, 'length')], true)).to.deep.equal([
+        { type: 'reply', xml: ONE }, { type: 'reply', xml: TWO },
+      ]);
+    });
+
+    it('takes bare framing from a first reply that starts with "<"', () => {
+      const decoder = new ReplyDecoder('auto');
+      expect(decode(decoder, byteByByte(frameReply(ONE, 'bare')), true)).to.deep.equal([{ type: 'reply', xml: ONE }]);
+      expect(decoder.framing).to.equal('bare');
+    });
+
+    it('does not decide on blank bytes alone', () => {
+      const decoder = new ReplyDecoder('auto');
+      expect(decode(decoder, [Buffer.from('\r\n ')])).to.deep.equal([]);
+      expect(decoder.framing).to.equal(null);
     });
   });
 });

@@ -9,7 +9,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { RequestFramer, type FrameEvent } from '../../server/protocol/framing.js';
+import { ReplyDecoder, RequestFramer, frameReply, type FrameEvent, type ReplyFraming } from '../../server/protocol/framing.js';
 import { isCompleteDocument, parseRequest, type RequestParseError } from '../../server/protocol/parse-request.js';
 import { renderResults } from '../../server/protocol/render-reply.js';
 import { referenceRenderResults } from '../support/reference-render.js';
@@ -150,6 +150,39 @@ describe('fuzz: RequestFramer', function () {
       const { events } = runFramer(1024 * 1024, split(stream, cuts), true);
       expect(events).to.deep.equal(frames.map((frame) => ({ type: 'request', body: Buffer.from(requestInBody(frame.body)).toString('hex') })));
     }), 3, 700);
+  });
+});
+
+describe('fuzz: ReplyDecoder', function () {
+  this.timeout(30_000);
+
+  /** Everything the decoder says about a stream, then about the close; asserts nothing follows an error. */
+  function decodeAll(mode: ReplyFraming | 'auto', chunks: Uint8Array[]): string[] {
+    const decoder = new ReplyDecoder(mode, 4096);
+    const shown: string[] = [];
+    for (const events of [...chunks.map((chunk) => decoder.push(Buffer.from(chunk))), decoder.end()]) {
+      for (const event of events) {
+        expect(shown.some((line) => line.startsWith('error')), 'nothing after an error').to.equal(false);
+        shown.push(event.type === 'reply' ? `reply ${event.xml}` : `error ${event.error.code}`);
+      }
+    }
+    return shown;
+  }
+
+  const replyStream = fc.oneof(
+    fc.uint8Array({ maxLength: 200 }),
+    fc.array(fc.oneof(
+      fc.string({ maxLength: 30 }).map((xml) => frameReply(`<r>${xml}</r>`, 'length')),
+      framingNoise,
+    ), { maxLength: 6 }).map(concatBytes),
+  );
+
+  it('never throws, ends every stream in replies or one error, and the outcome does not depend on the chunking', () => {
+    check(fc.property(fc.constantFrom('bare', 'length', 'auto') as fc.Arbitrary<ReplyFraming | 'auto'>, replyStream, fc.array(fc.nat(), { maxLength: 24 }), (mode, bytes, cuts) => {
+      const whole = decodeAll(mode, [bytes]);
+      expect(decodeAll(mode, split(bytes, cuts))).to.deep.equal(whole);
+      expect(decodeAll(mode, [...bytes].map((byte) => Uint8Array.of(byte)))).to.deep.equal(whole);
+    }), 4, 700);
   });
 });
 

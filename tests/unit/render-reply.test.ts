@@ -1,7 +1,6 @@
 import { expect } from 'chai';
-import { frameReply, renderRequestError, renderResults } from '../../server/protocol/render-reply.js';
+import { renderRequestError, renderResults } from '../../server/protocol/render-reply.js';
 import { element, errorElement } from '../../server/protocol/replies.js';
-import { RequestFramer } from '../../server/protocol/framing.js';
 import { parseResults } from '../support/xml.js';
 
 const DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>';
@@ -100,42 +99,5 @@ describe('renderRequestError', () => {
 
   it('stays well-formed when the reason quotes an illegal character', () => {
     expect(renderRequestError("malformed XML: char '\u0001' is not expected.")).to.not.match(NOT_XML_CHAR);
-  });
-});
-
-describe('frameReply', () => {
-  const ascii = renderResults([element('created', [['id', '1']])]);
-  const multibyte = renderResults([errorElement([['sym', 'é']], '€ and 😀')]);
-
-  it('bare: the document alone', () => {
-    const bytes = frameReply(ascii, 'bare');
-    expect(Buffer.isBuffer(bytes)).to.equal(true);
-    expect(bytes.equals(Buffer.from(ascii, 'utf8'))).to.equal(true);
-    expect(frameReply(multibyte, 'bare').equals(Buffer.from(multibyte, 'utf8'))).to.equal(true);
-  });
-
-  for (const [label, xml] of [['ASCII', ascii], ['multibyte UTF-8', multibyte]] as const) {
-    it(`length: the prefix is the body's byte length (${label})`, () => {
-      const bytes = frameReply(xml, 'length');
-      const newline = bytes.indexOf(0x0a);
-      const prefix = bytes.subarray(0, newline).toString('ascii');
-      const body = bytes.subarray(newline + 1);
-      expect(prefix).to.match(/^[0-9]+$/);
-      expect(Number(prefix)).to.equal(Buffer.byteLength(xml, 'utf8'));
-      expect(Number(prefix)).to.equal(body.length);
-      expect(body.toString('utf8')).to.equal(xml);
-    });
-  }
-
-  it('length: the prefix counts bytes, not characters', () => {
-    const bytes = frameReply(multibyte, 'length');
-    const prefix = Number(bytes.subarray(0, bytes.indexOf(0x0a)).toString('ascii'));
-    expect(prefix).to.be.greaterThan(multibyte.length);
-  });
-
-  it('length: a framed reply reads back with the request framer', () => {
-    const framer = new RequestFramer(1 << 20);
-    const events = framer.push(Buffer.concat([frameReply(ascii, 'length'), frameReply(multibyte, 'length')]));
-    expect(events.map((event) => (event.type === 'request' ? event.body.toString('utf8') : event.reason))).to.deep.equal([ascii, multibyte]);
   });
 });
