@@ -10,7 +10,10 @@ import hdr from 'hdr-histogram-js';
 import pg from 'pg';
 import { findInvariantViolations } from './invariants.js';
 import { seededRandom } from './random.js';
-import { describeFailure, openChannel, parseFramingChoice, type Framing, type FramingChoice, type RequestChannel } from './wire.js';
+import { ConnectionError, describeFailure, openChannel, parseFramingChoice, type Framing, type FramingChoice, type RequestChannel } from './wire.js';
+
+/** A server that refuses connections this long is gone: the run stops instead of hammering it. */
+const GONE_AFTER_MS = 5_000;
 
 const HELP = `Usage: exchange-stress [options]      (npm run stress -- [options])
 
@@ -42,26 +45,47 @@ Verification:
 Output:
   --json              print the summary as one JSON object on stdout, and mark the measured
                       window on stderr with the lines {"phase":"measuring"} and {"phase":"measured"}
+  --csv               print the summary as CSV on stdout: a header, then one row for all requests
+                      and one per kind (order, query, cancel)
   --help              this text
 
-Exit status: 0 on success; 1 when verification finds a violation, a request failed (not a business rejection) or could not be sent; 2 on bad usage.`;
+Progress (setup, load, verification) goes to stderr: updated in place on a terminal, one line
+per phase otherwise, nothing with --json or --csv. Business rejections (insufficient funds or
+shares, nothing open to cancel) are expected under random load and reported apart from failures.
+While the server refuses connections the client backs off; after ${GONE_AFTER_MS / 1000} s of refusals it
+gives the server up for gone and stops.
+
+Exit status: 0 on success; 1 when verification finds a violation, a request failed (not a business
+rejection), or the server could not be reached or went away; 2 on bad usage.`;
 
 type Options = {
   host: string; port: number; framing: FramingChoice; connections: number; seconds: number; requests: number | null;
   warmup: number; rate: number | null; accounts: number; symbols: number; cross: number; mix: [number, number, number]; seed: number;
-  databaseUrl: string | null; verify: boolean; json: boolean;
+  databaseUrl: string | null; verify: boolean; json: boolean; csv: boolean;
 };
 
 type OpenedOrder = { account: string; sym: string; id: string; amount: number; canceled: boolean };
+
+type Kind = 'order' | 'query' | 'cancel';
+const KINDS: readonly Kind[] = ['order', 'query', 'cancel'];
+
+type Latency = { count: number; p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
 
 type Summary = {
   framing: Framing; connections: number; seconds: number; warmupSeconds: number;
   /** The --rate pacing in requests/s, or null for an unpaced closed loop. */
   rate: number | null;
   requests: number; requestsPerSecond: number; orders: number; ordersPerSecond: number;
-  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
-  errors: Record<string, number>; failedRequests: number;
-  invariants: { checked: 'sql' | 'protocol' | 'none'; violations: string[] };
+  latencyMs: Latency;
+  latencyMsByKind: Record<Kind, Latency>;
+  /** Failures by reason (whole run, warm-up included): each one is a failed request. */
+  errors: Record<string, number>;
+  /** Expected business rejections by reason (whole run): not failures. */
+  rejections: Record<string, number>;
+  failedRequests: number;
+  /** Why the run stopped early: the server refused connections for too long. */
+  serverGone: string | null;
+  invariants: { checked: 'sql' | 'protocol' | 'none'; violations: string[]; note?: string };
 };
 
 function parseOptions(argv: string[]): Options | 'help' {
@@ -71,9 +95,11 @@ function parseOptions(argv: string[]): Options | 'help' {
       host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, connections: { type: 'string' },
       seconds: { type: 'string' }, requests: { type: 'string' }, warmup: { type: 'string' }, rate: { type: 'string' }, accounts: { type: 'string' },
       symbols: { type: 'string' }, cross: { type: 'string' }, mix: { type: 'string' }, seed: { type: 'string' },
-      'database-url': { type: 'string' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean' },
+      'database-url': { type: 'string' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' }, csv: { type: 'boolean' },
+      help: { type: 'boolean' },
     },
   });
+  if (values.json && values.csv) throw new Error('--json and --csv cannot be used together');
   if (values.help) return 'help';
   const number = (text: string | undefined, fallback: number, name: string, min: number, max: number): number => {
     const value = text === undefined ? fallback : Number(text);
@@ -103,6 +129,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     databaseUrl: values['database-url'] || process.env['DATABASE_URL'] || null,
     verify: !values['no-verify'],
     json: Boolean(values.json),
+    csv: Boolean(values.csv),
   };
 }
 
@@ -114,14 +141,25 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 /** Business rejections are expected under random load; anything else is a failure. */
 const EXPECTED_REJECTIONS = /^(insufficient funds|insufficient shares|order has nothing open to cancel)$/;
 
+function newHistogram(): hdr.Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+}
+
 class Load {
-  readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+  /** Latency in microseconds, measured requests only: all of them, and per kind. */
+  readonly histogram = newHistogram();
+  readonly byKind: Record<Kind, hdr.Histogram> = { order: newHistogram(), query: newHistogram(), cancel: newHistogram() };
   readonly errors: Record<string, number> = {};
+  readonly rejections: Record<string, number> = {};
   readonly orders: OpenedOrder[] = [];
   requests = 0;
+  /** Every request answered, warm-up included (what the ticker shows). */
+  answered = 0;
   ordersSent = 0;
   failedRequests = 0;
   measuring = false;
+  /** Set when the server refused connections for GONE_AFTER_MS: every connection stops. */
+  serverGone: string | null = null;
   /** When the load began (performance.now()): the origin of the --rate schedule. */
   startedAt = 0;
   /** Mid price per symbol, in cents: a random walk shared by all connections. */
@@ -132,9 +170,53 @@ class Load {
     this.mid = symbols.map(() => 10_000);
   }
 
-  countError(kind: string): void {
-    this.errors[kind] = (this.errors[kind] ?? 0) + 1;
-    if (!EXPECTED_REJECTIONS.test(kind)) this.failedRequests++;
+  /** An <error> in a reply: a business rejection, or a failure. */
+  countError(reason: string): void {
+    if (EXPECTED_REJECTIONS.test(reason)) {
+      this.rejections[reason] = (this.rejections[reason] ?? 0) + 1;
+    } else {
+      this.countFailure(reason);
+    }
+  }
+
+  countFailure(reason: string): void {
+    this.errors[reason] = (this.errors[reason] ?? 0) + 1;
+    this.failedRequests++;
+  }
+
+  /** The server refused connections too long: stop every connection, once. */
+  giveUp(error: unknown): void {
+    this.serverGone ??= describeFailure(error);
+  }
+}
+
+/**
+ * Progress on stderr: one line updated in place on a terminal, a line per phase otherwise,
+ * nothing at all with --json or --csv (their stdout is for programs, and the benchmarks read
+ * stderr's phase markers).
+ */
+class Progress {
+  private readonly enabled: boolean;
+  private readonly tty = Boolean(process.stderr.isTTY);
+  private lastUpdate = 0;
+
+  constructor(options: Options) {
+    this.enabled = !options.json && !options.csv;
+  }
+
+  start(text: string): void {
+    if (this.enabled) process.stderr.write(this.tty ? `\r${text}\x1b[K` : `${text}\n`);
+  }
+
+  /** Terminal only, at most ten times a second. */
+  update(text: string): void {
+    if (!this.enabled || !this.tty || performance.now() - this.lastUpdate < 100) return;
+    this.lastUpdate = performance.now();
+    process.stderr.write(`\r${text}\x1b[K`);
+  }
+
+  done(text: string): void {
+    if (this.enabled) process.stderr.write(this.tty ? `\r${text}\x1b[K\n` : `${text}\n`);
   }
 }
 
@@ -146,21 +228,30 @@ function errorsOf(reply: string): string[] {
   return [...reply.matchAll(/<error[^>]*>([^<]*)<\/error>/g)].map((match) => match[1] ?? '');
 }
 
-async function setUp(channel: RequestChannel, options: Options, runTag: string): Promise<{ accounts: string[]; symbols: string[] }> {
+async function setUp(channel: RequestChannel, options: Options, runTag: string, progress: Progress): Promise<{ accounts: string[]; symbols: string[] }> {
+  const started = performance.now();
   const accounts = Array.from({ length: options.accounts }, (_, index) => `${runTag}${String(index).padStart(6, '0')}`);
   const symbols = Array.from({ length: options.symbols }, (_, index) => `ST${runTag}X${index}`);
+  const steps = Math.ceil(accounts.length / 500) * (1 + symbols.length);
+  let step = 0;
+  const what = `setup: ${accounts.length} accounts, ${symbols.length} symbols`;
+  progress.start(`${what}...`);
+  const advance = () => progress.update(`${what}: ${Math.round((++step / steps) * 100)}%`);
   for (let start = 0; start < accounts.length; start += 500) {
     const batch = accounts.slice(start, start + 500);
     const reply = await channel.send(`<create>${batch.map((id) => `<account id="${id}" balance="${CASH_PER_ACCOUNT}"/>`).join('')}</create>`);
     if (errorsOf(reply).length > 0) throw new Error(`creating accounts failed: ${errorsOf(reply)[0]}`);
+    advance();
   }
   for (const sym of symbols) {
     for (let start = 0; start < accounts.length; start += 500) {
       const batch = accounts.slice(start, start + 500);
       const reply = await channel.send(`<create><symbol sym="${sym}">${batch.map((id) => `<account id="${id}">${SHARES_PER_ACCOUNT}</account>`).join('')}</symbol></create>`);
       if (errorsOf(reply).length > 0) throw new Error(`creating shares failed: ${errorsOf(reply)[0]}`);
+      advance();
     }
   }
+  progress.done(`${what}: done in ${((performance.now() - started) / 1000).toFixed(1)} s (server framing: ${channel.framing ?? 'unknown'})`);
   return { accounts, symbols };
 }
 
@@ -170,11 +261,12 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
   const random = seededRandom(options.seed * 7919 + index);
   const [orderWeight, queryWeight, cancelWeight] = options.mix;
   const total = orderWeight + queryWeight + cancelWeight;
+  const connectOptions = { retryRefusedForMs: GONE_AFTER_MS };
   let channel: RequestChannel;
   try {
-    channel = await openChannel(load.framing, options.host, options.port);
+    channel = await openChannel(load.framing, options.host, options.port, connectOptions);
   } catch (error) {
-    load.countError(`connect: ${(error as Error).message}`);
+    load.giveUp(error);
     return;
   }
   const mine: OpenedOrder[] = [];
@@ -200,6 +292,7 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
     sent++;
     const roll = random() * total;
     let xml: string;
+    let kind: Kind;
     let placing: Omit<OpenedOrder, 'id' | 'canceled'> | null = null;
     let canceling: OpenedOrder | null = null;
     if (roll < orderWeight || mine.length === 0) {
@@ -215,10 +308,12 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
       const cents = buy === crossing ? mid + offset : mid - offset;
       const amount = (1 + Math.floor(random() * 100)) * (buy ? 1 : -1);
       xml = `<transactions id="${account}"><order sym="${sym}" amount="${amount}" limit="${price(cents)}"/></transactions>`;
+      kind = 'order';
       placing = { account, sym, amount };
     } else if (roll < orderWeight + queryWeight) {
       const order = mine[Math.floor(random() * mine.length)] as OpenedOrder;
       xml = `<transactions id="${order.account}"><query id="${order.id}"/></transactions>`;
+      kind = 'query';
     } else {
       if (cancelable.length > 0) {
         // Taken out while in flight (one request per connection), put back unless it was canceled.
@@ -230,30 +325,43 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
         canceling = mine[0] as OpenedOrder;
       }
       xml = `<transactions id="${canceling.account}"><cancel id="${canceling.id}"/></transactions>`;
+      kind = 'cancel';
     }
     const started = due ?? performance.now();
     let reply: string;
     try {
       reply = await channel.send(xml);
     } catch (error) {
-      load.countError(`connection: ${(error as Error).message}`);
       // Its outcome is unknown: it stays a candidate, as if it had not been canceled.
       if (canceling && !canceling.canceled) cancelable.push(canceling);
+      // Not connected (bare framing connects per request): nothing was sent, so nothing failed;
+      // the server refused connections for GONE_AFTER_MS (or cannot be reached) and is gone.
+      if (error instanceof ConnectionError && error.code !== 'lost') {
+        load.giveUp(error);
+        break;
+      }
+      load.countFailure(`${kind}: ${describeFailure(error)}`);
+      channel.close();
+      if (stopAt()) break;
       try {
-        channel = await openChannel(load.framing, options.host, options.port);
-      } catch {
+        channel = await openChannel(load.framing, options.host, options.port, connectOptions);
+      } catch (reconnect) {
+        load.giveUp(reconnect);
         return;
       }
       continue;
     }
+    load.answered++;
     const measured = load.measuring;
     if (measured) {
-      load.histogram.recordValue(Math.max(0, performance.now() - started) * 1_000);
+      const micros = Math.max(0, performance.now() - started) * 1_000;
+      load.histogram.recordValue(micros);
+      load.byKind[kind].recordValue(micros);
       load.requests++;
       if (placing) load.ordersSent++;
     }
     // A reply that is not a document (say, the server closed without answering) is a failure.
-    if (!reply.includes('<results')) load.countError('no reply');
+    if (!reply.includes('<results')) load.countFailure(`${kind}: not a <results> document`);
     for (const reason of errorsOf(reply)) load.countError(reason);
     if (placing) {
       const id = /<opened [^>]*id="(\d+)"/.exec(reply)?.[1];
@@ -273,12 +381,15 @@ async function runConnection(load: Load, index: number, stopAt: () => boolean): 
 }
 
 /** Without database access: every order must be queryable and each symbol's fills must balance. */
-async function verifyByProtocol(load: Load): Promise<string[]> {
+async function verifyByProtocol(load: Load, progress: Progress): Promise<string[]> {
   const violations: string[] = [];
   const channel = await openChannel(load.framing, load.options.host, load.options.port);
   const filled = new Map<string, { bought: number; sold: number }>();
+  const what = `verify: querying ${load.orders.length} orders`;
+  progress.start(`${what}...`);
   try {
-    for (const order of load.orders) {
+    for (const [index, order] of load.orders.entries()) {
+      progress.update(`${what}: ${index}/${load.orders.length}`);
       const reply = await channel.send(`<transactions id="${order.account}"><query id="${order.id}"/></transactions>`);
       if (!reply.includes(`<status id="${order.id}"`)) {
         violations.push(`order ${order.id} acknowledged but not queryable: ${errorsOf(reply)[0] ?? reply}`);
@@ -299,10 +410,13 @@ async function verifyByProtocol(load: Load): Promise<string[]> {
   for (const [sym, totals] of filled) {
     if (totals.bought !== totals.sold) violations.push(`${sym}: ${totals.bought} shares bought but ${totals.sold} sold`);
   }
+  progress.done(`${what}: done`);
   return violations;
 }
 
-async function verifyBySql(load: Load, databaseUrl: string): Promise<string[]> {
+async function verifyBySql(load: Load, databaseUrl: string, progress: Progress): Promise<string[]> {
+  const what = `verify: SPEC invariants in SQL over ${load.accountIds.length} accounts and ${load.symbols.length} symbols`;
+  progress.start(`${what}...`);
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   try {
     return await findInvariantViolations(pool, {
@@ -312,53 +426,81 @@ async function verifyBySql(load: Load, databaseUrl: string): Promise<string[]> {
     });
   } finally {
     await pool.end();
+    progress.done(`${what}: done`);
   }
 }
 
-function startTicker(load: Load, options: Options, startedAt: number): () => void {
-  if (options.json || !process.stderr.isTTY) return () => undefined;
+/** Once a second on a terminal: the phase, requests per second (warm-up too), and failures so far. */
+function startTicker(load: Load, progress: Progress, startedAt: number): () => void {
   let last = 0;
   const timer = setInterval(() => {
     const elapsed = (Date.now() - startedAt) / 1000;
     const phase = load.measuring ? 'measuring' : 'warm-up';
-    const rate = load.requests - last;
-    last = load.requests;
+    const rate = load.answered - last;
+    last = load.answered;
     const failed = load.failedRequests > 0 ? `, ${load.failedRequests} failed` : '';
-    process.stderr.write(`\r${phase} ${elapsed.toFixed(0)}s: ${rate} req/s, ${load.requests} measured, ${load.orders.length} orders opened${failed}   `);
+    progress.update(`load: ${phase} ${elapsed.toFixed(0)} s: ${rate} req/s, ${load.requests} measured, ${load.orders.length} orders opened${failed}`);
   }, 1000);
-  return () => {
-    clearInterval(timer);
-    process.stderr.write('\n');
+  return () => clearInterval(timer);
+}
+
+function latency(histogram: hdr.Histogram): Latency {
+  // A percentile is reported as the top of its bucket, which can pass the largest value recorded.
+  const ms = (micros: number) => Math.round(Math.min(micros, histogram.maxValue)) / 1000;
+  return {
+    count: histogram.totalCount,
+    p50: ms(histogram.getValueAtPercentile(50)), p90: ms(histogram.getValueAtPercentile(90)),
+    p99: ms(histogram.getValueAtPercentile(99)), p999: ms(histogram.getValueAtPercentile(99.9)),
+    max: ms(histogram.maxValue), mean: ms(histogram.totalCount === 0 ? 0 : histogram.mean),
   };
 }
 
 function summarize(load: Load, seconds: number, invariants: Summary['invariants']): Summary {
-  const ms = (micros: number) => Math.round(micros) / 1000;
   const { options } = load;
   return {
     framing: load.framing, connections: options.connections, seconds, warmupSeconds: options.warmup, rate: options.rate,
     requests: load.requests, requestsPerSecond: load.requests / seconds,
     orders: load.ordersSent, ordersPerSecond: load.ordersSent / seconds,
-    latencyMs: {
-      p50: ms(load.histogram.getValueAtPercentile(50)), p90: ms(load.histogram.getValueAtPercentile(90)),
-      p99: ms(load.histogram.getValueAtPercentile(99)), p999: ms(load.histogram.getValueAtPercentile(99.9)),
-      max: ms(load.histogram.maxValue), mean: ms(load.histogram.mean),
-    },
-    errors: load.errors, failedRequests: load.failedRequests, invariants,
+    latencyMs: latency(load.histogram),
+    latencyMsByKind: { order: latency(load.byKind.order), query: latency(load.byKind.query), cancel: latency(load.byKind.cancel) },
+    errors: load.errors, rejections: load.rejections, failedRequests: load.failedRequests, serverGone: load.serverGone, invariants,
   };
 }
 
+const counts = (record: Record<string, number>): string =>
+  Object.keys(record).length === 0 ? 'none' : Object.entries(record).map(([reason, count]) => `${reason}: ${count}`).join('; ');
+
 function printSummary(summary: Summary): void {
+  const row = (label: string, figures: Latency) => `  ${label.padEnd(7)}${[figures.count, figures.p50, figures.p90, figures.p99, figures.p999, figures.max]
+    .map((value) => String(value).padStart(9)).join('')}`;
+  const invariants = summary.invariants;
   const lines = [
     `${summary.requests} requests in ${summary.seconds.toFixed(1)} s over ${summary.connections} ${summary.framing} connections (after ${summary.warmupSeconds} s warm-up)`,
     `throughput: ${summary.requestsPerSecond.toFixed(0)} requests/s, ${summary.ordersPerSecond.toFixed(0)} orders/s${summary.rate === null ? '' : ` (paced at ${summary.rate} requests/s)`}`,
-    `latency ms: p50 ${summary.latencyMs.p50}  p90 ${summary.latencyMs.p90}  p99 ${summary.latencyMs.p99}  p99.9 ${summary.latencyMs.p999}  max ${summary.latencyMs.max}`,
-    `errors: ${Object.keys(summary.errors).length === 0 ? 'none' : Object.entries(summary.errors).map(([kind, count]) => `${kind}: ${count}`).join('; ')}`,
-    `failed requests (not business rejections): ${summary.failedRequests}`,
-    `serialization retries: not reported per request by the server (see its shutdown log line)`,
-    `invariants (${summary.invariants.checked}): ${summary.invariants.checked === 'none' ? 'not checked' : summary.invariants.violations.length === 0 ? 'all hold' : summary.invariants.violations.join('; ')}`,
+    `latency ms   count      p50      p90      p99    p99.9      max`,
+    row('all', summary.latencyMs),
+    ...KINDS.map((kind) => row(kind, summary.latencyMsByKind[kind])),
+    `business rejections (expected): ${counts(summary.rejections)}`,
+    `failed requests: ${summary.failedRequests}${summary.failedRequests === 0 ? '' : ` (${counts(summary.errors)})`}`,
+    ...(summary.serverGone === null ? [] : [`stopped early: ${summary.serverGone}`]),
+    `invariants (${invariants.checked}): ${invariants.checked === 'none' ? invariants.note ?? 'not checked' : invariants.violations.length === 0 ? 'all hold' : invariants.violations.join('; ')}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** One header, then a row for all requests and one per kind; a field with a comma or quote is quoted. */
+function printCsv(summary: Summary): void {
+  const header = ['kind', 'requests', 'requests_per_s', 'p50_ms', 'p90_ms', 'p99_ms', 'p999_ms', 'max_ms', 'mean_ms'];
+  const row = (label: string, figures: Latency) => [label, figures.count, (figures.count / summary.seconds).toFixed(1),
+    figures.p50, figures.p90, figures.p99, figures.p999, figures.max, figures.mean].join(',');
+  const lines = [header.join(','), row('all', summary.latencyMs), ...KINDS.map((kind) => row(kind, summary.latencyMsByKind[kind]))];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** A usage error: one line naming the problem, not the whole help. */
+function usage(message: string): number {
+  process.stderr.write(`exchange-stress: ${message}\nTry 'exchange-stress --help' for more information.\n`);
+  return 2;
 }
 
 async function main(): Promise<number> {
@@ -366,23 +508,24 @@ async function main(): Promise<number> {
   try {
     options = parseOptions(process.argv.slice(2));
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n\n${HELP}\n`);
-    return 2;
+    return usage((error as Error).message);
   }
   if (options === 'help') {
     process.stdout.write(`${HELP}\n`);
     return 0;
   }
+  const progress = new Progress(options);
   // Ids unique to this run, so runs never meet each other's accounts or symbols.
   const runTag = `${Date.now() % 1e9}${Math.floor(Math.random() * 1000)}`;
   let created: { accounts: string[]; symbols: string[] };
   let framing: Framing;
   try {
-    const setup = await openChannel(options.framing, options.host, options.port);
-    created = await setUp(setup, options, runTag);
+    const setup = await openChannel(options.framing, options.host, options.port, { retryRefusedForMs: GONE_AFTER_MS });
+    created = await setUp(setup, options, runTag, progress);
     framing = setup.framing ?? 'length';
     setup.close();
   } catch (error) {
+    progress.done('setup: failed');
     process.stderr.write(`exchange-stress: setup failed: ${describeFailure(error)}\n`);
     return 1;
   }
@@ -402,27 +545,33 @@ async function main(): Promise<number> {
   };
   const warmupTimer = options.warmup === 0 ? null : setTimeout(startMeasuring, options.warmup * 1000);
   if (options.warmup === 0) startMeasuring();
-  const stopTicker = startTicker(load, options, startedAt);
+  const length = options.requests === null ? `${options.warmup} s warm-up, then ${options.seconds} s measured` : `${options.warmup} s warm-up, then ${options.requests} requests`;
+  progress.start(`load: ${options.connections} ${framing} connections, ${length}...`);
+  const stopTicker = startTicker(load, progress, startedAt);
   const stopAt = options.requests === null
-    ? () => Date.now() >= endAt
-    : () => load.measuring && load.requests >= (options.requests as number);
+    ? () => load.serverGone !== null || Date.now() >= endAt
+    : () => load.serverGone !== null || (load.measuring && load.requests >= (options.requests as number));
   await Promise.all(Array.from({ length: options.connections }, (_, index) => runConnection(load, index, stopAt)));
   if (warmupTimer) clearTimeout(warmupTimer);
   phase('measured');
   stopTicker();
-  const seconds = options.requests === null ? options.seconds : Math.max(0.001, (Date.now() - measureFrom) / 1000);
+  progress.done(load.serverGone === null ? `load: done, ${load.answered} requests answered` : `load: stopped: ${load.serverGone}`);
+  const seconds = options.requests === null && load.serverGone === null ? options.seconds : Math.max(0.001, (Date.now() - measureFrom) / 1000);
 
   let invariants: Summary['invariants'] = { checked: 'none', violations: [] };
-  if (options.verify) {
-    invariants = options.databaseUrl
-      ? { checked: 'sql', violations: await verifyBySql(load, options.databaseUrl) }
-      : { checked: 'protocol', violations: await verifyByProtocol(load) };
+  if (options.verify && options.databaseUrl) {
+    invariants = { checked: 'sql', violations: await verifyBySql(load, options.databaseUrl, progress) };
+  } else if (options.verify && load.serverGone === null) {
+    invariants = { checked: 'protocol', violations: await verifyByProtocol(load, progress) };
+  } else if (options.verify) {
+    invariants = { checked: 'none', violations: [], note: 'not checked: the server is gone (give --database-url to check in SQL)' };
   }
   const summary = summarize(load, seconds, invariants);
   if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else if (options.csv) printCsv(summary);
   else printSummary(summary);
-  const connectionErrors = Object.keys(load.errors).some((kind) => kind.startsWith('connect'));
-  return invariants.violations.length > 0 || connectionErrors || load.failedRequests > 0 ? 1 : 0;
+  if (load.serverGone !== null) process.stderr.write(`exchange-stress: ${load.serverGone}\n`);
+  return invariants.violations.length > 0 || load.serverGone !== null || load.failedRequests > 0 ? 1 : 0;
 }
 
 process.exitCode = await main();
