@@ -12,7 +12,7 @@ import { applySchema } from './store/migrate.js';
 import { createPool } from './store/pool.js';
 import { log } from './log.js';
 import cluster from 'node:cluster';
-import { runWorkers } from './workers.js';
+import { runWorkers, type StartFailedMessage } from './workers.js';
 import { framingErrorKind, metrics, registerSources, registry } from './observability/metrics.js';
 import { reachable, startOperationsServer } from './observability/http.js';
 
@@ -32,6 +32,31 @@ async function run(config: Config): Promise<void> {
   }
 }
 
+/** A URL to show: the embedded database's in full (psql can use it), anyone else's without its password. */
+function shownDatabaseUrl(databaseUrl: string, embedded: EmbeddedDatabase | null): string {
+  if (embedded) return databaseUrl;
+  try {
+    const url = new URL(databaseUrl);
+    if (url.password !== '') url.password = '***';
+    return url.toString();
+  } catch {
+    return '(unparsable DATABASE_URL)';
+  }
+}
+
+/** The one line a user needs once the server is up: where to connect, how it frames replies, what it runs on. */
+function logReady(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): void {
+  const address = `${config.host}:${config.port}`;
+  log.info(`ready: listening on ${address}, ${config.replyFraming} reply framing, ${config.workers} process${config.workers === 1 ? '' : 'es'}`, {
+    listen: address,
+    replyFraming: config.replyFraming,
+    workers: config.workers,
+    database: shownDatabaseUrl(databaseUrl, embedded),
+    redis: config.redisUrl === null ? 'off' : shownDatabaseUrl(config.redisUrl, null),
+    metrics: config.metricsPort === null ? 'off' : `http://${config.host}:${config.metricsPort}/metrics`,
+  });
+}
+
 async function start(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): Promise<void> {
   if (config.workers === 1) return serve(config, databaseUrl, embedded, true);
   const pool = createPool({ databaseUrl, maxConnections: 1 });
@@ -40,7 +65,11 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
   } finally {
     await pool.end();
   }
-  runWorkers({ workers: config.workers, databaseUrl, metricsPort: config.metricsPort, metricsHost: config.host, onStopped: () => embedded?.stop() });
+  runWorkers({
+    workers: config.workers, databaseUrl, redisUrl: config.redisUrl, metricsPort: config.metricsPort, metricsHost: config.host,
+    onListening: () => logReady(config, databaseUrl, embedded),
+    onStopped: () => embedded?.stop(),
+  });
 }
 
 async function serve(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null, migrate: boolean): Promise<void> {
@@ -90,8 +119,15 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     openConnections: () => listener.connectionCount,
     pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   });
-  const address = await listener.listen();
+  const address = await listener.listen().catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'EADDRINUSE') {
+      throw new Error(`cannot listen on ${config.host}:${config.port}: the port is already in use (another server running there? choose another with PORT or --port)`);
+    }
+    if (error.code === 'EACCES') throw new Error(`cannot listen on ${config.host}:${config.port}: permission denied`);
+    throw error;
+  });
   log.info('exchange server listening', { host: address.address, port: address.port, replyFraming: config.replyFraming });
+  if (!cluster.isWorker) logReady({ ...config, port: address.port }, databaseUrl, embedded);
   // In a multi-process server the primary serves the (aggregated) metrics.
   // Health checks use a connection of their own: behind busy request traffic the
   // shared pool would make a healthy database look unreachable.
@@ -102,6 +138,8 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     ? await startOperationsServer(config.metricsPort as number, config.host, {
       metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
       health: async () => ({
+        // Started after the listener: this process listens.
+        server: 'listening' as const,
         postgres: (await reachable(() => healthPool.query('SELECT 1'))) ? 'ok' : 'unreachable',
         redis: cache === null ? 'off' : (await reachable(() => (cache as RedisReadCache).ping())) ? 'ok' : 'unreachable',
       }),
@@ -153,7 +191,14 @@ if (parsed.help) {
   process.stdout.write(helpText());
 } else {
   run(parsed.config).catch((error: unknown) => {
-    log.error('failed to start', { error: error instanceof Error ? error.message : String(error) });
-    process.exit(1);
+    const reason = error instanceof Error ? error.message : String(error);
+    log.error('failed to start', { error: reason });
+    // A worker tells the primary why, so the primary can exit with the reason instead of restarting it.
+    if (cluster.isWorker && process.send) {
+      const message: StartFailedMessage = { type: 'start-failed', reason };
+      process.send(message, undefined, {}, () => process.exit(1));
+    } else {
+      process.exit(1);
+    }
   });
 }

@@ -2,58 +2,125 @@
  * The primary process of a multi-process server (WORKERS > 1): forks workers
  * that share the listening port (node:cluster), replaces any that die, and on
  * SIGINT/SIGTERM waits for every worker's graceful shutdown before it exits.
+ * A server none of whose workers ever started (the port is taken, say) is not
+ * restarted forever: the primary exits 1 with the reason, as one process would.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { createPool } from './store/pool.js';
 import { log } from './log.js';
 import { reachable, startOperationsServer } from './observability/http.js';
 import { AggregatorRegistry } from './observability/metrics.js';
+import { RedisReadCache } from './cache/read-cache.js';
 
-/** Workers keep their own metrics; the primary asks each for them at scrape time. */
-async function serveAggregatedMetrics(options: WorkersOptions): Promise<void> {
-  const aggregator = new AggregatorRegistry();
-  const pool = createPool({ databaseUrl: options.databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 });
-  try {
-    await startOperationsServer(options.metricsPort as number, options.metricsHost, {
-      metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
-      // Redis is each worker's business; the primary reports what it can see itself.
-      health: async () => ({ postgres: (await reachable(() => pool.query('SELECT 1'))) ? 'ok' : 'unreachable', redis: 'off' }),
-    });
-    log.info('metrics and health on HTTP', { port: options.metricsPort, paths: ['/metrics', '/healthz'] });
-  } catch (error) {
-    log.error('metrics server failed to start', { error: String(error) });
-  }
+/** What a worker tells the primary just before it exits because it could not start. */
+export type StartFailedMessage = { type: 'start-failed'; reason: string };
+
+export function isStartFailedMessage(message: unknown): message is StartFailedMessage {
+  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'start-failed';
 }
 
 export type WorkersOptions = {
   workers: number;
   /** Handed to each worker, so all of them use the database the primary chose. */
   databaseUrl: string;
+  /** The health check pings Redis itself when the workers use it. */
+  redisUrl: string | null;
   /** When set, the primary serves /metrics aggregated over the workers, and /healthz. */
   metricsPort: number | null;
   metricsHost: string;
+  /** Runs once the first worker listens (the "ready" line). */
+  onListening: () => void;
   /** Runs after the last worker stopped (stops the embedded PostgreSQL). */
   onStopped: () => Promise<void> | undefined;
 };
 
+/** Workers keep their own metrics; the primary asks each for them at scrape time. */
+async function serveOperations(options: WorkersOptions, listening: () => number): Promise<() => Promise<void>> {
+  const aggregator = new AggregatorRegistry();
+  const pool = createPool({ databaseUrl: options.databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 });
+  // Its own client, so /healthz says what Redis does, not what the primary lacks (it has no cache).
+  const redis = options.redisUrl === null ? null : new RedisReadCache({ url: options.redisUrl, ttlSeconds: 1, commandTimeoutMs: 1_000 });
+  const closeClients = async () => {
+    await pool.end().catch(() => undefined);
+    await redis?.close();
+  };
+  try {
+    const server = await startOperationsServer(options.metricsPort as number, options.metricsHost, {
+      metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+      health: async () => ({
+        server: listening() > 0 ? 'listening' : 'starting',
+        workers: { listening: listening(), wanted: options.workers },
+        postgres: (await reachable(() => pool.query('SELECT 1'))) ? 'ok' : 'unreachable',
+        redis: redis === null ? 'off' : (await reachable(() => redis.ping())) ? 'ok' : 'unreachable',
+      }),
+    });
+    log.info('metrics and health on HTTP', { port: options.metricsPort, paths: ['/metrics', '/healthz'] });
+    return async () => {
+      server.close();
+      await closeClients();
+    };
+  } catch (error) {
+    log.error('metrics server failed to start', { error: String(error) });
+    await closeClients();
+    return async () => undefined;
+  }
+}
+
 export function runWorkers(options: WorkersOptions): void {
   let stopping = false;
+  /** Workers listening now. */
+  const listening = new Set<number>();
+  /** Whether any worker has ever listened: until then, a worker's death is a failed start. */
+  let started = false;
+  const startFailures = new Map<number, string>();
   const fork = (): Worker => cluster.fork({ DATABASE_URL: options.databaseUrl });
   for (let index = 0; index < options.workers; index++) fork();
   log.info('started workers', { workers: options.workers });
-  if (options.metricsPort !== null) void serveAggregatedMetrics(options);
+  const closeOperations = options.metricsPort === null ? Promise.resolve(async () => undefined) : serveOperations(options, () => listening.size);
+
+  cluster.on('listening', (worker) => {
+    listening.add(worker.id);
+    if (!started) {
+      started = true;
+      options.onListening();
+    }
+  });
+  cluster.on('message', (worker, message: unknown) => {
+    if (isStartFailedMessage(message)) startFailures.set(worker.id, message.reason);
+  });
+
+  const stopAll = async (): Promise<void> => {
+    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
+      if (worker.isDead()) return resolve();
+      worker.once('exit', () => resolve());
+      worker.process.kill('SIGTERM');
+    })));
+    await (await closeOperations)();
+    await options.onStopped();
+  };
 
   // Replacements back off (0.1 s doubling to 10 s) while workers keep dying fast, e.g.
-  // while PostgreSQL is down at start-up, instead of forking in a tight loop.
+  // while PostgreSQL is down, instead of forking in a tight loop.
   let restartDelayMs = 100;
   let lastExit = 0;
   cluster.on('exit', (worker, code, signal) => {
+    listening.delete(worker.id);
     if (stopping) return;
+    if (!started) {
+      // No worker ever listened: the others will fail the same way (the port is taken, the
+      // address cannot be bound). Say why and exit, whatever WORKERS is.
+      stopping = true;
+      const reason = startFailures.get(worker.id) ?? `a worker exited with ${signal ?? `code ${code}`} before listening`;
+      log.error('failed to start', { error: reason });
+      void stopAll().finally(() => process.exit(1));
+      return;
+    }
     const now = Date.now();
     restartDelayMs = now - lastExit > 30_000 ? 100 : Math.min(restartDelayMs * 2, 10_000);
     lastExit = now;
     // A worker that crashed takes only its own connections with it; replace it.
-    log.error('worker died; starting a replacement', { pid: worker.process.pid, code, signal, inMs: restartDelayMs });
+    log.error('worker died; starting a replacement', { workerPid: worker.process.pid, code, signal, inMs: restartDelayMs });
     setTimeout(() => {
       if (!stopping) fork();
     }, restartDelayMs);
@@ -63,13 +130,7 @@ export function runWorkers(options: WorkersOptions): void {
     if (stopping) return;
     stopping = true;
     log.info('stopping workers', { signal });
-    const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
-    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
-      if (worker.isDead()) return resolve();
-      worker.once('exit', () => resolve());
-      worker.process.kill('SIGTERM');
-    })));
-    await options.onStopped();
+    await stopAll();
     log.info('stopped');
     process.exit(0);
   };

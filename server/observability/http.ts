@@ -1,12 +1,23 @@
 /**
  * The operations HTTP port: GET /metrics (Prometheus text) and GET /healthz
- * (200 when PostgreSQL answers, 503 when not; Redis is reported, but a cache
- * being down does not make the exchange unhealthy).
+ * (200 once the exchange listens and while PostgreSQL answers, 503 otherwise;
+ * Redis is reported, but a cache being down does not make the exchange unhealthy).
  */
 import http from 'node:http';
 import { log } from '../log.js';
 
-export type HealthReport = { postgres: 'ok' | 'unreachable'; redis: 'ok' | 'unreachable' | 'off' };
+export type HealthReport = {
+  /** 'starting' until the exchange port listens (in a multi-process server: until a worker does). */
+  server: 'listening' | 'starting';
+  /** A multi-process server: its workers listening now, and how many it runs. */
+  workers?: { listening: number; wanted: number };
+  postgres: 'ok' | 'unreachable';
+  redis: 'ok' | 'unreachable' | 'off';
+};
+
+export function isHealthy(health: HealthReport): boolean {
+  return health.server === 'listening' && health.postgres === 'ok';
+}
 
 export type OperationsEndpoints = {
   metrics: () => Promise<{ contentType: string; body: string }>;
@@ -27,7 +38,7 @@ export function startOperationsServer(port: number, host: string, endpoints: Ope
       }
       if (request.url === '/healthz') {
         const health = await endpoints.health();
-        return reply(health.postgres === 'ok' ? 200 : 503, 'application/json', `${JSON.stringify(health)}\n`);
+        return reply(isHealthy(health) ? 200 : 503, 'application/json', `${JSON.stringify(health)}\n`);
       }
       return reply(404, 'text/plain', 'not found: try /metrics or /healthz\n');
     };

@@ -8,6 +8,10 @@ import cluster from 'node:cluster';
 import client from 'prom-client';
 
 client.collectDefaultMetrics();
+// The primary sums each metric over the workers unless told otherwise: the fd limit is every
+// process's own, and the workers' sum of it is no limit of anything.
+const maxFds = client.register.getSingleMetric('process_max_fds') as { aggregator?: string } | undefined;
+if (maxFds) maxFds.aggregator = 'max';
 // prom-client installs a worker's answer to the primary's "send me your metrics"
 // only when an AggregatorRegistry is constructed in that worker.
 if (cluster.isWorker) new client.AggregatorRegistry();

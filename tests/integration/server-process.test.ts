@@ -5,7 +5,10 @@ import { LengthClient } from '../support/client.js';
 import pg from 'pg';
 import { ADMIN_DATABASE_URL, createTestDatabase, type TestDatabase } from '../support/database.js';
 import path from 'node:path';
-import { freePort, PROJECT_ROOT, SERVER_ENTRY, startServerProcess } from '../support/process.js';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { freePort, PROJECT_ROOT, runServer, SERVER_ENTRY, startServerProcess } from '../support/process.js';
+import { SHARED_REDIS_URL } from '../support/redis.js';
 import { parseResults } from '../support/xml.js';
 
 describe('server process', function () {
@@ -89,7 +92,7 @@ describe('server process', function () {
       try {
         const health = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
         expect(health.status).to.equal(503);
-        expect(await health.json()).to.deep.equal({ postgres: 'unreachable', redis: 'off' });
+        expect(await health.json()).to.deep.equal({ server: 'listening', postgres: 'unreachable', redis: 'off' });
       } finally {
         const restorer = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
         await restorer.connect();
@@ -100,6 +103,59 @@ describe('server process', function () {
       expect(healthy.status).to.equal(200);
     } finally {
       await server.stop();
+    }
+  });
+
+  for (const workers of ['1', '2'] as const) {
+    it(`WORKERS=${workers}: a port already in use stops the start with the reason and exit 1 (no restarts)`, async () => {
+      const blocker = net.createServer();
+      const port = await new Promise<number>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as net.AddressInfo).port)));
+      try {
+        const result = await runServer({ DATABASE_URL: database.url, PORT: String(port), HOST: '127.0.0.1', WORKERS: workers, LOG_LEVEL: 'info' }, 30_000);
+        expect(result.timedOut, result.stderr).to.equal(false);
+        expect(result.code, result.stderr).to.equal(1);
+        expect(result.stderr).to.match(new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use`));
+        expect(result.stderr).to.not.contain('starting a replacement');
+      } finally {
+        blocker.close();
+      }
+    });
+  }
+
+  it('WORKERS=2 with Redis: /healthz is 503 until a worker listens, then 200 reporting Redis; process_max_fds is not summed', async () => {
+    const metricsPort = await freePort();
+    const server = await startServerProcess({
+      DATABASE_URL: database.url, WORKERS: '2', METRICS_PORT: String(metricsPort), REDIS_URL: SHARED_REDIS_URL,
+      // Each worker is held up 2 s before it starts: the window before any listens.
+      NODE_OPTIONS: `--require ${path.join(PROJECT_ROOT, 'tests/fixtures/slow-worker-start.cjs')}`,
+    }, undefined, { waitForListening: false });
+    try {
+      type Health = { server: string; workers: { listening: number; wanted: number }; postgres: string; redis: string };
+      const seen: Array<{ status: number; body: Health }> = [];
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && !(seen.at(-1)?.status === 200 && seen.at(-1)?.body.workers.listening === 2)) {
+        const response = await fetch(`http://127.0.0.1:${metricsPort}/healthz`).catch(() => null);
+        if (response) seen.push({ status: response.status, body: (await response.json()) as Health });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const starting = seen.filter((entry) => entry.body.server === 'starting');
+      expect(starting.length, 'observed the server before any worker listened').to.be.greaterThan(0);
+      for (const entry of seen) {
+        expect(entry.status, JSON.stringify(entry)).to.equal(entry.body.server === 'listening' ? 200 : 503);
+        expect(entry.body.server === 'listening', JSON.stringify(entry)).to.equal(entry.body.workers.listening > 0);
+      }
+      const last = seen.at(-1);
+      expect(last?.status).to.equal(200);
+      expect(last?.body).to.deep.equal({ server: 'listening', workers: { listening: 2, wanted: 2 }, postgres: 'ok', redis: 'ok' });
+      expect(server.log().match(/"msg":"ready: listening on /g), 'one ready line').to.have.length(1);
+
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const maxFds = Number(/^process_max_fds (\d+)$/m.exec(metrics)?.[1]);
+      const limit = Number(/^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${server.child.pid}/limits`, 'utf8'))?.[1]);
+      expect(maxFds, 'the limit of one process, not the sum over workers').to.equal(limit);
+      expect(server.log(), 'no log line names pid twice').to.not.match(/"pid":\d+[^\n]*"pid":/);
+    } finally {
+      expect(await server.stop()).to.equal(0);
     }
   });
 });

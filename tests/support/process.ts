@@ -26,7 +26,11 @@ export type ServerProcess = {
 };
 
 /** `command` replaces `node dist/server/main.js` (e.g. the container entrypoint script). */
-export async function startServerProcess(env: Record<string, string>, command: string[] = [process.execPath, SERVER_ENTRY]): Promise<ServerProcess> {
+export async function startServerProcess(
+  env: Record<string, string>,
+  command: string[] = [process.execPath, SERVER_ENTRY],
+  options: { waitForListening?: boolean } = {},
+): Promise<ServerProcess> {
   const port = await freePort();
   const [program, ...args] = command as [string, ...string[]];
   const child = spawn(program, args, {
@@ -37,11 +41,11 @@ export async function startServerProcess(env: Record<string, string>, command: s
   let log = '';
   child.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  for (let attempt = 0; attempt < 200 && !log.includes('"msg":"exchange server listening"'); attempt++) {
+  for (let attempt = 0; options.waitForListening !== false && attempt < 200 && !log.includes('"msg":"exchange server listening"'); attempt++) {
     if (child.exitCode !== null) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  if (!log.includes('listening')) throw new Error(`server did not start:\n${log}`);
+  if (options.waitForListening !== false && !log.includes('listening')) throw new Error(`server did not start:\n${log}`);
   return {
     port,
     child,
@@ -51,4 +55,22 @@ export async function startServerProcess(env: Record<string, string>, command: s
       return exited;
     },
   };
+}
+
+/** Runs the server to its exit (for starts that must fail); killed at the deadline, so a hang fails the test. */
+export function runServer(env: Record<string, string>, timeoutMs: number): Promise<{ code: number | null; stderr: string; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [SERVER_ENTRY], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr, timedOut });
+    });
+  });
 }
