@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import type { ReplyFraming } from './protocol/framing.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
 /**
  * Workers started when WORKERS is unset: one per CORES_PER_WORKER cores, at least one, at most
@@ -38,6 +39,8 @@ export type Config = {
   dataDir: string;
   embeddedPgPort: number;
   shutdownTimeoutMs: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
 };
 
 type Setting = {
@@ -59,6 +62,12 @@ function integer(min: number, max: number) {
       throw new ConfigError(`must be an integer from ${min} to ${max}`);
     }
     return Number(text);
+  };
+}
+function oneOf<T extends string>(allowed: readonly T[]) {
+  return (text: string): T => {
+    if (!(allowed as readonly string[]).includes(text)) throw new ConfigError(`must be one of ${allowed.join(', ')}`);
+    return text as T;
   };
 }
 const optionalText = (text: string): string | null => (text.length > 0 ? text : null);
@@ -104,6 +113,11 @@ const SETTINGS: Setting[] = [
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },
   { key: 'embeddedPgPort', env: 'EMBEDDED_PG_PORT', flag: 'embedded-pg-port', default: '54329', help: 'port of the embedded PostgreSQL', parse: integer(1, 65535) },
   { key: 'shutdownTimeoutMs', env: 'SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', default: '10000', help: 'on SIGINT/SIGTERM, wait this long for in-flight requests', parse: integer(0, 600_000) },
+  { key: 'logLevel', env: 'LOG_LEVEL', flag: 'log-level', default: 'info', help: `least severe log level written: ${LOG_LEVELS.join(', ')}`, parse: oneOf(LOG_LEVELS) },
+  {
+    key: 'logFormat', env: 'LOG_FORMAT', flag: 'log-format', default: 'auto',
+    help: "'pretty' (one readable line per event), 'json' (JSON lines), or 'auto': pretty on a terminal, JSON otherwise", parse: oneOf(LOG_FORMATS),
+  },
 ];
 
 export function helpText(): string {

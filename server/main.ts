@@ -10,7 +10,7 @@ import { CachedExchangeStore } from './cache/cached-store.js';
 import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
 import { createPool } from './store/pool.js';
-import { log } from './log.js';
+import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
 import { framingErrorKind, metrics, registerSources, registry } from './observability/metrics.js';
@@ -190,6 +190,7 @@ try {
 if (parsed.help) {
   process.stdout.write(helpText());
 } else {
+  configureLog(parsed.config.logLevel, parsed.config.logFormat);
   run(parsed.config).catch((error: unknown) => {
     const reason = error instanceof Error ? error.message : String(error);
     log.error('failed to start', { error: reason });

@@ -33,6 +33,9 @@ describe('server process', function () {
     expect(result.stderr).to.contain('REPLY_FRAMING');
     const flag = spawnSync(process.execPath, [SERVER_ENTRY, '--no-such-flag'], { encoding: 'utf8' });
     expect(flag.status).to.equal(2);
+    const level = spawnSync(process.execPath, [SERVER_ENTRY], { encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'verbose' } });
+    expect(level.status).to.equal(2);
+    expect(level.stderr).to.contain('LOG_LEVEL="verbose"');
   });
 
   it('SIGTERM answers the request in flight, closes persistent connections and exits 0', async () => {
@@ -154,6 +157,18 @@ describe('server process', function () {
       const limit = Number(/^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${server.child.pid}/limits`, 'utf8'))?.[1]);
       expect(maxFds, 'the limit of one process, not the sum over workers').to.equal(limit);
       expect(server.log(), 'no log line names pid twice').to.not.match(/"pid":\d+[^\n]*"pid":/);
+    } finally {
+      expect(await server.stop()).to.equal(0);
+    }
+  });
+
+  it('LOG_FORMAT=pretty (what a terminal gets): one readable line per event, not JSON', async () => {
+    const server = await startServerProcess({ DATABASE_URL: database.url, LOG_FORMAT: 'pretty' }, undefined, { waitForListening: false });
+    try {
+      for (let attempt = 0; attempt < 200 && !server.log().includes('ready: listening on'); attempt++) await new Promise((resolve) => setTimeout(resolve, 50));
+      const lines = server.log().trim().split('\n');
+      expect(lines.some((line) => line.includes(`ready: listening on 127.0.0.1:${server.port}, bare reply framing, 1 process`)), server.log()).to.equal(true);
+      for (const line of lines) expect(line, 'time, level, pid, message, fields on one line').to.match(/^\[\d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN|ERROR|DEBUG) \(\d+\): \S/);
     } finally {
       expect(await server.stop()).to.equal(0);
     }

@@ -42,11 +42,21 @@ describe('loadConfig', () => {
       dataDir: path.resolve('data/postgres'),
       embeddedPgPort: 54329,
       shutdownTimeoutMs: 10_000,
+      logLevel: 'info',
+      logFormat: 'auto',
     });
   });
 
   it('starts one worker per 4 cores by default, at least 1 and at most 4', () => {
     expect([1, 2, 3, 4, 7, 8, 12, 16, 64].map(defaultWorkers)).to.deep.equal([1, 1, 1, 1, 1, 2, 3, 4, 4]);
+  });
+
+  it('checks LOG_LEVEL and LOG_FORMAT instead of ignoring a typo', () => {
+    expect(config([], { LOG_LEVEL: 'warn', LOG_FORMAT: 'json' })).to.include({ logLevel: 'warn', logFormat: 'json' });
+    expect(config(['--log-level', 'debug', '--log-format', 'pretty'])).to.include({ logLevel: 'debug', logFormat: 'pretty' });
+    expect(configError([], { LOG_LEVEL: 'verbose' }).message).to.match(/LOG_LEVEL="verbose": must be one of debug, info, warn, error, silent/);
+    expect(configError([], { LOG_LEVEL: 'INFO' }).message).to.match(/LOG_LEVEL/);
+    expect(configError(['--log-format', 'xml']).message).to.match(/--log-format="xml"/);
   });
 
   it('does not read process.env by itself', () => {
@@ -81,6 +91,8 @@ describe('loadConfig', () => {
       DATA_DIR: '/tmp/exchange-data',
       EMBEDDED_PG_PORT: '5555',
       SHUTDOWN_TIMEOUT_MS: '0',
+      LOG_LEVEL: 'error',
+      LOG_FORMAT: 'json',
     });
     expect(loaded).to.deep.equal({
       host: '127.0.0.1',
@@ -102,6 +114,8 @@ describe('loadConfig', () => {
       dataDir: '/tmp/exchange-data',
       embeddedPgPort: 5555,
       shutdownTimeoutMs: 0,
+      logLevel: 'error',
+      logFormat: 'json',
     });
   });
 
