@@ -9,16 +9,14 @@
  * Sequences use many accounts and few symbols (one differing from another only in case),
  * prices on a coarse grid (ties and partial fills are common), fractional amounts written
  * in several ways (echoed as sent), self-matching, and invalid operations (short funds or
- * shares, unknown accounts, other accounts' orders, unknown ids, orders with nothing open).
+ * shares, unknown accounts, other accounts' orders, unknown ids, orders with nothing open),
+ * buys and sells of a symbol nobody created, and empty <transactions>.
  * The second property also sends several accounts' requests at once, so that their writes
  * share write batches (server/store/batch-queue.ts); the model then replays the writes in
  * the order the store received them, which is the order the batches apply them in.
  *
  * MODEL_RUNS=<n> sequences per property (default below), MODEL_SEED=<n> another seed,
  * MODEL_SHRINK=0 reports the first failing sequence as it is (shrinking replays many).
- * MODEL_NEW_RULES=1 also generates two SPEC rules the server did not implement when this
- * was written: a buy of a never-created symbol opens, and an empty <transactions> of an
- * existing account replies <results/>.
  */
 import { expect } from 'chai';
 import fc from 'fast-check';
@@ -40,8 +38,6 @@ const RUNS = Number(process.env['MODEL_RUNS'] ?? 20);
 const SEED = Number(process.env['MODEL_SEED'] ?? 20_260_612);
 /** Per property: generous, since a sequence takes about 0.3 s here. */
 const TIME_LIMIT_MS = 60_000 + RUNS * 4_000;
-/** Turn on (default '1') once the server implements both rules; see the header. */
-const NEW_RULES = (process.env['MODEL_NEW_RULES'] ?? '0') === '1';
 
 // ---------------------------------------------------------------------------------------
 // Generated steps. Accounts, symbols and orders are named by index (A0..A7, S0..S2, G and
@@ -134,8 +130,7 @@ const tradedSymArb = fc.oneof({ arbitrary: fc.integer({ min: 0, max: SYMBOLS - 1
 const orderArb: fc.Arbitrary<GenChild> = fc.record({ buy: fc.boolean(), sym: tradedSymArb, quantity: quantityArb, limit: limitArb })
   .map(({ buy, sym, quantity, limit }) => ({
     kind: 'order' as const,
-    // The server rejects a buy of a never-created symbol; SPEC now opens it (NEW_RULES).
-    sym: buy && sym === GHOST && !NEW_RULES ? 0 : sym,
+    sym,
     amount: buy ? quantity : `-${quantity}`,
     limit,
   }));
@@ -155,12 +150,7 @@ const transactionsArb: fc.Arbitrary<Step> = fc.record({
       { minLength: 1, maxLength: 4 }), weight: 30 },
     { arbitrary: fc.constant<GenChild[]>([]), weight: 1 },
   ),
-}).map((request) => ({
-  kind: 'transactions' as const,
-  // The server answers an empty <transactions> of an existing account with an error; SPEC
-  // now replies <results/> (NEW_RULES). A7 never exists.
-  request: request.children.length === 0 && !NEW_RULES ? { ...request, account: UNKNOWN_ACCOUNT } : request,
-}));
+}).map((request) => ({ kind: 'transactions' as const, request }));
 
 const togetherArb: fc.Arbitrary<Step> = fc.uniqueArray(
   fc.record({
@@ -182,12 +172,13 @@ const createArb: fc.Arbitrary<Step> = fc.array(
   { minLength: 1, maxLength: 3 },
 ).map((children) => ({ kind: 'create' as const, children }));
 
-/** Every sequence starts by creating A0..A5 (A6 maybe) and, unless NEW_RULES, every symbol. */
+/** Every sequence starts by creating A0..A5 (A6 maybe) and, mostly, the symbols. */
 const setupArb: fc.Arbitrary<Step> = fc.record({
   balances: fc.tuple(balanceArb, balanceArb, balanceArb, balanceArb, balanceArb, balanceArb, fc.option(balanceArb)),
   grants: fc.tuple(...Array.from({ length: SYMBOLS }, () => {
     const grants = fc.array(fc.record({ account: fc.integer({ min: 0, max: ACCOUNTS - 1 }), shares: grantArb }), { minLength: 1, maxLength: 3 });
-    return NEW_RULES ? fc.option(grants) : grants;
+    // A symbol left out exists only once a buy of it opens (SPEC), or a later <create>.
+    return fc.option(grants);
   })),
 }).map(({ balances, grants }) => {
   const children: GenCreateChild[] = [];
