@@ -157,7 +157,7 @@ const togetherArb: fc.Arbitrary<Step> = fc.uniqueArray(
     account: accountArb,
     children: fc.array(fc.oneof({ arbitrary: orderArb, weight: 3 }, { arbitrary: cancelArb, weight: 1 }), { minLength: 1, maxLength: 3 }),
   }),
-  { minLength: 2, maxLength: 6, selector: (request) => request.account },
+  { minLength: 2, maxLength: 7, selector: (request) => request.account },
 ).map((requests) => ({ kind: 'together' as const, requests }));
 
 const createArb: fc.Arbitrary<Step> = fc.array(
@@ -195,7 +195,7 @@ function stepsArb(together: boolean): fc.Arbitrary<Step[]> {
   const step = fc.oneof(
     { arbitrary: createArb, weight: 1 },
     { arbitrary: transactionsArb, weight: 6 },
-    { arbitrary: togetherArb, weight: together ? 3 : 0 },
+    { arbitrary: togetherArb, weight: together ? 6 : 0 },
   ).map(printable);
   return fc.noBias(fc.array(step, { minLength: 1, maxLength: 60, size: 'max' }));
 }
