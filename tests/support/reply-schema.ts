@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const MAX_RECORDED_REPLIES = 20_000;
+export const MAX_RECORDED_REPLIES = 30_000;
 export const MAX_RECORDED_BYTES = 128 * 1024 * 1024;
 /** Files per xmllint process: each process compiles the schema once, then checks them all. */
 const FILES_PER_PROCESS = 300;
