@@ -61,9 +61,21 @@ type WriteRow = {
   fills: Array<[string, string, string]> | null;
 };
 
-function sqlLiteral(value: string | null): string {
-  return value === null ? 'NULL' : pg.escapeLiteral(value);
+/** A PostgreSQL array literal ({"a","b",NULL}) as an SQL string literal. */
+function arrayLiteral(values: Array<string | null>): string {
+  const elements = values.map((value) => (value === null ? 'NULL' : `"${value.replace(/[\\"]/g, (character) => `\\${character}`)}"`));
+  return pg.escapeLiteral(`{${elements.join(',')}}`);
 }
+
+/**
+ * The batch statement, prepared once per connection: each batch then sends only its
+ * values (as array literals), not a statement PostgreSQL must parse and plan anew.
+ */
+const PREPARE_APPLY_BATCH = `PREPARE apply_batch(text[], text[], text[], numeric[], numeric[], bigint[]) AS
+SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
+  FROM apply_writes($1, $2, $3, $4, $5, $6)
+       WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
+ ORDER BY w.n`;
 
 function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalMark): WriteResult {
   if (!row) throw new Error('apply_writes returned too few rows');
@@ -127,6 +139,8 @@ function statusOf(rows: StatusRow[] | undefined): OrderStatus | null {
 export class PostgresExchangeStore implements ExchangeStore {
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
   private readonly knownAccounts = new Set<string>();
+  /** Connections that have apply_batch prepared (a prepared statement lives as long as its session). */
+  private readonly preparedClients = new WeakSet<pg.PoolClient>();
   private readonly writes = new BatchQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
   private readonly statusReads = new BatchQueue<StatusLookup, { status: OrderStatus | null; wal: WalMark }>(
     (batch) => this.readStatuses(batch), MAX_READS_PER_STATEMENT);
@@ -239,21 +253,17 @@ export class PostgresExchangeStore implements ExchangeStore {
    * already checked each against its strict format.)
    */
   private writeTransaction(batch: WriteRequest[]): Promise<{ rows: WriteRow[]; wal: WalMark }> {
-    const column = (value: (request: WriteRequest) => string | null, type: string) =>
-      `ARRAY[${batch.map((request) => sqlLiteral(value(request))).join(',')}]::${type}[]`;
+    const column = (value: (request: WriteRequest) => string | null) => arrayLiteral(batch.map(value));
     // statement_timeout bounds how long a runaway batch can hold the write lock.
     const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
 SET LOCAL statement_timeout = '30s';
 SET LOCAL synchronous_commit = off;
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
-SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
-  FROM apply_writes(${column((request) => request.kind, 'text')}, ${column((request) => request.accountId, 'text')},
-       ${column((request) => (request.kind === 'order' ? request.sym : null), 'text')},
-       ${column((request) => (request.kind === 'order' ? request.amount : null), 'numeric')},
-       ${column((request) => (request.kind === 'order' ? request.limit : null), 'numeric')},
-       ${column((request) => (request.kind === 'cancel' ? request.orderId : null), 'bigint')})
-       WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
- ORDER BY w.n;
+EXECUTE apply_batch(${column((request) => request.kind)}, ${column((request) => request.accountId)},
+  ${column((request) => (request.kind === 'order' ? request.sym : null))},
+  ${column((request) => (request.kind === 'order' ? request.amount : null))},
+  ${column((request) => (request.kind === 'order' ? request.limit : null))},
+  ${column((request) => (request.kind === 'cancel' ? request.orderId : null))});
 COMMIT;
 SELECT ${WAL_MARK_COLUMNS};`;
     return withRetry(async () => {
@@ -266,6 +276,11 @@ SELECT ${WAL_MARK_COLUMNS};`;
       };
       client.on('error', onError);
       try {
+        if (!this.preparedClients.has(client)) {
+          // Its own round trip, before the batch's message, so the lock is not held meanwhile.
+          await client.query(PREPARE_APPLY_BATCH);
+          this.preparedClients.add(client);
+        }
         const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
         const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
         const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
