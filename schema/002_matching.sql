@@ -54,18 +54,10 @@ DROP FUNCTION IF EXISTS apply_writes(text[], text[], text[], numeric[], numeric[
 -- and written once per batch: a later reservation of the same account takes
 -- its due credit along (so it sees exactly what serial execution would), and
 -- the rest, and the executions, are written at the end, one statement each.
--- Planner settings: every lookup here is by key, so enable_seqscan is off
--- (small tables, a hundred accounts, otherwise get sequential scans, which read
--- every row version the batch has written so far); and each statement is
--- planned once per session, generically (the book probes would otherwise,
--- depending on the column statistics, be planned anew at every execution,
--- which nearly doubled the time per order where it happened). A generic plan
--- is kept until a VACUUM or ANALYZE replans it, though it may have been made
--- when the tables were nearly empty (a fresh exchange's first batch). Hash and
--- merge joins are off too: none was seen here, but order_statuses below got
--- exactly that (a plan made on empty tables that scanned them whole once they
--- had grown), and a join on a growing table must stay a key lookup.
--- tests/integration/plan-stability checks both functions.
+-- Planner settings: every lookup is by key, so sequential scans, hash and merge
+-- joins are off, and each statement keeps one generic plan per session (why:
+-- docs/performance.md, "Why the matcher's plans are pinned"; checked by
+-- tests/integration/plan-stability).
 CREATE FUNCTION apply_writes(
   p_kinds text[], p_accounts text[], p_syms text[], p_amounts numeric[], p_limits numeric[], p_order_ids bigint[])
 RETURNS TABLE (order_id bigint, rejection text, fill_count integer, outcome text, shares_canceled numeric, time_canceled bigint, fills jsonb)
