@@ -134,11 +134,3 @@ CREATE OR REPLACE VIEW order_fills AS
 -- SERIALIZABLE they would otherwise abort each other (often on false positives
 -- from index-page predicate locks). Nothing reads or writes its rows.
 CREATE TABLE IF NOT EXISTS exchange_write_lock (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton));
-
--- One row per server process (a random slot): each WAL flush of the write path
--- (server/store/durability.ts) is a synchronous commit of its row. It must be a
--- logged write: a commit that wrote nothing is not flushed.
-CREATE TABLE IF NOT EXISTS exchange_flush_marks (
-  slot    integer PRIMARY KEY,
-  flushes bigint NOT NULL
-) WITH (fillfactor = 50);

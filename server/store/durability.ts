@@ -4,11 +4,12 @@
  * flush. No reply may reveal state before it is durable, so every reply first
  * waits here until the WAL is flushed past the position (LSN) it depends on.
  *
- * The flush itself is one small synchronous commit (it writes a logged row, so
- * PostgreSQL flushes the WAL up to its commit record). WAL is flushed in
- * order, so that flush covers every commit before it, of this process and of
- * any other: one flush serves every reply waiting at that moment, and flushes
- * of several processes are merged further by PostgreSQL's own group commit.
+ * The flush itself is one small synchronous commit of a transaction that wrote
+ * WAL (a commit that wrote nothing is not flushed), so PostgreSQL flushes the
+ * WAL up to its commit record. WAL is flushed in order, so that flush covers
+ * every commit before it, of this process and of any other: one flush serves
+ * every reply waiting at that moment, and flushes of several processes are
+ * merged further by PostgreSQL's own group commit.
  */
 import type pg from 'pg';
 import { withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
@@ -37,18 +38,18 @@ export function walMarkOf(row: { wal_needed: string; wal_flushed: string }): Wal
 export type WalFlusher = () => Promise<bigint>;
 
 /**
- * One synchronous commit that writes a logged row of this process's own slot
- * (so processes do not queue on one row lock). Its commit record comes after
- * every commit already visible, and PostgreSQL returns only once it is flushed.
+ * One synchronous commit of a transaction whose only write is a transactional
+ * logical-decoding message: a WAL record and a transaction id, no table, no row
+ * lock, nothing for SERIALIZABLE to conflict on (and nothing for a decoder to
+ * act on: the prefix names it). Its commit record comes after every commit
+ * already visible, and PostgreSQL returns only once it is flushed. Returns the
+ * message's position, which that flush covers.
  */
-export function walFlusher(pool: pg.Pool, slot: number, retryPolicy?: RetryPolicy, counters?: RetryCounters): WalFlusher {
+export function walFlusher(pool: pg.Pool, retryPolicy?: RetryPolicy, counters?: RetryCounters): WalFlusher {
   return async () => {
     const result = await withRetry(() => pool.query<{ lsn: string }>({
       name: 'flush-wal',
-      text: `INSERT INTO exchange_flush_marks AS m (slot, flushes) VALUES ($1, 1)
-             ON CONFLICT (slot) DO UPDATE SET flushes = m.flushes + 1
-             RETURNING pg_current_wal_insert_lsn()::text AS lsn`,
-      values: [slot],
+      text: "SELECT pg_logical_emit_message(true, 'exchange-flush', '')::text AS lsn",
     }), retryPolicy, counters);
     const row = result.rows[0];
     if (!row) throw new Error('WAL flush returned no position');

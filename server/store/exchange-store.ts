@@ -4,7 +4,6 @@
  * failure) and, on the order path, one round trip: matching lives in
  * schema/002_matching.sql. Decimals cross this boundary as strings.
  */
-import { randomInt } from 'node:crypto';
 import pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
@@ -148,8 +147,7 @@ export class PostgresExchangeStore implements ExchangeStore {
   readonly durability: DurabilityBarrier;
 
   constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {
-    // A random slot per store: processes (and hosts) each flush their own row.
-    this.durability = new DurabilityBarrier(walFlusher(pool, randomInt(1, 2 ** 31 - 1), retryPolicy, this.retryCounters));
+    this.durability = new DurabilityBarrier(walFlusher(pool, retryPolicy, this.retryCounters));
   }
 
   /** One statement = one implicit SERIALIZABLE transaction (see pool.ts), retried as a whole. */
