@@ -22,7 +22,7 @@ async function run(config: Config): Promise<void> {
   if (config.databaseUrl !== null) return start(config, config.databaseUrl, null);
   log.info('DATABASE_URL unset: starting embedded PostgreSQL', { dataDir: config.dataDir, port: config.embeddedPgPort });
   const embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort);
-  log.info(`embedded PostgreSQL ${embedded.version} running; data is kept in this directory across restarts`, { dataDir: config.dataDir });
+  log.info(`embedded PostgreSQL ${embedded.version} running; data is kept in this directory across restarts`, { dataDir: config.dataDir, postgresPid: embedded.pid });
   try {
     await start(config, embedded.url, embedded);
   } catch (error) {

