@@ -1,10 +1,12 @@
 /**
  * XML bytes -> typed, validated Request (or a request-level error).
- * Pure: no I/O. Entities beyond XML's five are never expanded; a DOCTYPE is
- * refused before the parser sees it, so entity-expansion attacks cannot start.
+ * Pure: no I/O. The document is read by saxes, a conforming XML 1.0 parser: anything that
+ * is not a well-formed document (content after the root, "--" in a comment, a misplaced
+ * declaration, "]]>" in text, ...) is refused whole before any item is looked at.
+ * Entities beyond XML's five are never expanded; a DOCTYPE is refused before the parser
+ * sees it, so entity-expansion attacks cannot start.
  */
-import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { EntityDecoder } from '@nodable/entities';
+import { SaxesParser } from 'saxes';
 import type {
   AddShares, Attributes, CreateAccount, CreateGroup, CreateRequest, InvalidCreateItem,
   Request, TransactionItem, TransactionsRequest,
@@ -13,7 +15,7 @@ import {
   accountIdProblem, amountProblem, balanceProblem, isPossibleOrderId,
   limitProblem, sharesProblem, symbolProblem,
 } from './fields.js';
-import { hasIllegalXmlCharacter, isLegalXmlCodePoint } from './xml-characters.js';
+import { hasIllegalXmlCharacter } from './xml-characters.js';
 
 /** More children than this in one request is refused whole (each child costs a transaction). */
 export const MAX_ITEMS_PER_REQUEST = 10_000;
@@ -21,49 +23,14 @@ const MAX_NESTING = 16;
 
 export type RequestParseError = { kind: 'error'; message: string };
 
-type XmlNode = { [tag: string]: unknown; ':@'?: Record<string, string> };
-
-/**
- * XML's five entities and character references, for every parse. A declaration of version
- * 1.1 switches it to 1.1's reference rules and nothing switches it back, so each parse
- * starts it at 1.0 again (parseDocument).
- */
-const entityDecoder = new EntityDecoder({ numericAllowed: true });
-
-const parser = new XMLParser({
-  preserveOrder: true,
-  ignoreAttributes: false,
-  attributeNamePrefix: '',
-  parseAttributeValue: false,
-  parseTagValue: false,
-  trimValues: false,
-  processEntities: true,
-  // Named HTML entities never get here (UNDEFINED_ENTITY). Built once: with htmlEntities the
-  // parser merged the whole HTML entity table on every parse, about half of a small request's
-  // parse time (issue 5).
-  entityDecoder,
-  ignoreDeclaration: true,
-  ignorePiTags: true,
-  commentPropName: false,
-  maxNestedTags: MAX_NESTING,
-});
+/** One element of the document: its attributes, child elements, and text (CDATA included). */
+type XmlElement = { name: string; attributes: Record<string, string>; children: XmlElement[]; text: string };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const DOCTYPE_OR_ENTITY = /<!\s*(DOCTYPE|ENTITY)/i;
-/** Only XML's predefined entities and character references are legal without a DOCTYPE. */
-/** fast-xml-parser's validator accepts a raw '<' inside an attribute value; XML does not. */
-const RAW_LT_IN_ATTRIBUTE = /=\s*(?:"[^"]*<|'[^']*<)/;
-const UNDEFINED_ENTITY = /&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)/;
-const CHARACTER_REFERENCE = /&#(x[0-9a-fA-F]+|[0-9]+);/g;
-
-function hasIllegalCharacterReference(text: string): boolean {
-  for (const match of text.matchAll(CHARACTER_REFERENCE)) {
-    const digits = match[1] as string;
-    const code = digits.startsWith('x') ? parseInt(digits.slice(1), 16) : parseInt(digits, 10);
-    if (!isLegalXmlCodePoint(code)) return true;
-  }
-  return false;
-}
+const UTF8_LABEL = /^utf-?8$/i;
+/** Encodings that read an ASCII-only body exactly as UTF-8 does. */
+const ASCII_COMPATIBLE_LABEL = /^(us-ascii|iso-8859-1)$/i;
 
 /** Reasons may quote the input; a huge bad request must not get a huge reply. */
 const MAX_REASON_LENGTH = 200;
@@ -72,8 +39,35 @@ function fail(message: string): RequestParseError {
   return { kind: 'error', message: message.length > MAX_REASON_LENGTH ? `${message.slice(0, MAX_REASON_LENGTH)}...` : message };
 }
 
-/** Decodes and checks well-formedness; returns the text or an error. */
-function wellFormedText(body: Uint8Array): string | RequestParseError {
+/** Thrown from the parser's handlers to stop reading a document we refuse anyway. */
+class Refusal {
+  constructor(readonly message: string) {}
+}
+
+/**
+ * The body is UTF-8 (SPEC). A declaration naming another encoding would make a conforming
+ * parser read other characters, so it is accepted only where that cannot happen.
+ */
+function encodingProblem(encoding: string | undefined, body: Uint8Array): string | null {
+  if (encoding === undefined || UTF8_LABEL.test(encoding)) return null;
+  // Raw bytes, not decoded text: a UTF-8 byte order mark is not ASCII either.
+  if (ASCII_COMPATIBLE_LABEL.test(encoding) && body.every((byte) => byte < 0x80)) return null;
+  return `request must be UTF-8: declared encoding "${shortName(encoding)}" is not accepted`;
+}
+
+/** saxes reports "line:column: what." */
+function malformed(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const match = /^(\d+):(\d+): (.*?)\.?$/s.exec(message);
+  if (!match) return `malformed XML: ${message}`;
+  const what = match[3] === 'malformed character entity'
+    ? 'character reference malformed or to a character not allowed in XML'
+    : match[3] as string;
+  return `malformed XML: ${what} (line ${match[1]}, column ${match[2]})`;
+}
+
+/** Decodes, checks that the body is one well-formed XML 1.0 document, and builds its tree. */
+function readDocument(body: Uint8Array): XmlElement | RequestParseError {
   let text: string;
   try {
     text = utf8.decode(body);
@@ -82,16 +76,44 @@ function wellFormedText(body: Uint8Array): string | RequestParseError {
   }
   if (text.trim().length === 0) return fail('request is empty');
   if (DOCTYPE_OR_ENTITY.test(text)) return fail('DOCTYPE and entity declarations are not allowed');
-  if (UNDEFINED_ENTITY.test(text)) return fail('malformed XML: undefined entity or stray "&"');
-  if (RAW_LT_IN_ATTRIBUTE.test(text)) return fail('malformed XML: "<" inside an attribute value');
-  if (hasIllegalXmlCharacter(text) || hasIllegalCharacterReference(text)) {
-    return fail('malformed XML: character not allowed in XML');
+  // Raw, these are illegal anywhere, comments included (references are checked by the parser,
+  // which knows where a reference is one).
+  if (hasIllegalXmlCharacter(text)) return fail('malformed XML: character not allowed in XML');
+  // A declared version 1.1 must not switch the parser to 1.1's character rules.
+  const parser = new SaxesParser({ xmlns: false, defaultXMLVersion: '1.0', forceXMLVersion: true });
+  const open: XmlElement[] = [];
+  let root: XmlElement | null = null;
+  const addText = (chunk: string): void => {
+    const current = open[open.length - 1];
+    if (current) current.text += chunk;
+  };
+  parser.on('xmldecl', (declaration) => {
+    const problem = encodingProblem(declaration.encoding, body);
+    if (problem) throw new Refusal(problem);
+  });
+  parser.on('doctype', () => {
+    throw new Refusal('DOCTYPE and entity declarations are not allowed');
+  });
+  parser.on('opentag', (tag) => {
+    if (open.length >= MAX_NESTING) throw new Refusal(`request nests elements deeper than ${MAX_NESTING} levels`);
+    const element: XmlElement = { name: tag.name, attributes: tag.attributes, children: [], text: '' };
+    const parent = open[open.length - 1];
+    if (parent) parent.children.push(element);
+    else root = element;
+    open.push(element);
+  });
+  parser.on('closetag', () => {
+    open.pop();
+  });
+  parser.on('text', addText);
+  parser.on('cdata', addText);
+  try {
+    parser.write(text).close();
+  } catch (error) {
+    return fail(error instanceof Refusal ? error.message : malformed(error));
   }
-  const validation = XMLValidator.validate(text, { allowBooleanAttributes: false });
-  if (validation !== true) {
-    return fail(`malformed XML: ${validation.err.msg} (line ${validation.err.line})`);
-  }
-  return text;
+  // close() has thrown unless exactly one root element was read and closed.
+  return root ?? fail('malformed XML: no root element');
 }
 
 /** True when the bytes hold one complete, well-formed document (used for overstated lengths). */
@@ -100,47 +122,11 @@ export function isCompleteDocument(body: Uint8Array): boolean {
   let last = body.length - 1;
   while (last >= 0 && (body[last] === 0x20 || body[last] === 0x0a || body[last] === 0x0d || body[last] === 0x09)) last--;
   if (last < 0 || body[last] !== 0x3e) return false;
-  const text = wellFormedText(body);
-  return typeof text === 'string' && rootElements(text) !== null;
+  return !isParseError(readDocument(body));
 }
 
-function parseDocument(text: string): XmlNode[] {
-  entityDecoder.setXmlVersion(1.0);
-  return parser.parse(text) as XmlNode[];
-}
-
-function rootElements(text: string): XmlNode[] | null {
-  try {
-    const nodes = parseDocument(text).filter((node) => elementName(node) !== null);
-    return nodes.length === 1 ? nodes : null;
-  } catch {
-    return null;
-  }
-}
-
-function elementName(node: XmlNode): string | null {
-  for (const key of Object.keys(node)) {
-    if (key !== ':@' && key !== '#text') return key;
-  }
-  return null;
-}
-
-function attributesOf(node: XmlNode): Record<string, string> {
-  return node[':@'] ?? {};
-}
-
-function childElements(node: XmlNode, name: string): XmlNode[] {
-  const children = node[name];
-  if (!Array.isArray(children)) return [];
-  return (children as XmlNode[]).filter((child) => elementName(child) !== null);
-}
-
-function textOf(node: XmlNode, name: string): string {
-  const children = node[name];
-  if (!Array.isArray(children)) return '';
-  return (children as XmlNode[])
-    .map((child) => (typeof child['#text'] === 'string' ? child['#text'] : ''))
-    .join('');
+function isParseError(value: XmlElement | RequestParseError): value is RequestParseError {
+  return (value as RequestParseError).kind === 'error';
 }
 
 /** Picks the named attributes that are present, in the given order, for echoing in a reply. */
@@ -159,8 +145,8 @@ function shortName(name: string): string {
 }
 
 /** Elements that carry everything in attributes must not hold text either. */
-function hasText(node: XmlNode, name: string): boolean {
-  return textOf(node, name).trim().length > 0;
+function hasText(node: XmlElement): boolean {
+  return node.text.trim().length > 0;
 }
 
 function unexpectedAttribute(attributes: Record<string, string>, allowed: readonly string[]): string | null {
@@ -169,36 +155,31 @@ function unexpectedAttribute(attributes: Record<string, string>, allowed: readon
 }
 
 export function parseRequest(body: Uint8Array): Request | RequestParseError {
-  const text = wellFormedText(body);
-  if (typeof text !== 'string') return text;
-  const roots = rootElements(text);
-  if (roots === null) return fail('malformed XML: expected exactly one root element');
-  const root = roots[0] as XmlNode;
-  const rootName = elementName(root);
-  if (rootName === 'create') return parseCreate(root);
-  if (rootName === 'transactions') return parseTransactions(root);
-  return fail(`unknown root element '${shortName(rootName ?? '')}': expected <create> or <transactions>`);
+  const root = readDocument(body);
+  if (isParseError(root)) return root;
+  if (root.name === 'create') return parseCreate(root);
+  if (root.name === 'transactions') return parseTransactions(root);
+  return fail(`unknown root element '${shortName(root.name)}': expected <create> or <transactions>`);
 }
 
-function countItems(root: XmlNode, name: string): number {
+function countItems(root: XmlElement): number {
   let count = 0;
-  for (const child of childElements(root, name)) {
-    const childName = elementName(child) as string;
-    count += childName === 'symbol' ? Math.max(1, childElements(child, childName).length) : 1;
+  for (const child of root.children) {
+    count += child.name === 'symbol' ? Math.max(1, child.children.length) : 1;
   }
   return count;
 }
 
-function parseCreate(root: XmlNode): CreateRequest | RequestParseError {
-  const rootProblem = unexpectedAttribute(attributesOf(root), []);
+function parseCreate(root: XmlElement): CreateRequest | RequestParseError {
+  const rootProblem = unexpectedAttribute(root.attributes, []);
   if (rootProblem) return fail(`<create>: ${rootProblem}`);
-  if (countItems(root, 'create') > MAX_ITEMS_PER_REQUEST) {
+  if (countItems(root) > MAX_ITEMS_PER_REQUEST) {
     return fail(`request has more than ${MAX_ITEMS_PER_REQUEST} items`);
   }
   const groups: CreateGroup[] = [];
-  for (const child of childElements(root, 'create')) {
-    const name = elementName(child) as string;
-    const attributes = attributesOf(child);
+  for (const child of root.children) {
+    const name = child.name;
+    const attributes = child.attributes;
     if (name === 'account') {
       groups.push({ kind: 'account', item: parseCreateAccount(child, attributes) });
     } else if (name === 'symbol') {
@@ -210,21 +191,21 @@ function parseCreate(root: XmlNode): CreateRequest | RequestParseError {
   return { kind: 'create', groups };
 }
 
-function parseCreateAccount(node: XmlNode, attributes: Record<string, string>): CreateAccount | InvalidCreateItem {
+function parseCreateAccount(node: XmlElement, attributes: Record<string, string>): CreateAccount | InvalidCreateItem {
   const echo = echoOf(attributes, ['id']);
   const problem = accountIdProblem(attributes['id'])
     ?? balanceProblem(attributes['balance'])
     ?? unexpectedAttribute(attributes, ['id', 'balance'])
-    ?? (childElements(node, 'account').length > 0 ? '<account> in <create> takes no children' : null)
-    ?? (hasText(node, 'account') ? '<account> in <create> takes no text' : null);
+    ?? (node.children.length > 0 ? '<account> in <create> takes no children' : null)
+    ?? (hasText(node) ? '<account> in <create> takes no text' : null);
   if (problem) return { kind: 'invalid', echo, reason: problem };
   return { kind: 'account', accountId: attributes['id'] as string, balance: attributes['balance'] as string };
 }
 
-function parseSymbol(node: XmlNode, attributes: Record<string, string>): CreateGroup {
+function parseSymbol(node: XmlElement, attributes: Record<string, string>): CreateGroup {
   const sym = attributes['sym'];
   const symProblem = symbolProblem(sym) ?? unexpectedAttribute(attributes, ['sym']);
-  const children = childElements(node, 'symbol');
+  const children = node.children;
   if (children.length === 0) {
     return {
       kind: 'symbol',
@@ -233,15 +214,15 @@ function parseSymbol(node: XmlNode, attributes: Record<string, string>): CreateG
     };
   }
   const items: Array<AddShares | InvalidCreateItem> = children.map((child) => {
-    const childName = elementName(child) as string;
-    const childAttributes = attributesOf(child);
+    const childName = child.name;
+    const childAttributes = child.attributes;
     const echo: Attributes = [...echoOf(attributes, ['sym']), ...echoOf(childAttributes, ['id'])];
     if (childName !== 'account') return { kind: 'invalid', echo, reason: `unknown element <${shortName(childName)}> in <symbol>` };
-    const shares = textOf(child, 'account').trim();
+    const shares = child.text.trim();
     const problem = symProblem
       ?? accountIdProblem(childAttributes['id'])
       ?? unexpectedAttribute(childAttributes, ['id'])
-      ?? (childElements(child, 'account').length > 0 ? '<account> in <symbol> holds only a number' : null)
+      ?? (child.children.length > 0 ? '<account> in <symbol> holds only a number' : null)
       ?? sharesProblem(shares);
     if (problem) return { kind: 'invalid', echo, reason: problem };
     return { kind: 'shares', sym: sym as string, accountId: childAttributes['id'] as string, shares };
@@ -249,11 +230,11 @@ function parseSymbol(node: XmlNode, attributes: Record<string, string>): CreateG
   return { kind: 'symbol', sym: symProblem ? null : (sym as string), items };
 }
 
-function parseTransactions(root: XmlNode): TransactionsRequest | RequestParseError {
-  const attributes = attributesOf(root);
+function parseTransactions(root: XmlElement): TransactionsRequest | RequestParseError {
+  const attributes = root.attributes;
   const accountId = attributes['id'];
   const idProblem = accountIdProblem(accountId) ?? unexpectedAttribute(attributes, ['id']);
-  const children = childElements(root, 'transactions');
+  const children = root.children;
   if (children.length > MAX_ITEMS_PER_REQUEST) return fail(`request has more than ${MAX_ITEMS_PER_REQUEST} items`);
   return {
     kind: 'transactions',
@@ -266,11 +247,11 @@ function parseTransactions(root: XmlNode): TransactionsRequest | RequestParseErr
 
 const ORDER_ATTRIBUTES = ['sym', 'amount', 'limit'] as const;
 
-function parseTransactionItem(node: XmlNode): TransactionItem {
-  const name = elementName(node) as string;
-  const attributes = attributesOf(node);
-  const nested = childElements(node, name).length > 0 ? `<${shortName(name)}> takes no children`
-    : hasText(node, name) ? `<${shortName(name)}> takes no text` : null;
+function parseTransactionItem(node: XmlElement): TransactionItem {
+  const name = node.name;
+  const attributes = node.attributes;
+  const nested = node.children.length > 0 ? `<${shortName(name)}> takes no children`
+    : hasText(node) ? `<${shortName(name)}> takes no text` : null;
   if (name === 'order') {
     const echo = echoOf(attributes, ORDER_ATTRIBUTES);
     const problem = symbolProblem(attributes['sym'])

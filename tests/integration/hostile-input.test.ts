@@ -258,6 +258,24 @@ const CASES: Case[] = [
   { name: 'a closing tag with no opening tag', wire: () => frame('</create>'), expect: requestError(/./) },
   { name: 'JSON instead of XML', wire: () => frame(`{"create":{"account":{"id":"${NEVER}","balance":"5"}}}`), expect: requestError(/./) },
 
+  // --- not well-formed, though a lax parser reads a request in it ----------------
+  { name: 'a reference after the root element', wire: () => frame(`<create><account id="${NEVER}" balance="5"/></create>&amp;`), expect: requestError(MALFORMED) },
+  { name: 'CDATA after the root element', wire: () => frame(`<create><account id="${NEVER}" balance="5"/></create><![CDATA[x]]>`), expect: requestError(MALFORMED) },
+  { name: 'an XML declaration after the root element', wire: () => frame(`<create><account id="${NEVER}" balance="5"/></create><?xml version="1.0"?>`), expect: requestError(MALFORMED) },
+  { name: 'text after the root element', wire: () => frame(`<create><account id="${NEVER}" balance="5"/></create>junk`), expect: requestError(MALFORMED) },
+  { name: '<create/> then text', wire: () => frame('<create/>junk'), expect: requestError(MALFORMED) },
+  { name: '"--" inside a comment', wire: () => frame(`<create><!-- a -- b --><account id="${NEVER}" balance="5"/></create>`), expect: requestError(MALFORMED) },
+  { name: 'an XML declaration inside the root', wire: () => frame(`<create><?xml version="1.0"?><account id="${NEVER}" balance="5"/></create>`), expect: requestError(MALFORMED) },
+  { name: 'a processing instruction named xml in another case', wire: () => frame(`<create><?XML x?><account id="${NEVER}" balance="5"/></create>`), expect: requestError(MALFORMED) },
+  { name: 'an XML declaration after a comment', wire: () => frame(`<!-- x --><?xml version="1.0"?><create><account id="${NEVER}" balance="5"/></create>`), expect: requestError(MALFORMED) },
+  { name: '"]]>" in text', wire: () => frame(`<create>]]><account id="${NEVER}" balance="5"/></create>`), expect: requestError(MALFORMED) },
+  { name: 'an XML declaration without a version', wire: () => frame(`<?xml encoding="UTF-8"?><create><account id="${NEVER}" balance="5"/></create>`), expect: requestError(MALFORMED) },
+  { name: 'an XML declaration of UTF-16 over UTF-8 bytes', wire: () => frame(`<?xml version="1.0" encoding="UTF-16"?><create><account id="${NEVER}" balance="5"/></create>`), expect: requestError(/UTF-8/) },
+  { name: 'a reference after the root element (length framing: connection stays usable)', framing: 'length', staysOpen: true,
+    wire: () => frame(`<create><account id="${NEVER}" balance="5"/></create>&amp;`), expect: requestError(MALFORMED) },
+  { name: '"--" inside a comment (length framing: connection stays usable)', framing: 'length', staysOpen: true,
+    wire: () => frame(`<create><!----><account id="${NEVER}" balance="5"/><!-- -- --></create>`), expect: requestError(MALFORMED) },
+
   // --- DTDs and entities ----------------------------------------------------
   { name: 'DOCTYPE without an internal subset', wire: () => frame(`<!DOCTYPE create><create><account id="${NEVER}" balance="5"/></create>`), expect: requestError(NO_DTD) },
   { name: 'internal ENTITY used in an attribute', wire: () => frame(`<!DOCTYPE create [<!ENTITY n "${NEVER}">]><create><account id="&n;" balance="5"/></create>`), expect: requestError(NO_DTD) },

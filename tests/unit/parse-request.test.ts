@@ -411,6 +411,26 @@ describe('parseRequest', () => {
       expectError('<create><symbol sym="A"><account id="1">&#0;</account></symbol></create>');
     });
 
+    it('reads a declared version 1.1 by XML 1.0 rules, this request and the next', () => {
+      // XML 1.1 allows &#1;; a 1.1 declaration must not switch the rules, for this parse or later ones.
+      expectError('<?xml version="1.1"?><create><account id="1" balance="&#1;5"/></create>', /character not allowed/);
+      expect(create('<?xml version="1.1"?><create/>').groups).to.deep.equal([]);
+      expectError('<create><account id="1" balance="&#1;5"/></create>', /character not allowed/);
+    });
+
+    it('accepts markup inside comments and CDATA that would be wrong elsewhere', () => {
+      expect(sharesProblem('<![CDATA[5]]><!-- R&D: <a> &#0; &nbsp; -->')).to.equal(null);
+    });
+
+    it('refuses an encoding declaration other than UTF-8 unless every byte is ASCII', () => {
+      expect(parse('<?xml version="1.0" encoding="utf-8"?><create/>').kind).to.equal('create');
+      expect(parse('<?xml version="1.0" encoding="US-ASCII"?><create/>').kind).to.equal('create');
+      expect(parse('<?xml version="1.0" encoding="ISO-8859-1"?><create/>').kind).to.equal('create');
+      expectError('<?xml version="1.0" encoding="ISO-8859-1"?><create><!-- é --></create>', /UTF-8/);
+      expectError('<?xml version="1.0" encoding="UTF-16"?><create/>', /UTF-8/);
+      expectError('<?xml version="1.0" encoding="EBCDIC-US"?><create/>', /UTF-8/);
+    });
+
     it('refuses a raw control character (not an XML 1.0 Char)', () => {
       expectError('<create><account id="\u0001" balance="1"/></create>');
     });
