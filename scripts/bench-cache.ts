@@ -168,7 +168,7 @@ async function lookupBenchmark(): Promise<void> {
   try {
     await applySchema(pool);
     const database = new PostgresExchangeStore(pool);
-    const cached = await CachedExchangeStore.create(database, cache);
+    const cached = await CachedExchangeStore.create(database, cache, pool);
     for (let attempt = 0; attempt < 100 && !cache.connected; attempt++) await new Promise((r) => setTimeout(r, 20));
     await database.createAccount('1', '1000000');
     await database.ensureSymbol('LK');

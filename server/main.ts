@@ -87,7 +87,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     log.info('REDIS_URL unset: running without a cache; every read goes to PostgreSQL');
   } else {
     cache = new RedisReadCache({ url: config.redisUrl, ttlSeconds: config.cacheTtlSeconds, commandTimeoutMs: config.cacheTimeoutMs });
-    store = await CachedExchangeStore.create(database, cache);
+    store = await CachedExchangeStore.create(database, cache, pool);
     log.info('read-through cache on Redis', { ttlSeconds: config.cacheTtlSeconds });
   }
 

@@ -1,16 +1,21 @@
 /**
  * The cache the store decorator talks to: get and set of strings, where any
- * failure is a miss. PostgreSQL stays the only source of truth.
+ * failure is a miss. PostgreSQL stays the only source of truth, and Redis is not
+ * trusted: the caller decodes each entry, and one it refuses is a miss and is removed.
  */
 import { createClient } from 'redis';
 import { log } from '../log.js';
 
-export type CacheCounters = { hits: number; misses: number; errors: number };
+/** rejected: entries found but refused by their decoder (also counted as misses). */
+export type CacheCounters = { hits: number; misses: number; errors: number; rejected: number };
 
 export interface ReadCache {
   readonly counters: CacheCounters;
-  /** null on a miss, and on any Redis failure. */
-  get(key: string): Promise<string | null>;
+  /**
+   * null on a miss, on any Redis failure, and when decode refuses the entry (null), which
+   * is then deleted: whatever is at a key, only what decode accepts is ever returned.
+   */
+  get<T>(key: string, decode: (text: string) => T | null): Promise<T | null>;
   /** Best effort: a failure is logged once in a while and otherwise ignored. */
   set(key: string, value: string): Promise<void>;
   close(): Promise<void>;
@@ -24,7 +29,7 @@ export type RedisCacheOptions = {
 };
 
 export class RedisReadCache implements ReadCache {
-  readonly counters: CacheCounters = { hits: 0, misses: 0, errors: 0 };
+  readonly counters: CacheCounters = { hits: 0, misses: 0, errors: 0, rejected: 0 };
   private readonly client;
   private lastErrorLog = 0;
 
@@ -51,20 +56,38 @@ export class RedisReadCache implements ReadCache {
     return this.client.isReady;
   }
 
-  async get(key: string): Promise<string | null> {
+  async get<T>(key: string, decode: (text: string) => T | null): Promise<T | null> {
     if (!this.client.isReady) {
       this.counters.misses++;
       return null;
     }
+    let text: string | null;
     try {
-      const value = await this.withinTimeout(this.client.get(key));
-      if (value === null) this.counters.misses++;
-      else this.counters.hits++;
-      return value;
+      text = await this.withinTimeout(this.client.get(key));
     } catch (error) {
       this.counters.misses++;
       this.noteError('redis get failed', error);
       return null;
+    }
+    const value = text === null ? null : decode(text);
+    if (value !== null) {
+      this.counters.hits++;
+      return value;
+    }
+    this.counters.misses++;
+    if (text !== null) {
+      this.counters.rejected++;
+      await this.remove(key);
+    }
+    return null;
+  }
+
+  /** Best effort, like set: an entry left behind is refused again at the next read. */
+  private async remove(key: string): Promise<void> {
+    try {
+      await this.withinTimeout(this.client.del(key));
+    } catch (error) {
+      this.noteError('redis del failed', error);
     }
   }
 

@@ -38,7 +38,7 @@ export const metrics = {
 
 export type MetricSources = {
   retries: () => { retries: number; exhausted: number };
-  cache: () => { hits: number; misses: number; errors: number } | null;
+  cache: () => { hits: number; misses: number; errors: number; rejected: number } | null;
   openConnections: () => number;
   pool: () => { total: number; idle: number; waiting: number };
 };
@@ -59,6 +59,7 @@ export function registerSources(sources: MetricSources): void {
   counterFrom('exchange_cache_hits_total', 'Redis cache hits', () => sources.cache()?.hits ?? null);
   counterFrom('exchange_cache_misses_total', 'Redis cache misses (including Redis failures)', () => sources.cache()?.misses ?? null);
   counterFrom('exchange_cache_errors_total', 'Redis errors (each answered from PostgreSQL)', () => sources.cache()?.errors ?? null);
+  counterFrom('exchange_cache_rejected_total', 'Redis entries refused (wrong shape or signature) and removed; also misses', () => sources.cache()?.rejected ?? null);
   new client.Gauge({ name: 'exchange_open_connections', help: 'Client connections open', collect() { this.set(sources.openConnections()); } });
   new client.Gauge({
     name: 'exchange_db_pool_connections', help: 'PostgreSQL pool connections, by state', labelNames: ['state'],

@@ -221,7 +221,10 @@ describe('Redis read-through cache', function () {
         await server.pool.query('DROP TRIGGER fail_cancel ON orders; DROP FUNCTION fail_twice(); DROP SEQUENCE cancel_attempts');
       }
       expect(server.store.retryCounters.retries - retriesBefore).to.equal(2);
-      const entry = JSON.parse((await cachedEntry(id)) ?? 'null') as { owner: string; status: { openShares: string; canceled: unknown } } | null;
+      // "v1.<MAC>.<JSON>"
+      const text = (await cachedEntry(id)) ?? '';
+      expect(text).to.match(/^v1\.[A-Za-z0-9_-]{43}\./);
+      const entry = JSON.parse(text.slice(text.indexOf('.', 3) + 1)) as { owner: string; status: { openShares: string; canceled: unknown } } | null;
       expect(entry?.owner).to.equal('41');
       expect(entry?.status.openShares).to.equal('0');
       const row = await server.pool.query<{ canceled_shares: string }>('SELECT canceled_shares::text FROM orders WHERE id = $1', [id]);

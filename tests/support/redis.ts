@@ -19,7 +19,8 @@ function answersPing(port: number): Promise<boolean> {
     const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write('PING\r\n'));
     socket.once('data', (data) => {
       socket.destroy();
-      resolve(data.toString().startsWith('+PONG'));
+      // A Redis with a password answers, but refuses PING before AUTH.
+      resolve(/^(\+PONG|-NOAUTH)/.test(data.toString()));
     });
     socket.once('error', () => resolve(false));
   });
@@ -28,20 +29,27 @@ function answersPing(port: number): Promise<boolean> {
 export class DisposableRedis {
   private child: ChildProcess | null = null;
 
-  private constructor(readonly port: number) {}
+  private constructor(readonly port: number, private readonly password: string | null) {}
 
-  static async start(): Promise<DisposableRedis> {
-    const redis = new DisposableRedis(await freePort());
+  /** With a password, clients must AUTH (requirepass). */
+  static async start(options: { password?: string } = {}): Promise<DisposableRedis> {
+    const redis = new DisposableRedis(await freePort(), options.password ?? null);
     await redis.restart();
     return redis;
   }
 
+  /** The URL a client uses, with the password when there is one. */
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return this.password === null ? `redis://127.0.0.1:${this.port}` : this.urlWithPassword(this.password);
+  }
+
+  urlWithPassword(password: string): string {
+    return `redis://:${encodeURIComponent(password)}@127.0.0.1:${this.port}`;
   }
 
   async restart(): Promise<void> {
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    const auth = this.password === null ? [] : ['--requirepass', this.password];
+    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...auth], { stdio: 'ignore' });
     for (let attempt = 0; attempt < 100; attempt++) {
       if (await answersPing(this.port)) return;
       await new Promise((resolve) => setTimeout(resolve, 50));

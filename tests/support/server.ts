@@ -44,7 +44,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   await applySchema(pool);
   const store = new PostgresExchangeStore(pool);
   const cache = options.redisUrl ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 }) : null;
-  const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache) : store;
+  const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache, pool) : store;
   const listener = new ExchangeListener(
     {
       host: '127.0.0.1',
