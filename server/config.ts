@@ -30,6 +30,7 @@ export type Config = {
   idleTimeoutMs: number;
   graceMs: number;
   maxConnections: number;
+  maxBufferedBytes: number;
   dbPoolSize: number;
   workers: number;
   metricsPort: number | null;
@@ -95,6 +96,11 @@ const SETTINGS: Setting[] = [
   { key: 'idleTimeoutMs', env: 'IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', default: '60000', help: 'close connections idle this long', parse: integer(100, 86_400_000) },
   { key: 'graceMs', env: 'GRACE_MS', flag: 'grace-ms', default: '100', help: 'wait this long before processing a complete document shorter than its declared length', parse: integer(1, 10_000) },
   { key: 'maxConnections', env: 'MAX_CONNECTIONS', flag: 'max-connections', default: '10000', help: 'concurrent connections accepted', parse: integer(1, 1_000_000) },
+  {
+    key: 'maxBufferedBytes', env: 'MAX_BUFFERED_BYTES', flag: 'max-buffered-bytes', default: String(64 * 1024 * 1024),
+    help: 'bytes a server process holds for its clients (requests not yet answered, replies not yet sent); beyond it connections stop reading and wait their turn',
+    parse: integer(64 * 1024, 64 * 1024 * 1024 * 1024),
+  },
   {
     key: 'metricsPort', env: 'METRICS_PORT', flag: 'metrics-port', default: '',
     help: 'HTTP port for /metrics (Prometheus) and /healthz; unset: off',

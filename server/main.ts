@@ -96,6 +96,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
       host: config.host,
       port: config.port,
       maxConnections: config.maxConnections,
+      maxBufferedBytes: config.maxBufferedBytes,
       framing: config.replyFraming,
       maxRequestBytes: config.maxRequestBytes,
       requestTimeoutMs: config.requestTimeoutMs,

@@ -5,9 +5,11 @@
  */
 import type net from 'node:net';
 import { RequestFramer, frameReply, type FrameEvent, type ReplyFraming } from '../protocol/framing.js';
+import type { BudgetWaiter, ByteBudget } from './byte-budget.js';
 
 export type ConnectionOptions = {
   framing: ReplyFraming;
+  /** Also what one connection may hold of requests not yet answered (one large, or many small). */
   maxRequestBytes: number;
   /**
    * A request must arrive whole within this long of its first byte (slow clients
@@ -31,6 +33,11 @@ export type ConnectionHooks = {
   isCompleteDocument: (body: Buffer) => boolean;
 };
 
+/** How often a connection whose replies are not being read checks for progress. */
+const STALL_CHECK_MS = 250;
+/** Reading nothing of its replies this long while others wait for memory closes a connection. */
+const STALL_UNDER_PRESSURE_MS = 1_000;
+
 /** The full completeness check parses the whole body; a client must not be able to trigger it often. */
 const MIN_COMPLETENESS_CHECK_INTERVAL_MS = 1_000;
 
@@ -47,11 +54,26 @@ export class Connection {
   private closeTimer: NodeJS.Timeout | null = null;
   private lastCompletenessCheck = 0;
   private sawData = false;
+  /** Bytes of the request being answered (taken off the queue, reply not yet written). */
+  private inProcessBytes = 0;
+  /** The request being received has its whole declared length charged to the budget. */
+  private admitted = false;
+  /** What this connection holds in the process's budget. */
+  private charged = 0;
+  private readonly waiter: BudgetWaiter = {
+    retry: () => {
+      this.flowControl();
+      return !this.waitingForBudget;
+    },
+  };
+  private waitingForBudget = false;
 
   constructor(
     private readonly socket: net.Socket,
     private readonly options: ConnectionOptions,
     private readonly hooks: ConnectionHooks,
+    /** Shared by the process's connections: bytes held for clients, requests and replies. */
+    private readonly budget: ByteBudget,
   ) {
     this.framer = new RequestFramer(options.maxRequestBytes);
     socket.setNoDelay(true);
@@ -85,6 +107,66 @@ export class Connection {
     this.updateTimers();
   }
 
+  /**
+   * Reads only what memory allows. What this connection holds (requests taken and not yet
+   * answered, the request being received, replies not yet sent) is charged to the process's
+   * budget. A request's whole declared length is charged before its body is read (admission),
+   * so a body once started can always finish: half-received requests cannot take the budget
+   * and wait for each other forever. Reading stops while the connection holds a full request's
+   * worth of unanswered requests, while the process has no room (the connection then waits
+   * its turn), while 64 requests wait, or while replies are not being read.
+   */
+  private flowControl(): void {
+    if (this.closed) return;
+    if (!this.accepting) {
+      // Nothing more will be taken (and what arrives is discarded): only the replies count.
+      this.admitted = false;
+      this.setWaitingForBudget(false);
+      this.charge(this.unansweredBytes() + this.socket.writableLength);
+      return;
+    }
+    const limit = this.options.maxRequestBytes;
+    const unanswered = this.unansweredBytes();
+    const output = this.socket.writableLength;
+    const held = this.framer.heldBytes();
+    const declared = this.framer.declaredLength();
+    if (declared === null) this.admitted = false;
+    let ownLimit = this.queue.length >= this.options.maxQueuedRequests || this.socket.writableNeedDrain;
+    let budgetLimit = false;
+    if (declared === null) {
+      // Between requests: the next chunk may carry whole requests, so take none while full.
+      ownLimit ||= unanswered >= limit;
+      budgetLimit = !ownLimit && !this.budget.fits(1, this.charged);
+    } else if (!this.admitted) {
+      if (unanswered > 0 && unanswered + declared > limit) ownLimit = true;
+      else if (this.budget.fits(unanswered + Math.max(declared, held) + output - this.charged, this.charged)) this.admitted = true;
+      else budgetLimit = true;
+    }
+    const receiving = declared !== null && this.admitted ? Math.max(declared, held) : held;
+    this.charge(unanswered + receiving + output);
+    this.setWaitingForBudget(budgetLimit);
+    if (ownLimit || budgetLimit) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  private unansweredBytes(): number {
+    let bytes = this.inProcessBytes;
+    for (const event of this.queue) if (event.type === 'request') bytes += event.body.length;
+    return bytes;
+  }
+
+  private charge(bytes: number): void {
+    const delta = bytes - this.charged;
+    this.charged = bytes;
+    if (delta !== 0) this.budget.adjust(delta);
+  }
+
+  private setWaitingForBudget(waiting: boolean): void {
+    this.waitingForBudget = waiting;
+    if (waiting) this.budget.wait(this.waiter);
+    else this.budget.cancel(this.waiter);
+  }
+
   private onEnd(): void {
     this.clientEnded = true;
     if (this.accepting) {
@@ -100,13 +182,19 @@ export class Connection {
   }
 
   private onIdle(): void {
-    if (!this.busy && this.queue.length === 0 && !this.framer.hasPartialRequest()) this.socket.destroy();
+    // Idle with nothing in flight, or idle because the client reads none of its replies (it
+    // would hold its requests and replies in memory for as long as it liked).
+    const idle = !this.busy && this.queue.length === 0 && !this.framer.hasPartialRequest();
+    if (idle || this.socket.writableNeedDrain) this.socket.destroy();
   }
 
   private onClose(): void {
     this.closed = true;
     this.accepting = false;
     this.queue.length = 0;
+    this.inProcessBytes = 0;
+    this.budget.cancel(this.waiter);
+    this.charge(0);
     this.clearTimers();
     if (this.closeTimer) clearTimeout(this.closeTimer);
     this.closeTimer = null;
@@ -122,7 +210,7 @@ export class Connection {
         this.clearTimers();
       }
     }
-    if (this.queue.length >= this.options.maxQueuedRequests) this.socket.pause();
+    this.flowControl();
     void this.pump();
   }
 
@@ -137,7 +225,9 @@ export class Connection {
           this.write(this.hooks.renderError(event.reason));
           break;
         }
+        this.inProcessBytes = event.body.length;
         const reply = await this.hooks.processRequest(event.body);
+        this.inProcessBytes = 0;
         if (this.closed) break;
         this.write(reply);
         // A client that does not read its replies gets no more answers until it does:
@@ -147,13 +237,25 @@ export class Connection {
     } finally {
       this.busy = false;
     }
-    this.resumeIfRoom();
+    this.flowControl();
     this.finishIfDone();
   }
 
   private drained(): Promise<void> {
     return new Promise((resolve) => {
+      // Replies not yet sent are held in the process's budget. While other connections wait
+      // for room, a client that has read nothing of its replies for a while gives way: it is
+      // the one holding memory (a slow reader still makes progress and is left alone).
+      let unsent = this.socket.writableLength;
+      let stalledMs = 0;
+      const watch = setInterval(() => {
+        const now = this.socket.writableLength;
+        stalledMs = now < unsent ? 0 : stalledMs + STALL_CHECK_MS;
+        unsent = now;
+        if (stalledMs >= STALL_UNDER_PRESSURE_MS && this.budget.waitingCount > 0) this.socket.destroy();
+      }, STALL_CHECK_MS).unref();
       const done = () => {
+        clearInterval(watch);
         this.socket.off('drain', done);
         this.socket.off('close', done);
         resolve();
@@ -164,15 +266,10 @@ export class Connection {
   }
 
   private write(xml: string): void {
-    // The callback runs once the reply has left our buffer, which is when reading may resume.
-    this.socket.write(frameReply(xml, this.options.framing), () => this.resumeIfRoom());
-  }
-
-  private resumeIfRoom(): void {
-    if (this.accepting && !this.closed && this.queue.length < this.options.maxQueuedRequests
-      && !this.socket.writableNeedDrain) {
-      this.socket.resume();
-    }
+    // The callback runs once the reply has left our buffer, which is when reading may resume
+    // (and the reply's bytes are no longer held). A 'drain' alone once left reading paused.
+    this.socket.write(frameReply(xml, this.options.framing), () => this.flowControl());
+    this.flowControl();
   }
 
   /** Closes our side once every request taken has been answered and none can follow. */

@@ -1,5 +1,6 @@
 /** The TCP listener: accepts connections, caps their number, shuts down gracefully. */
 import net from 'node:net';
+import { ByteBudget } from './byte-budget.js';
 import { Connection, type ConnectionHooks, type ConnectionOptions } from './connection.js';
 import { log } from '../log.js';
 
@@ -7,16 +8,20 @@ export type ListenerOptions = ConnectionOptions & {
   host: string;
   port: number;
   maxConnections: number;
+  /** Bytes this process holds for its clients (requests not yet answered, replies not yet sent). */
+  maxBufferedBytes: number;
 };
 
 export class ExchangeListener {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
+  readonly budget: ByteBudget;
 
   constructor(private readonly options: ListenerOptions, hooks: ConnectionHooks) {
+    this.budget = new ByteBudget(options.maxBufferedBytes);
     // allowHalfOpen: a client may shut down its sending side and still read the reply.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
-      const connection = new Connection(socket, options, hooks);
+      const connection = new Connection(socket, options, hooks, this.budget);
       this.connections.add(connection);
       socket.once('close', () => this.connections.delete(connection));
     });

@@ -150,6 +150,16 @@ export class RequestFramer {
     return !this.failed && (this.expectedLength !== null || this.buffered.length > 0);
   }
 
+  /** The declared length of the request being received; null until its length line is read. */
+  declaredLength(): number | null {
+    return this.failed ? null : this.expectedLength;
+  }
+
+  /** Bytes held, whatever they are (part of a length line, a body, the start of the next request). */
+  heldBytes(): number {
+    return this.buffered.length;
+  }
+
   /** Bytes of the body received so far (0 when no length line has been read). */
   partialBodyBytes(): number {
     return this.expectedLength === null ? 0 : this.buffered.length;

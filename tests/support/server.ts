@@ -35,6 +35,8 @@ export type TestServerOptions = {
   database?: TestDatabase;
   /** Put the Redis read-through cache in front of the store. */
   redisUrl?: string;
+  maxConnections?: number;
+  maxBufferedBytes?: number;
 };
 
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
@@ -49,7 +51,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     {
       host: '127.0.0.1',
       port: 0,
-      maxConnections: 10_000,
+      maxConnections: options.maxConnections ?? 10_000,
+      maxBufferedBytes: options.maxBufferedBytes ?? 64 * 1024 * 1024,
       framing: options.framing ?? 'bare',
       maxRequestBytes: options.maxRequestBytes ?? 1024 * 1024,
       requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
