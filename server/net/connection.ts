@@ -33,6 +33,9 @@ export type ConnectionHooks = {
   isCompleteDocument: (body: Buffer) => boolean;
 };
 
+/** After our last reply has been handed to the kernel, how long the peer has to close its side. */
+const CLOSE_AFTER_REPLY_MS = 1_000;
+
 /** How often a connection whose replies are not being read checks for progress. */
 const STALL_CHECK_MS = 250;
 /** Reading nothing of its replies this long while others wait for memory closes a connection. */
@@ -52,6 +55,9 @@ export class Connection {
   private requestTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
   private closeTimer: NodeJS.Timeout | null = null;
+  /** Restarted by progress only: a byte of a request, a request taken, a reply sent. Blank lines are not progress. */
+  private readonly idleTimer: NodeJS.Timeout;
+  private sentRequest = false;
   private lastCompletenessCheck = 0;
   private sawData = false;
   /** Bytes of the request being answered (taken off the queue, reply not yet written). */
@@ -77,7 +83,7 @@ export class Connection {
   ) {
     this.framer = new RequestFramer(options.maxRequestBytes);
     socket.setNoDelay(true);
-    socket.setTimeout(options.idleTimeoutMs, () => this.onIdle());
+    this.idleTimer = setTimeout(() => this.onIdle(), options.idleTimeoutMs).unref();
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     // Resets and broken pipes only end this connection; 'close' follows.
@@ -97,10 +103,38 @@ export class Connection {
     this.socket.destroy();
   }
 
+  /** Nothing received yet (not even a blank line): the first to go at the connection limit. */
+  get silent(): boolean {
+    return !this.sawData;
+  }
+
+  /** No request (or framing error) taken yet: the next to go at the connection limit. */
+  get waitingForFirstRequest(): boolean {
+    return !this.sentRequest;
+  }
+
+  /** Closes a connection to make room for another: an error reply, then close soon. */
+  evict(reason: string): void {
+    if (this.closed) return;
+    this.accepting = false;
+    this.queue.length = 0;
+    this.clearTimers();
+    this.socket.resume();
+    this.socket.end(frameReply(this.hooks.renderError(reason), this.options.framing));
+    this.closeTimer ??= setTimeout(() => this.socket.destroy(), CLOSE_AFTER_REPLY_MS).unref();
+    this.flowControl();
+  }
+
+  private progress(): void {
+    this.idleTimer.refresh();
+  }
+
   private onData(chunk: Buffer): void {
     if (!this.accepting) return;
     this.sawData = true;
     const events = this.framer.push(chunk);
+    // Blank lines between requests are not progress: a client that sends only those is idle.
+    if (events.length > 0 || this.framer.hasPartialRequest()) this.progress();
     // A finished request stops its deadline; a following partial one starts its own.
     if (events.length > 0) this.stopRequestTimer();
     this.enqueue(events);
@@ -186,6 +220,8 @@ export class Connection {
     // would hold its requests and replies in memory for as long as it liked).
     const idle = !this.busy && this.queue.length === 0 && !this.framer.hasPartialRequest();
     if (idle || this.socket.writableNeedDrain) this.socket.destroy();
+    // Otherwise a request is being received or answered, and has deadlines of its own.
+    else this.idleTimer.refresh();
   }
 
   private onClose(): void {
@@ -196,6 +232,7 @@ export class Connection {
     this.budget.cancel(this.waiter);
     this.charge(0);
     this.clearTimers();
+    clearTimeout(this.idleTimer);
     if (this.closeTimer) clearTimeout(this.closeTimer);
     this.closeTimer = null;
   }
@@ -204,6 +241,7 @@ export class Connection {
     for (const event of events) {
       if (!this.accepting) break;
       this.queue.push(event);
+      this.sentRequest = true;
       // Bare mode answers one request per connection; a framing error ends the stream.
       if (this.options.framing === 'bare' || event.type === 'error') {
         this.accepting = false;
@@ -268,7 +306,10 @@ export class Connection {
   private write(xml: string): void {
     // The callback runs once the reply has left our buffer, which is when reading may resume
     // (and the reply's bytes are no longer held). A 'drain' alone once left reading paused.
-    this.socket.write(frameReply(xml, this.options.framing), () => this.flowControl());
+    this.socket.write(frameReply(xml, this.options.framing), () => {
+      this.progress();
+      this.flowControl();
+    });
     this.flowControl();
   }
 
@@ -281,17 +322,29 @@ export class Connection {
     // seen and the socket closes; a paused socket would linger, and would not even
     // keep the event loop alive during shutdown.
     this.socket.resume();
-    // A peer that never reads or never closes would keep the socket alive; cap how long.
-    this.closeTimer ??= setTimeout(() => this.socket.destroy(), this.options.idleTimeoutMs).unref();
+    // Once the last reply is in the kernel's hands (closing the socket then still delivers
+    // it), the peer gets a moment to close; one that never does is not waited for. A peer
+    // that reads nothing never gets that far, and is cut by the idle timer.
+    if (this.closeTimer === null) {
+      this.closeTimer = setTimeout(() => this.socket.destroy(), this.options.idleTimeoutMs).unref();
+      this.socket.once('finish', () => {
+        if (this.closeTimer) clearTimeout(this.closeTimer);
+        if (!this.closed) this.closeTimer = setTimeout(() => this.socket.destroy(), CLOSE_AFTER_REPLY_MS).unref();
+      });
+    }
   }
 
   private updateTimers(): void {
-    if (!this.accepting || !this.framer.hasPartialRequest()) {
+    if (!this.accepting) {
       this.clearTimers();
       return;
     }
-    // The request deadline runs from the first byte and is never extended (slow-loris).
-    this.startRequestTimer();
+    const partial = this.framer.hasPartialRequest();
+    // The request deadline runs from the first byte and is never extended (slow-loris). In
+    // bare mode it runs from connect until the request is in, whatever arrives meanwhile
+    // (blank lines, which the framer drops, must not stop it).
+    if (partial || this.options.framing === 'bare') this.startRequestTimer();
+    else this.stopRequestTimer();
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = this.framer.partialBodyBytes() > 0
       ? setTimeout(() => this.onGraceElapsed(), this.options.graceMs)

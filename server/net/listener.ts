@@ -21,12 +21,52 @@ export class ExchangeListener {
     this.budget = new ByteBudget(options.maxBufferedBytes);
     // allowHalfOpen: a client may shut down its sending side and still read the reply.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
+      if (this.connections.size >= options.maxConnections && !this.makeRoom()) {
+        this.noteRefused();
+        socket.destroy();
+        return;
+      }
       const connection = new Connection(socket, options, hooks, this.budget);
       this.connections.add(connection);
       socket.once('close', () => this.connections.delete(connection));
     });
-    this.server.maxConnections = options.maxConnections;
-    this.server.on('drop', () => log.warn('connection refused: maxConnections reached', { maxConnections: options.maxConnections }));
+  }
+
+  /**
+   * At the connection limit, a connection that has sent nothing yet (the oldest first), or
+   * else one that has not sent a whole request yet, gives way to the new one: silent
+   * connections cannot lock others out. When every connection has sent a request, the new
+   * one is refused.
+   */
+  private makeRoom(): boolean {
+    let victim: Connection | undefined;
+    for (const connection of this.connections) {
+      if (connection.silent) {
+        victim = connection;
+        break;
+      }
+      victim ??= connection.waitingForFirstRequest ? connection : undefined;
+    }
+    if (victim === undefined) return false;
+    // Counted out now: it closes within a second.
+    this.connections.delete(victim);
+    victim.evict('server at its connection limit: connection closed to make room, before a request arrived');
+    return true;
+  }
+
+  private refusedSinceLog = 0;
+  private lastRefusedLog = 0;
+
+  /** One line per 5 s at most: a flood of connections must not flood the log. */
+  private noteRefused(): void {
+    this.refusedSinceLog++;
+    const now = Date.now();
+    if (now - this.lastRefusedLog < 5_000) return;
+    log.warn('connections refused: connection limit reached, every connection has sent a request', {
+      maxConnections: this.options.maxConnections, refused: this.refusedSinceLog,
+    });
+    this.refusedSinceLog = 0;
+    this.lastRefusedLog = now;
   }
 
   get connectionCount(): number {

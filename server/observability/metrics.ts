@@ -74,6 +74,7 @@ export function registerSources(sources: MetricSources): void {
 
 /** The coarse kind of a framing failure, as a metric label. */
 export function framingErrorKind(reason: string): string {
+  if (reason.includes('connection limit')) return 'evicted';
   if (reason.includes('within')) return 'timeout';
   if (reason.startsWith('truncated') || reason.startsWith('empty')) return 'truncated';
   if (reason.includes('exceeds the maximum')) return 'too_large';
