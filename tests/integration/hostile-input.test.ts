@@ -14,7 +14,12 @@ import { expect } from 'chai';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { UNKNOWN_ORDER } from '../../server/handlers/order-status.js';
 import { LengthClient, frameRequest, sendRaw, sendRequest } from '../support/client.js';
-import { startTestServer, type TestServer } from '../support/server.js';
+import type pg from 'pg';
+import { createTestDatabase } from '../support/database.js';
+import { startServerProcess } from '../support/process.js';
+import { SHARED_REDIS_URL } from '../support/redis.js';
+import { startTestServer } from '../support/server.js';
+import { createPool } from '../../server/store/pool.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 
 // ---------------------------------------------------------------------------
@@ -458,7 +463,7 @@ const CASES: Case[] = [
 
 type Snapshot = Record<string, string>;
 
-async function snapshot(server: TestServer): Promise<Snapshot> {
+async function snapshot(server: { pool: pg.Pool }): Promise<Snapshot> {
   const result = await server.pool.query<Snapshot>(`SELECT
       (SELECT count(*) FROM accounts)::text AS accounts,
       (SELECT coalesce(sum(balance), 0) FROM accounts)::text AS balances,
@@ -523,10 +528,53 @@ function checkReply(reply: string, expected: Expectation, maxReplyBytes?: number
 // The suite
 // ---------------------------------------------------------------------------
 
-describe('hostile and broken input (real socket, database unchanged, server keeps serving)', function () {
+/** A server under test in one framing, and a pool on its database (for snapshots). */
+type Endpoint = { port: number; pool: pg.Pool };
+type Servers = { bare: Endpoint; framed: Endpoint; close: () => Promise<void> };
+
+/** One process, no cache: the servers run in this test process. */
+async function inProcessServers(): Promise<Servers> {
+  const bare = await startTestServer({ framing: 'bare', maxRequestBytes: MAX_REQUEST_BYTES });
+  const framed = await startTestServer({ framing: 'length', database: bare.database, maxRequestBytes: MAX_REQUEST_BYTES });
+  return {
+    bare, framed,
+    close: async () => {
+      await framed.close();
+      await bare.close();
+    },
+  };
+}
+
+/** The real server, two worker processes each, with the Redis cache, in both framings on one database. */
+async function workerProcessServers(): Promise<Servers> {
+  const database = await createTestDatabase();
+  const pool = createPool({ databaseUrl: database.url, maxConnections: 2 });
+  const env = {
+    DATABASE_URL: database.url, REDIS_URL: SHARED_REDIS_URL, WORKERS: '2', MAX_REQUEST_BYTES: String(MAX_REQUEST_BYTES),
+    REQUEST_TIMEOUT_MS: '5000', IDLE_TIMEOUT_MS: '30000', LOG_LEVEL: 'info',
+  };
+  const bare = await startServerProcess({ ...env, REPLY_FRAMING: 'bare' });
+  const framed = await startServerProcess({ ...env, REPLY_FRAMING: 'length' });
+  return {
+    bare: { port: bare.port, pool },
+    framed: { port: framed.port, pool },
+    close: async () => {
+      await framed.stop();
+      await bare.stop();
+      await pool.end();
+      await database.drop();
+    },
+  };
+}
+
+for (const [variant, startServers] of [
+  ['one in-process server, no cache', inProcessServers],
+  ['two worker processes with the Redis cache', workerProcessServers],
+] as const) describe(`hostile and broken input (real socket, database unchanged, server keeps serving): ${variant}`, function () {
   this.timeout(60_000);
-  let bare: TestServer;
-  let framed: TestServer;
+  let servers: Servers;
+  let bare: Endpoint;
+  let framed: Endpoint;
 
   /** A normal request the server must still answer: A's open buy, read back. */
   const healthRequest = (): string => tx(`<query id="${openBuyId}"/>`);
@@ -539,8 +587,8 @@ describe('hostile and broken input (real socket, database unchanged, server keep
   }
 
   before(async () => {
-    bare = await startTestServer({ framing: 'bare', maxRequestBytes: MAX_REQUEST_BYTES });
-    framed = await startTestServer({ framing: 'length', database: bare.database, maxRequestBytes: MAX_REQUEST_BYTES });
+    servers = await startServers();
+    ({ bare, framed } = servers);
     const setup = async (xml: string): Promise<ReplyNode[]> => {
       const nodes = parseResults(await sendRequest(bare.port, xml));
       for (const node of nodes) expect(node.name, `setup: ${xml}`).to.not.equal('error');
@@ -555,8 +603,7 @@ describe('hostile and broken input (real socket, database unchanged, server keep
   });
 
   after(async () => {
-    await framed?.close();
-    await bare?.close();
+    await servers?.close();
   });
 
   it(`has at least 50 cases (${CASES.length})`, () => {
