@@ -119,6 +119,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     retries: () => database.retryCounters,
     cache: () => cache?.counters ?? null,
     openConnections: () => listener.connectionCount,
+    buffered: () => ({ bytes: listener.budget.usedBytes, waiting: listener.budget.waitingCount }),
     pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   });
   const address = await listener.listen().catch((error: NodeJS.ErrnoException) => {

@@ -62,8 +62,14 @@ export class Connection {
   private sawData = false;
   /** Bytes of the request being answered (taken off the queue, reply not yet written). */
   private inProcessBytes = 0;
-  /** The request being received has its whole declared length charged to the budget. */
-  private admitted = false;
+  /** Requests (and framing errors) the framer has produced so far. */
+  private framedCount = 0;
+  /**
+   * framedCount when the request now being received was admitted (its whole declared length
+   * charged to the budget); any other value: not admitted. A count, not a flag, because one
+   * chunk can finish a request and start the next, which must be admitted on its own.
+   */
+  private admittedAt = -1;
   /** What this connection holds in the process's budget. */
   private charged = 0;
   private readonly waiter: BudgetWaiter = {
@@ -133,6 +139,7 @@ export class Connection {
     if (!this.accepting) return;
     this.sawData = true;
     const events = this.framer.push(chunk);
+    this.framedCount += events.length;
     // Blank lines between requests are not progress: a client that sends only those is idle.
     if (events.length > 0 || this.framer.hasPartialRequest()) this.progress();
     // A finished request stops its deadline; a following partial one starts its own.
@@ -154,7 +161,7 @@ export class Connection {
     if (this.closed) return;
     if (!this.accepting) {
       // Nothing more will be taken (and what arrives is discarded): only the replies count.
-      this.admitted = false;
+      this.admittedAt = -1;
       this.setWaitingForBudget(false);
       this.charge(this.unansweredBytes() + this.socket.writableLength);
       return;
@@ -164,19 +171,20 @@ export class Connection {
     const output = this.socket.writableLength;
     const held = this.framer.heldBytes();
     const declared = this.framer.declaredLength();
-    if (declared === null) this.admitted = false;
+    let admitted = declared !== null && this.admittedAt === this.framedCount;
     let ownLimit = this.queue.length >= this.options.maxQueuedRequests || this.socket.writableNeedDrain;
     let budgetLimit = false;
     if (declared === null) {
       // Between requests: the next chunk may carry whole requests, so take none while full.
       ownLimit ||= unanswered >= limit;
       budgetLimit = !ownLimit && !this.budget.fits(1, this.charged);
-    } else if (!this.admitted) {
+    } else if (!admitted) {
       if (unanswered > 0 && unanswered + declared > limit) ownLimit = true;
-      else if (this.budget.fits(unanswered + Math.max(declared, held) + output - this.charged, this.charged)) this.admitted = true;
+      else if (this.budget.fits(unanswered + Math.max(declared, held) + output - this.charged, this.charged)) admitted = true;
       else budgetLimit = true;
     }
-    const receiving = declared !== null && this.admitted ? Math.max(declared, held) : held;
+    this.admittedAt = admitted ? this.framedCount : -1;
+    const receiving = declared !== null && admitted ? Math.max(declared, held) : held;
     this.charge(unanswered + receiving + output);
     this.setWaitingForBudget(budgetLimit);
     if (ownLimit || budgetLimit) this.socket.pause();
@@ -205,6 +213,7 @@ export class Connection {
     this.clientEnded = true;
     if (this.accepting) {
       const events = this.framer.end(this.hooks.isCompleteDocument);
+      this.framedCount += events.length;
       // A bare-mode connection exists for one request: closing without one deserves a reply.
       if (events.length === 0 && this.options.framing === 'bare' && this.sawData) {
         events.push({ type: 'error', reason: 'empty request: connection closed before a request arrived' });
@@ -361,6 +370,7 @@ export class Connection {
     this.lastCompletenessCheck = Date.now();
     const request = this.framer.takeCompleteShortBody(this.hooks.isCompleteDocument);
     if (request) {
+      this.framedCount++;
       this.stopRequestTimer();
       this.enqueue([request]);
       this.updateTimers();

@@ -40,6 +40,8 @@ export type MetricSources = {
   retries: () => { retries: number; exhausted: number };
   cache: () => { hits: number; misses: number; errors: number; rejected: number } | null;
   openConnections: () => number;
+  /** Bytes held for clients (the MAX_BUFFERED_BYTES budget), and connections waiting for room in it. */
+  buffered: () => { bytes: number; waiting: number };
   pool: () => { total: number; idle: number; waiting: number };
 };
 
@@ -61,6 +63,8 @@ export function registerSources(sources: MetricSources): void {
   counterFrom('exchange_cache_errors_total', 'Redis errors (each answered from PostgreSQL)', () => sources.cache()?.errors ?? null);
   counterFrom('exchange_cache_rejected_total', 'Redis entries refused (wrong shape or signature) and removed; also misses', () => sources.cache()?.rejected ?? null);
   new client.Gauge({ name: 'exchange_open_connections', help: 'Client connections open', collect() { this.set(sources.openConnections()); } });
+  new client.Gauge({ name: 'exchange_buffered_bytes', help: 'Request and reply bytes held for clients (MAX_BUFFERED_BYTES)', collect() { this.set(sources.buffered().bytes); } });
+  new client.Gauge({ name: 'exchange_connections_waiting_for_memory', help: 'Connections not read from until the buffered bytes fall', collect() { this.set(sources.buffered().waiting); } });
   new client.Gauge({
     name: 'exchange_db_pool_connections', help: 'PostgreSQL pool connections, by state', labelNames: ['state'],
     collect() {
