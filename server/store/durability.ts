@@ -6,13 +6,19 @@
  *
  * The flush itself is one small synchronous commit of a transaction that wrote
  * WAL (a commit that wrote nothing is not flushed), so PostgreSQL flushes the
- * WAL up to its commit record. WAL is flushed in order, so that flush covers
- * every commit before it, of this process and of any other: one flush serves
- * every reply waiting at that moment, and flushes of several processes are
- * merged further by PostgreSQL's own group commit.
+ * WAL up to its commit record (and, with synchronous replication, waits for the
+ * standby). WAL is flushed in order, so that flush covers every commit before
+ * it, of this process and of any other: one flush serves every reply waiting at
+ * that moment, and flushes of several processes are merged further by
+ * PostgreSQL's own group commit.
+ *
+ * WAL positions compare only within one run of one PostgreSQL server: after a
+ * crash, WAL that never reached disk is discarded and new WAL reuses its
+ * positions (a promoted standby goes on from its own). So every position
+ * carries the postmaster's start time as an epoch, and a reply whose commit was
+ * made under another epoch than the flush's has an unknown outcome.
  */
 import type pg from 'pg';
-import { withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
 
 /** A WAL position as PostgreSQL prints it ("16/B374D848"), as a number. */
 export function parseLsn(text: string): bigint {
@@ -22,20 +28,38 @@ export function parseLsn(text: string): bigint {
 }
 
 /**
- * A WAL position a reply depends on (the end of what it saw or wrote) and the
- * flush position PostgreSQL reported at that moment.
+ * A WAL position a reply depends on (the end of what it saw or wrote), a
+ * position PostgreSQL reported durable at that moment, and the epoch both
+ * belong to.
  */
-export type WalMark = { needed: bigint; flushed: bigint };
+export type WalMark = { needed: bigint; flushed: bigint; epoch: string };
 
-/** SQL giving the two columns of a WalMark; evaluated after the statement's snapshot or commit. */
-export const WAL_MARK_COLUMNS = 'pg_current_wal_insert_lsn()::text AS wal_needed, pg_current_wal_flush_lsn()::text AS wal_flushed';
+/**
+ * SQL giving the columns of a WalMark, evaluated after the statement's snapshot
+ * or commit. The local flush position counts as durable only without
+ * synchronous standbys: with them, durable means confirmed by a standby too,
+ * which only a synchronous commit (the flusher's) waits for.
+ */
+export const WAL_MARK_COLUMNS = `pg_current_wal_insert_lsn()::text AS wal_needed,
+  CASE WHEN current_setting('synchronous_standby_names') = '' THEN pg_current_wal_flush_lsn() ELSE '0/0'::pg_lsn END::text AS wal_flushed,
+  pg_postmaster_start_time()::text AS wal_epoch`;
 
-export function walMarkOf(row: { wal_needed: string; wal_flushed: string }): WalMark {
-  return { needed: parseLsn(row.wal_needed), flushed: parseLsn(row.wal_flushed) };
+export type WalMarkRow = { wal_needed: string; wal_flushed: string; wal_epoch: string };
+
+export function walMarkOf(row: WalMarkRow): WalMark {
+  return { needed: parseLsn(row.wal_needed), flushed: parseLsn(row.wal_flushed), epoch: row.wal_epoch };
 }
 
-/** Flushes the WAL at least up to the current insert position; returns a position now durable. */
-export type WalFlusher = () => Promise<bigint>;
+/** Flushes the WAL at least up to the current insert position; returns a position now durable, and its epoch. */
+export type WalFlusher = () => Promise<{ lsn: bigint; epoch: string }>;
+
+/** The outcome of a reply whose commit PostgreSQL may have lost in a restart is unknown. */
+export class DurabilityLostError extends Error {
+  constructor() {
+    super('PostgreSQL restarted before the reply was on disk: its outcome is unknown');
+    this.name = 'DurabilityLostError';
+  }
+}
 
 /**
  * One synchronous commit of a transaction whose only write is a transactional
@@ -43,17 +67,18 @@ export type WalFlusher = () => Promise<bigint>;
  * lock, nothing for SERIALIZABLE to conflict on (and nothing for a decoder to
  * act on: the prefix names it). Its commit record comes after every commit
  * already visible, and PostgreSQL returns only once it is flushed. Returns the
- * message's position, which that flush covers.
+ * message's position, which that flush covers. Never retried: a failure means
+ * the waiting replies' outcome is unknown.
  */
-export function walFlusher(pool: pg.Pool, retryPolicy?: RetryPolicy, counters?: RetryCounters): WalFlusher {
+export function walFlusher(pool: pg.Pool): WalFlusher {
   return async () => {
-    const result = await withRetry(() => pool.query<{ lsn: string }>({
+    const result = await pool.query<{ lsn: string; epoch: string }>({
       name: 'flush-wal',
-      text: "SELECT pg_logical_emit_message(true, 'exchange-flush', '')::text AS lsn",
-    }), retryPolicy, counters);
+      text: "SELECT pg_logical_emit_message(true, 'exchange-flush', '')::text AS lsn, pg_postmaster_start_time()::text AS epoch",
+    });
     const row = result.rows[0];
     if (!row) throw new Error('WAL flush returned no position');
-    return parseLsn(row.lsn);
+    return { lsn: parseLsn(row.lsn), epoch: row.epoch };
   };
 }
 
@@ -62,7 +87,8 @@ export function walFlusher(pool: pg.Pool, retryPolicy?: RetryPolicy, counters?: 
  * that arrives meanwhile joins the next one, which starts when it ends.
  */
 export class DurabilityBarrier {
-  /** Everything up to here is known to be on disk. */
+  /** The epoch last seen, and everything up to `durable` in it is known to be on disk. */
+  private epoch: string | null = null;
   private durable = 0n;
   private inFlight: Promise<void> | null = null;
   private next: Promise<void> | null = null;
@@ -70,10 +96,31 @@ export class DurabilityBarrier {
 
   constructor(private readonly flush: WalFlusher) {}
 
-  /** Resolves once the WAL is durable up to mark.needed; rejects if the flush fails (outcome unknown). */
+  /**
+   * Resolves once the WAL is durable up to mark.needed; rejects if the flush
+   * fails or PostgreSQL restarted since the mark (the outcome is then unknown).
+   */
   async waitFor(mark: WalMark): Promise<void> {
-    if (mark.flushed > this.durable) this.durable = mark.flushed;
-    while (this.durable < mark.needed) await this.flushAfterNow();
+    if (mark.epoch === this.epoch || this.epoch === null) this.observe(mark.epoch, mark.flushed);
+    // Already on disk when the mark was taken: nothing to wait for.
+    if (mark.flushed >= mark.needed) return;
+    // A mark of another run of PostgreSQL makes that run the one waited on (waits of the
+    // other run then fail: their positions mean nothing in this one).
+    this.observe(mark.epoch, mark.flushed);
+    for (;;) {
+      if (this.epoch !== mark.epoch) throw new DurabilityLostError();
+      if (this.durable >= mark.needed) return;
+      await this.flushAfterNow();
+    }
+  }
+
+  private observe(epoch: string, durable: bigint): void {
+    if (epoch !== this.epoch) {
+      this.epoch = epoch;
+      this.durable = durable;
+    } else if (durable > this.durable) {
+      this.durable = durable;
+    }
   }
 
   /** A flush that starts after this call (one already running may have started before our commit). */
@@ -92,7 +139,7 @@ export class DurabilityBarrier {
     try {
       this.flushes++;
       const covered = await this.flush();
-      if (covered > this.durable) this.durable = covered;
+      this.observe(covered.epoch, covered.lsn);
     } finally {
       this.inFlight = null;
     }

@@ -1,14 +1,15 @@
 /**
  * The storage interface handlers call, and its PostgreSQL implementation.
  * Each method is one atomic SERIALIZABLE transaction (retried on serialization
- * failure) and, on the order path, one round trip: matching lives in
- * schema/002_matching.sql. Decimals cross this boundary as strings.
+ * failure); on the order path, one round trip under the write lock, then a wait
+ * for the WAL flush (durability.ts): matching lives in schema/002_matching.sql.
+ * Decimals cross this boundary as strings.
  */
 import pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
 import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
-import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMark } from './durability.js';
+import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMark, type WalMarkRow } from './durability.js';
 
 export type Fill = { shares: string; price: string; time: string };
 export type OrderStatus = {
@@ -52,7 +53,6 @@ type WriteRequest =
   | { kind: 'cancel'; accountId: string; orderId: string };
 /** wal: what the reply must wait for before it may be sent (see durability.ts). */
 type WriteResult = ({ kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult }) & { wal: WalMark };
-type WalMarkRow = { wal_needed: string; wal_flushed: string };
 type WriteRow = {
   order_id: string | null; rejection: string | null; fill_count: number | null;
   outcome: string | null; shares_canceled: string | null; time_canceled: string | null;
@@ -94,14 +94,21 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalM
   return { kind: 'cancel', result: { outcome: row.outcome === 'nothing open' ? 'nothing open' : 'unknown order' }, wal };
 }
 
+/** The prepared batch statement is gone (26000) or its plan no longer fits (0A000: a migration changed apply_writes). */
+function isPreparedStatementError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === '26000' || code === '0A000';
+}
+
 /**
  * An error PostgreSQL raised while executing a statement of ours (data,
- * integrity or PL/pgSQL errors): the implicit transaction rolled back, nothing
- * committed. Connection failures carry no such code, or a class of their own.
+ * integrity or PL/pgSQL errors, or a prepared statement to make again): the
+ * transaction rolled back, nothing committed. Connection failures carry no
+ * such code, or a class of their own.
  */
 function isStatementError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^(22|23|P0)/.test(code);
+  return (typeof code === 'string' && /^(22|23|P0)/.test(code)) || isPreparedStatementError(error);
 }
 
 type FillRow = { shares: string | null; price: string | null; executed_at: string | null };
@@ -147,7 +154,7 @@ export class PostgresExchangeStore implements ExchangeStore {
   readonly durability: DurabilityBarrier;
 
   constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {
-    this.durability = new DurabilityBarrier(walFlusher(pool, retryPolicy, this.retryCounters));
+    this.durability = new DurabilityBarrier(walFlusher(pool));
   }
 
   /** One statement = one implicit SERIALIZABLE transaction (see pool.ts), retried as a whole. */
@@ -264,7 +271,7 @@ EXECUTE apply_batch(${column((request) => request.kind)}, ${column((request) => 
   ${column((request) => (request.kind === 'cancel' ? request.orderId : null))});
 COMMIT;
 SELECT ${WAL_MARK_COLUMNS};`;
-    return withRetry(async () => {
+    const attempt = () => withRetry(async () => {
       const client = await this.pool.connect();
       let healthy = true;
       // A checked-out client has no pool error listener: a connection dying between two
@@ -287,6 +294,8 @@ SELECT ${WAL_MARK_COLUMNS};`;
       } catch (error) {
         // A statement that failed left the transaction open and aborted (the rest of the
         // message was skipped): roll it back. A lost connection is discarded instead.
+        // A prepared statement that failed is made again on the next use.
+        if (isPreparedStatementError(error)) this.preparedClients.delete(client);
         if (isRetryable(error) || isStatementError(error)) {
           // A client whose ROLLBACK failed may still be inside the aborted transaction.
           await client.query('ROLLBACK').catch(() => {
@@ -303,6 +312,11 @@ SELECT ${WAL_MARK_COLUMNS};`;
         client.release(!healthy);
       }
     }, this.retryPolicy, this.retryCounters);
+    // A connection that lost the prepared statement (nothing committed) prepares it again, once.
+    return attempt().catch((error: unknown) => {
+      if (!isPreparedStatementError(error)) throw error;
+      return attempt();
+    });
   }
 
   /** What a read saw may be committed but not yet flushed (by any process): it waits too. */
@@ -325,7 +339,7 @@ SELECT ${WAL_MARK_COLUMNS};`;
       // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.
       // The WAL mark, taken after the statement's snapshot, covers every commit it can see;
       // the outer join gives it a row even when no lookup found an order.
-      text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at, m.wal_needed, m.wal_flushed
+      text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at, m.wal_needed, m.wal_flushed, m.wal_epoch
                FROM (SELECT ${WAL_MARK_COLUMNS}) m
                LEFT JOIN LATERAL order_statuses($1::text[], $2::bigint[]) WITH ORDINALITY
                     AS s(n, open_shares, canceled_shares, canceled_at, shares, price, executed_at, k) ON true

@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import type pg from 'pg';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
+import { PostgresExchangeStore } from '../../server/store/exchange-store.js';
 import { writeArrays, type Write } from '../support/apply-writes.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
@@ -123,5 +124,34 @@ describe('a write batch decides what the same writes decide one by one', functio
     const unpaid = await indexScans([['order', 'poor', 'X', '5', '10']]);
     expect(unpaid.rows[0]?.['rejection']).to.equal('insufficient funds');
     expect(unpaid.scans).to.be.lessThan(5);
+  });
+});
+
+describe('the prepared batch statement', function () {
+  this.timeout(30_000);
+
+  // A session may lose it (DISCARD ALL, a pooler, a migration that changed apply_writes'
+  // result type): nothing committed, so the writes run again and it is prepared anew.
+  it('a connection that lost it prepares it again; the writes are applied, not reported unknown', async () => {
+    const { database, pool } = await freshExchange();
+    try {
+      // One connection, so the statement dropped below is the store's own.
+      const single = createPool({ databaseUrl: database.url, maxConnections: 1 });
+      try {
+        const store = new PostgresExchangeStore(single);
+        const first = await store.placeOrder('A', 'X', '-1', '10');
+        expect(first.opened).to.equal(true);
+        await single.query('DEALLOCATE apply_batch');
+        const second = await store.placeOrder('A', 'X', '-1', '11');
+        expect(second, 'after DEALLOCATE').to.deep.include({ opened: true });
+        const third = await store.placeOrder('B', 'X', '2', '11');
+        expect(third, 'prepared again').to.deep.include({ opened: true, fills: 2 });
+      } finally {
+        await single.end();
+      }
+    } finally {
+      await pool.end();
+      await database.drop();
+    }
   });
 });

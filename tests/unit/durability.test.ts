@@ -3,22 +3,29 @@
  * real flush is a PostgreSQL commit, exercised by the fault tests that crash it).
  */
 import { expect } from 'chai';
-import { DurabilityBarrier, parseLsn } from '../../server/store/durability.js';
+import { DurabilityBarrier, DurabilityLostError, parseLsn } from '../../server/store/durability.js';
 
-/** A flusher whose flushes the test ends one by one, each covering what it is told. */
-function controlledFlusher(): { flush: () => Promise<bigint>; started: () => number; finish: (covered: bigint) => void; fail: () => void } {
-  const pending: Array<{ resolve: (covered: bigint) => void; reject: (error: Error) => void }> = [];
+type Covered = { lsn: bigint; epoch: string };
+
+/** A flusher whose flushes the test ends one by one, each covering what it is told (in epoch E1 unless told otherwise). */
+function controlledFlusher(): { flush: () => Promise<Covered>; started: () => number; finish: (lsn: bigint, epoch?: string) => void; fail: () => void } {
+  const pending: Array<{ resolve: (covered: Covered) => void; reject: (error: Error) => void }> = [];
   let started = 0;
   return {
     flush: () => {
       started++;
-      return new Promise<bigint>((resolve, reject) => pending.push({ resolve, reject }));
+      return new Promise<Covered>((resolve, reject) => pending.push({ resolve, reject }));
     },
     started: () => started,
-    finish: (covered) => pending.shift()?.resolve(covered),
+    finish: (lsn, epoch = E1) => pending.shift()?.resolve({ lsn, epoch }),
     fail: () => pending.shift()?.reject(new Error('connection lost')),
   };
 }
+
+/** Two runs of PostgreSQL (postmaster start times). */
+const E1 = '2026-12-07 10:00:00+00';
+const E2 = '2026-12-07 10:05:00+00';
+const mark = (needed: bigint, flushed: bigint, epoch = E1) => ({ needed, flushed, epoch });
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -33,8 +40,8 @@ describe('durability barrier', () => {
   it('does not flush what PostgreSQL already reported flushed', async () => {
     const flusher = controlledFlusher();
     const barrier = new DurabilityBarrier(flusher.flush);
-    await barrier.waitFor({ needed: 100n, flushed: 100n });
-    await barrier.waitFor({ needed: 50n, flushed: 10n });
+    await barrier.waitFor(mark(100n, 100n));
+    await barrier.waitFor(mark(50n, 10n));
     expect(flusher.started()).to.equal(0);
   });
 
@@ -42,11 +49,11 @@ describe('durability barrier', () => {
     const flusher = controlledFlusher();
     const barrier = new DurabilityBarrier(flusher.flush);
     const done: number[] = [];
-    const first = barrier.waitFor({ needed: 10n, flushed: 0n }).then(() => done.push(1));
+    const first = barrier.waitFor(mark(10n, 0n)).then(() => done.push(1));
     await tick();
     expect(flusher.started()).to.equal(1);
     // Committed while that flush runs: it may not cover them, so they wait for the next one.
-    const later = Array.from({ length: 20 }, (_, index) => barrier.waitFor({ needed: 20n, flushed: 0n }).then(() => done.push(100 + index)));
+    const later = Array.from({ length: 20 }, (_, index) => barrier.waitFor(mark(20n, 0n)).then(() => done.push(100 + index)));
     await tick();
     expect(flusher.started(), 'the second flush waits for the first').to.equal(1);
     flusher.finish(15n);
@@ -64,7 +71,7 @@ describe('durability barrier', () => {
     const flusher = controlledFlusher();
     const barrier = new DurabilityBarrier(flusher.flush);
     let resolved = false;
-    const wait = barrier.waitFor({ needed: 50n, flushed: 0n }).then(() => (resolved = true));
+    const wait = barrier.waitFor(mark(50n, 0n)).then(() => (resolved = true));
     await tick();
     flusher.finish(40n);
     await tick();
@@ -75,16 +82,40 @@ describe('durability barrier', () => {
     await wait;
   });
 
+  it('after a PostgreSQL restart, a reply committed before it is never acknowledged by a flush after it', async () => {
+    const flusher = controlledFlusher();
+    const barrier = new DurabilityBarrier(flusher.flush);
+    let before: unknown = null;
+    const waiting = barrier.waitFor(mark(100n, 0n)).catch((error: unknown) => (before = error));
+    await tick();
+    // The restarted server has written past 100 already: positions of two runs do not compare.
+    flusher.finish(500n, E2);
+    await waiting;
+    expect(before).to.be.instanceOf(DurabilityLostError);
+    // A mark of the new run is served by what the new run flushed; a late one of the old run
+    // that was not yet on disk still fails, and one that was on disk needs nothing.
+    await barrier.waitFor(mark(400n, 0n, E2));
+    let late: unknown = null;
+    const lateWait = barrier.waitFor(mark(10n, 5n)).catch((error: unknown) => (late = error));
+    await tick();
+    flusher.finish(600n, E2);
+    await lateWait;
+    expect(late).to.be.instanceOf(DurabilityLostError);
+    await barrier.waitFor(mark(10n, 10n));
+    await barrier.waitFor(mark(450n, 0n, E2));
+    expect(flusher.started()).to.equal(2);
+  });
+
   it('a failed flush rejects its waiters (their outcome is unknown) and the next wait flushes again', async () => {
     const flusher = controlledFlusher();
     const barrier = new DurabilityBarrier(flusher.flush);
-    const failing = barrier.waitFor({ needed: 10n, flushed: 0n });
+    const failing = barrier.waitFor(mark(10n, 0n));
     await tick();
     flusher.fail();
     let failure: unknown = null;
     await failing.catch((error: unknown) => (failure = error));
     expect(String(failure)).to.match(/connection lost/);
-    const next = barrier.waitFor({ needed: 10n, flushed: 0n });
+    const next = barrier.waitFor(mark(10n, 0n));
     await tick();
     expect(flusher.started()).to.equal(2);
     flusher.finish(10n);
