@@ -75,30 +75,33 @@ export class DisposableCluster {
 
   /**
    * A crash of PostgreSQL itself: SIGKILL to the postmaster and every process it
-   * started, at once. Whatever was only in its shared memory (WAL not yet
-   * written out) is gone; start() then runs crash recovery. Returns how many were killed.
+   * started. The postmaster is stopped first (SIGSTOP), so it cannot fork a new
+   * backend between the listing and the kill; then the children die, then it.
+   * Whatever was only in its shared memory (WAL not yet written out) is gone;
+   * start() then runs crash recovery. Returns how many were killed.
    */
   killEveryProcess(): number {
     const postmaster = Number(readFileSync(path.join(this.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-    const victims = [postmaster];
+    process.kill(postmaster, 'SIGSTOP');
+    const children: number[] = [];
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       try {
         const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster) victims.push(Number(entry));
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster) children.push(Number(entry));
       } catch {
         // gone already
       }
     }
-    for (const pid of victims) {
+    for (const pid of [...children, postmaster]) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
         // gone already
       }
     }
-    this.victims = victims;
-    return victims.length;
+    this.victims = [...children, postmaster];
+    return this.victims.length;
   }
 
   /** After killEveryProcess: resolves once none of them runs (a new postmaster refuses to start before). */
