@@ -25,8 +25,11 @@ async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T
 export async function postmasterPid(url: string): Promise<number | null> {
   try {
     const backend = await withClient(url, async (client) => (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
+    // A PostgreSQL in a container or on another host has pids of its own: check they are ours.
+    const comm = (pid: number | undefined): string => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     const stat = readFileSync(`/proc/${backend}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const postmaster = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return comm(backend) === 'postgres' && comm(postmaster) === 'postgres' ? postmaster : null;
   } catch {
     return null;
   }
@@ -36,7 +39,8 @@ export async function beginPgWindow(url: string): Promise<WindowStart> {
   return withClient(url, async (client) => {
     let statements = false;
     try {
-      // Works only where shared_preload_libraries has it; counts are then reset for the window.
+      // Works only where shared_preload_libraries has it; counts are then reset for the window
+      // (for every database of that server: use a PostgreSQL of the benchmark's own).
       await client.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
       await client.query('SELECT pg_stat_statements_reset()');
       statements = true;
