@@ -47,7 +47,8 @@ client with C connections, its invariants checked in SQL.
   4 p99 latency of the mixed workload paced (--rate) at half the requests/s of 1   target < 10 ms
   5 server CPU (user+sys of its process tree, from /proc) per request, mixed       target < 40 µs
   6 mixed workload, server on 2 cores with the default WORKERS against taskset -c <cpu0> with
-    WORKERS=1 (target >= 1.2x), and against 2 cores with WORKERS=1 (target: not below)
+    WORKERS=1 (target >= 1.2x), and against 2 cores with WORKERS=1 (target: not below); and,
+    for information, 2 cores with WORKERS=2 when that is not the default
 Then, per run, what a request cost: CPU of the server, of PostgreSQL (its postmaster's process
 tree) and of the stress client in µs per request, WAL bytes per order, and, where PostgreSQL
 preloads pg_stat_statements, its statements by time per order.
@@ -101,7 +102,7 @@ const MIXED = ['--accounts', '100', '--symbols', '10', '--mix', '70:20:10', '--c
 const CROSS20 = ['--accounts', '100', '--symbols', '20', '--mix', '1:0:0', '--cross', '1'];
 const HOT = ['--accounts', '100', '--symbols', '1', '--mix', '1:0:0', '--cross', '1'];
 
-type Scenario = 'mixed' | 'cross20' | 'half-rate' | 'hot' | '1c/1w' | '2c/1w' | '2c/dw';
+type Scenario = 'mixed' | 'cross20' | 'half-rate' | 'hot' | '1c/1w' | '2c/1w' | '2c/dw' | '2c/2w';
 
 /** What each run is, for the progress lines and the report. */
 const DESCRIPTIONS: Record<Scenario, string> = {
@@ -112,6 +113,7 @@ const DESCRIPTIONS: Record<Scenario, string> = {
   '1c/1w': 'mixed workload, 1 core, WORKERS=1',
   '2c/1w': 'mixed workload, 2 cores, WORKERS=1',
   '2c/dw': 'mixed workload, 2 cores, the default WORKERS for 2 cores',
+  '2c/2w': 'mixed workload, 2 cores, WORKERS=2 (when that is not the default)',
 };
 
 type RunRecord = {
@@ -160,6 +162,8 @@ function plans(): { allCores: number[]; plans: Plan[]; coreComparison: boolean }
     if (allCores.length !== 2) list.push({ scenario: '2c/dw', cpus: two, workers: defaultWorkers(2), workload: MIXED });
     // ...and 2 cores with one worker too, when that default is one.
     if (allCores.length !== 2 || defaultWorkers(2) !== 1) list.push({ scenario: '2c/1w', cpus: two, workers: 1, workload: MIXED });
+    // For information: a worker per core, the default before.
+    if (defaultWorkers(2) !== 2) list.push({ scenario: '2c/2w', cpus: two, workers: 2, workload: MIXED });
   }
   return { allCores, plans: list, coreComparison };
 }
@@ -352,6 +356,14 @@ function targetRows(figures: Figures, pgbench: PgbenchResult, options: Options):
       targetValue: '>= 1.0x',
       met: check(cores.againstOneWorker, (ratio) => ratio >= 1),
     });
+    if (cores.defaultWorkers !== 2 && Number.isFinite(cores.twoCoresTwoWorkers.mean)) {
+      rows.push({
+        target: 'Mixed orders/s, 2 cores + 2 workers (for information)',
+        measured: `${figure(cores.twoCoresTwoWorkers, 0, r)} (x${number(cores.twoCoresTwoWorkers.mean / cores.twoCoresOneWorker.mean, 2)} of 2 cores + 1 worker)`,
+        targetValue: '-',
+        met: null,
+      });
+    }
   } else {
     rows.push({ target: 'Mixed orders/s, 2 cores vs 1 core', measured: 'not measured: fewer than 2 CPUs available', targetValue: '>= 1.2x', met: null });
   }
@@ -370,7 +382,7 @@ type Figures = {
   halfRate: ScenarioFigures | null;
   hot: ScenarioFigures | null;
   cores: {
-    oneCoreOneWorker: Spread; twoCoresOneWorker: Spread; twoCoresDefault: Spread; defaultWorkers: number;
+    oneCoreOneWorker: Spread; twoCoresOneWorker: Spread; twoCoresDefault: Spread; defaultWorkers: number; twoCoresTwoWorkers: Spread;
     /** 2 cores with the default WORKERS over 1 core with one; over 2 cores with one. */
     gain: number; againstOneWorker: number;
   } | null;
@@ -393,7 +405,7 @@ function computeFigures(records: RunRecord[], pgbench: PgbenchResult, coreCompar
     const twoCoresOneWorker = allCores.length === 2 && defaultWorkers(2) === 1 ? twoCoresDefault : ordersOf('2c/1w');
     const oneCoreOneWorker = ordersOf('1c/1w');
     cores = {
-      oneCoreOneWorker, twoCoresOneWorker, twoCoresDefault, defaultWorkers: defaultWorkers(2),
+      oneCoreOneWorker, twoCoresOneWorker, twoCoresDefault, defaultWorkers: defaultWorkers(2), twoCoresTwoWorkers: ordersOf('2c/2w'),
       gain: twoCoresDefault.mean / oneCoreOneWorker.mean, againstOneWorker: twoCoresDefault.mean / twoCoresOneWorker.mean,
     };
   }
