@@ -1,18 +1,25 @@
 /**
- * Every reply the tests read is checked against schema/replies.xsd with libxml2's xmllint.
+ * XML Schema validation for the tests, in process: libxml2 built to WebAssembly (npm package
+ * libxml2-wasm), so `npm test` needs no system package for it. Each schema is compiled once;
+ * a document costs a parse and a validation, a few hundredths of a millisecond for a reply.
  *
- * parseResults (xml.ts) records each reply here; the root hook in hooks.ts validates them all
- * once, after the whole run, so the cost is one batch at the end (a few xmllint processes,
- * each given a few hundred files) rather than a process per reply. Replies are kept in memory,
- * deduplicated, up to MAX_RECORDED_REPLIES documents and MAX_RECORDED_BYTES in all.
+ * Every reply the tests read is checked against schema/replies.xsd: parseResults (xml.ts)
+ * records each reply here, and the root hook in hooks.ts validates them all after the whole run.
+ * Replies are kept in memory, deduplicated, up to MAX_RECORDED_REPLIES documents and
+ * MAX_RECORDED_BYTES in all.
+ *
+ * validateWithXmllint runs the same check through the xmllint program (Debian libxml2-utils),
+ * only for the test that shows both give the same verdicts (tests/unit/schemas.test.ts).
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
+import { ParseOption, XmlDocument, XmlParseError, XmlValidateError, XsdValidator } from 'libxml2-wasm';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { program } from './requirements.js';
 
 export const MAX_RECORDED_REPLIES = 30_000;
 export const MAX_RECORDED_BYTES = 128 * 1024 * 1024;
@@ -21,7 +28,7 @@ const FILES_PER_PROCESS = 300;
 const PARALLEL_PROCESSES = Math.max(1, Math.min(4, os.availableParallelism()));
 const EXCERPT_CHARS = 1_500;
 
-export const INSTALL_HINT = 'install libxml2-utils (Debian/Ubuntu: apt-get update && apt-get install -y libxml2-utils)';
+export const XMLLINT = program('xmllint', 'apt-get install -y libxml2-utils', ['--version']);
 
 const recorded = new Set<string>();
 let recordedChars = 0;
@@ -58,6 +65,73 @@ export function schemaPath(name: 'requests' | 'replies'): string {
   return path.join(schemaDirectory(), `${name}.xsd`);
 }
 
+export type SchemaName = 'requests' | 'replies';
+export type ValidationFailure = { index: number; document: string; errors: string[] };
+
+/** xmllint --nonet: never fetch anything from the network while parsing. */
+const PARSE_OPTIONS = ParseOption.XML_PARSE_NONET;
+
+const validators = new Map<SchemaName, XsdValidator>();
+
+/** The compiled schema, compiled on first use and kept for the whole run. */
+function validatorFor(name: SchemaName): XsdValidator {
+  let validator = validators.get(name);
+  if (!validator) {
+    const file = schemaPath(name);
+    // The schema document and its validator live for the whole run: never disposed.
+    const schema = XmlDocument.fromString(readFileSync(file, 'utf8'), { url: file, option: PARSE_OPTIONS });
+    try {
+      validator = XsdValidator.fromDoc(schema);
+    } catch (error) {
+      throw new Error(`${file} does not compile: ${(error as Error).message}`);
+    }
+    validators.set(name, validator);
+  }
+  return validator;
+}
+
+/** libxml2's messages, one a line, each with its line number: "line 3: Element 'open', attribute ...". */
+function messages(error: XmlParseError | XmlValidateError): string[] {
+  const lines = error.details.map((detail) => `line ${detail.line}: ${detail.message.trim()}`);
+  return lines.length > 0 ? lines : [error.message.trim()];
+}
+
+/** Why the document is not valid (or not well-formed), or null when it is valid. */
+function check(validator: XsdValidator, document: string): string[] | null {
+  let parsed: XmlDocument;
+  try {
+    parsed = XmlDocument.fromString(document, { option: PARSE_OPTIONS });
+  } catch (error) {
+    if (error instanceof XmlParseError) return ['not well-formed:', ...messages(error)];
+    throw error;
+  }
+  try {
+    validator.validate(parsed);
+    return null;
+  } catch (error) {
+    if (error instanceof XmlValidateError) return messages(error);
+    throw error;
+  } finally {
+    parsed.dispose();
+  }
+}
+
+/**
+ * Validates documents against schema/<name>.xsd, in process. Returns one entry per document that
+ * is not valid (or not well-formed), with libxml2's messages; an empty array when all are valid.
+ * Throws if the schema does not compile.
+ */
+export function validateDocuments(name: SchemaName, documents: readonly string[]): ValidationFailure[] {
+  if (documents.length === 0) return [];
+  const validator = validatorFor(name);
+  const failures: ValidationFailure[] = [];
+  documents.forEach((document, index) => {
+    const errors = check(validator, document);
+    if (errors) failures.push({ index, document, errors });
+  });
+  return failures;
+}
+
 type RunResult = { code: number | null; output: string };
 
 function run(command: string, args: readonly string[]): Promise<RunResult> {
@@ -66,29 +140,19 @@ function run(command: string, args: readonly string[]): Promise<RunResult> {
     const chunks: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => chunks.push(chunk));
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'ENOENT' ? new Error(`xmllint is not installed: ${INSTALL_HINT}`) : error);
-    });
+    child.on('error', reject);
     child.on('close', (code) => resolve({ code, output: Buffer.concat(chunks).toString('utf8') }));
   });
 }
 
-/** Throws, saying how to install it, if xmllint cannot be run. */
-export async function requireXmllint(): Promise<void> {
-  const { code, output } = await run('xmllint', ['--version']);
-  if (code !== 0 || !/libxml/.test(output)) throw new Error(`xmllint does not work (exit ${code}): ${output.trim()}; ${INSTALL_HINT}`);
-}
-
-export type ValidationFailure = { index: number; document: string; errors: string[] };
-
 /**
- * Validates documents against schema/<name>.xsd. Returns one entry per document that is not
- * valid (or not well-formed), with xmllint's messages; an empty array when all are valid.
- * Throws if xmllint is missing or the schema does not compile.
+ * The same as validateDocuments, by the xmllint program: `xmllint --noout --nonet --schema`,
+ * a few hundred files per process. Throws if xmllint cannot run or the schema does not compile.
  */
-export async function validateDocuments(name: 'requests' | 'replies', documents: readonly string[]): Promise<ValidationFailure[]> {
+export async function validateWithXmllint(name: SchemaName, documents: readonly string[]): Promise<ValidationFailure[]> {
   if (documents.length === 0) return [];
-  await requireXmllint();
+  const missing = XMLLINT.missing();
+  if (missing) throw new Error(`${missing}; provide it with: ${XMLLINT.provide}`);
   const schema = schemaPath(name);
   const directory = await mkdtemp(path.join(os.tmpdir(), `xsd-${name}-`));
   try {
@@ -136,12 +200,7 @@ function excerpt(document: string): string {
 }
 
 /** Validates every recorded reply against schema/replies.xsd; one message per invalid reply. */
-export async function validateRecordedReplies(): Promise<string[]> {
-  const replies = [...recorded];
-  const failures = await validateDocuments('replies', replies);
-  return failures.map((failure) => {
-    // xmllint names the temporary file; the reply itself follows, so drop the path.
-    const errors = failure.errors.map((line) => line.replace(/^\S+\.xml(?=[: ])/, 'reply'));
-    return `${errors.join('\n')}\n--- reply:\n${excerpt(failure.document)}`;
-  });
+export function validateRecordedReplies(): string[] {
+  return validateDocuments('replies', [...recorded])
+    .map((failure) => `${failure.errors.join('\n')}\n--- reply:\n${excerpt(failure.document)}`);
 }

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { INSTALL_HINT } from './reply-schema.js';
+import { XMLLINT } from './reply-schema.js';
 
 const FILES_PER_PROCESS = 400;
 
@@ -26,7 +26,7 @@ function runXmllint(files: string[]): Promise<Run> {
       stderr += chunk;
     });
     child.on('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'ENOENT' ? new Error(`xmllint not found: ${INSTALL_HINT}`) : error);
+      reject(error.code === 'ENOENT' ? new Error(`xmllint not found; provide it with: ${XMLLINT.provide}`) : error);
     });
     child.on('close', (code) => resolve({ code, stderr }));
   });

@@ -1,17 +1,27 @@
-/** schema/requests.xsd and schema/replies.xsd: examples validate, malformed documents do not (needs xmllint). */
+/**
+ * schema/requests.xsd and schema/replies.xsd: examples validate, malformed documents do not,
+ * checked in process (libxml2-wasm); and the xmllint program, where it is installed, gives
+ * every document here the same verdict.
+ */
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   accountIdProblem, amountProblem, balanceProblem, limitProblem, sharesProblem, symbolProblem,
 } from '../../server/protocol/fields.js';
-import { schemaPath, validateDocuments } from '../support/reply-schema.js';
+import { schemaPath, validateDocuments, validateWithXmllint, XMLLINT, type SchemaName } from '../support/reply-schema.js';
+import { skipUnless, titleNeeding } from '../support/requirements.js';
 
 const DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>';
 
+/** Every document this file validates, by schema: the xmllint comparison at the end checks them all again. */
+const checked: Record<SchemaName, Set<string>> = { requests: new Set(), replies: new Set() };
+
 /** Names the documents that do not get the expected verdict (empty when all do). */
-async function wrongVerdicts(name: 'requests' | 'replies', documents: readonly string[], expectValid: boolean): Promise<string[]> {
-  const failures = await validateDocuments(name, documents);
+function wrongVerdicts(name: SchemaName, documents: readonly string[], expectValid: boolean): string[] {
+  for (const document of documents) checked[name].add(document);
+  const failures = validateDocuments(name, documents);
   const invalid = new Set(failures.map((failure) => failure.index));
   return documents
     .map((document, index) => ({ document, index }))
@@ -24,7 +34,7 @@ async function wrongVerdicts(name: 'requests' | 'replies', documents: readonly s
 const results = (body: string): string => `${DECLARATION}\n<results>\n${body}\n</results>`;
 
 describe('schema/requests.xsd', () => {
-  it('accepts the examples of examples/, SPEC.md and docs/protocol.md', async () => {
+  it('accepts the examples of examples/, SPEC.md and docs/protocol.md', () => {
     const examples = path.join(path.dirname(path.dirname(schemaPath('requests'))), 'examples');
     const files = readdirSync(examples).filter((file) => file.endsWith('.xml')).map((file) => readFileSync(path.join(examples, file), 'utf8'));
     expect(files).to.not.be.empty;
@@ -46,10 +56,10 @@ describe('schema/requests.xsd', () => {
       '<transactions id="1"></transactions>',
       `<transactions id="${'9'.repeat(64)}"><order sym="${'A'.repeat(64)}" amount="-0.0000000000000001" limit="${'9'.repeat(24)}.5"/></transactions>`,
     ];
-    expect(await wrongVerdicts('requests', documents, true)).to.deep.equal([]);
+    expect(wrongVerdicts('requests', documents, true)).to.deep.equal([]);
   });
 
-  it('rejects documents of the wrong shape', async () => {
+  it('rejects documents of the wrong shape', () => {
     const documents = [
       '<results/>',
       '<transactions/>',
@@ -65,7 +75,7 @@ describe('schema/requests.xsd', () => {
       '<create><account id="1"/></create>',
       '<create><order sym="X" amount="1" limit="1"/></create>',
     ];
-    expect(await wrongVerdicts('requests', documents, false)).to.deep.equal([]);
+    expect(wrongVerdicts('requests', documents, false)).to.deep.equal([]);
   });
 
   /** Each value is tried in its place; the schema's verdict must match the server's field check. */
@@ -110,24 +120,24 @@ describe('schema/requests.xsd', () => {
   ];
 
   for (const { field, check, wrap, values } of cases) {
-    it(`gives the server's verdict on ${field} values`, async () => {
+    it(`gives the server's verdict on ${field} values`, () => {
       const valid = values.filter((value) => check(value) === null);
       const invalid = values.filter((value) => check(value) !== null);
       expect(valid, 'no valid examples').to.not.be.empty;
       expect(invalid, 'no invalid examples').to.not.be.empty;
-      expect(await wrongVerdicts('requests', valid.map(wrap), true), 'valid per server, rejected by schema').to.deep.equal([]);
-      expect(await wrongVerdicts('requests', invalid.map(wrap), false), 'invalid per server, accepted by schema').to.deep.equal([]);
+      expect(wrongVerdicts('requests', valid.map(wrap), true), 'valid per server, rejected by schema').to.deep.equal([]);
+      expect(wrongVerdicts('requests', invalid.map(wrap), false), 'invalid per server, accepted by schema').to.deep.equal([]);
     });
   }
 
-  it('is stricter than the server only where documented: "-0" as a balance', async () => {
+  it('is stricter than the server only where documented: "-0" as a balance', () => {
     expect(balanceProblem('-0')).to.equal(null);
-    expect(await wrongVerdicts('requests', ['<create><account id="1" balance="-0"/></create>'], false)).to.deep.equal([]);
+    expect(wrongVerdicts('requests', ['<create><account id="1" balance="-0"/></create>'], false)).to.deep.equal([]);
   });
 });
 
 describe('schema/replies.xsd', () => {
-  it('accepts replies as SPEC.md and docs/protocol.md show them', async () => {
+  it('accepts replies as SPEC.md and docs/protocol.md show them', () => {
     const documents = [
       `${DECLARATION}\n<results/>`,
       results('  <error>malformed XML: expected exactly one root element</error>'),
@@ -161,10 +171,10 @@ describe('schema/replies.xsd', () => {
       ].join('\n')),
       results('  <status id="3">\n    <canceled shares="0.3" time="0"/>\n  </status>\n  <canceled id="4">\n    <canceled shares="1234.25" time="1"/>\n  </canceled>'),
     ];
-    expect(await wrongVerdicts('replies', documents, true)).to.deep.equal([]);
+    expect(wrongVerdicts('replies', documents, true)).to.deep.equal([]);
   });
 
-  it('rejects malformed replies', async () => {
+  it('rejects malformed replies', () => {
     const status = (children: string, id = '1') => results(`  <status id="${id}">${children}</status>`);
     const executed = (shares: string, price: string, time = '1519348326') => `<executed shares="${shares}" price="${price}" time="${time}"/>`;
     const documents = [
@@ -215,6 +225,77 @@ describe('schema/replies.xsd', () => {
       results('  <error>why<b/></error>'),
       results('  <opened sym="SPY" amount="1" limit="1" id="1">text</opened>'),
     ];
-    expect(await wrongVerdicts('replies', documents, false)).to.deep.equal([]);
+    expect(wrongVerdicts('replies', documents, false)).to.deep.equal([]);
+  });
+});
+
+/** Values from a small alphabet, so that near-misses of every number and name pattern come up often. */
+const value = fc.oneof(
+  fc.string({ unit: fc.constantFrom('0', '1', '9', '.', '-', '+', 'e', 'E', ' ', 'A', 'z', '_', '１', '€', '&amp;', '\t'), maxLength: 8 }),
+  fc.stringMatching(/^-?[0-9]{1,3}(\.[0-9]{0,3})?$/),
+  fc.constantFrom('0', '-0', '00', '0.0', '1', '007', '9'.repeat(64), '9'.repeat(65), 'A'.repeat(65), ''),
+);
+
+/** Documents with one field drawn from `value`, the others valid; a fixed seed, so the same documents each run. */
+function generated(templates: Array<(value: string) => string>, seed: number): string[] {
+  return fc.sample(fc.tuple(fc.nat(templates.length - 1), value).map(([index, field]) => (templates[index] as (value: string) => string)(field)),
+    { numRuns: 400, seed });
+}
+
+const GENERATED: Record<SchemaName, string[]> = {
+  requests: generated([
+    (v) => `<create><account id="${v}" balance="1"/></create>`,
+    (v) => `<create><account id="1" balance="${v}"/></create>`,
+    (v) => `<create><symbol sym="${v}"><account id="1">1</account></symbol></create>`,
+    (v) => `<create><symbol sym="X"><account id="1">${v}</account></symbol></create>`,
+    (v) => `<transactions id="${v}"><query id="1"/></transactions>`,
+    (v) => `<transactions id="1"><order sym="${v}" amount="1" limit="1"/></transactions>`,
+    (v) => `<transactions id="1"><order sym="X" amount="${v}" limit="1"/></transactions>`,
+    (v) => `<transactions id="1"><order sym="X" amount="1" limit="${v}"/></transactions>`,
+    (v) => `<transactions id="1"><query id="${v}"/><cancel id="1"/></transactions>`,
+    (v) => `<transactions id="1"><cancel id="${v}"/></transactions>`,
+  ], 20),
+  replies: generated([
+    (v) => results(`  <status id="${v}">\n    <open shares="1"/>\n  </status>`),
+    (v) => results(`  <status id="1">\n    <open shares="${v}"/>\n  </status>`),
+    (v) => results(`  <status id="1">\n    <executed shares="${v}" price="1" time="1"/>\n  </status>`),
+    (v) => results(`  <status id="1">\n    <executed shares="1" price="${v}" time="1"/>\n  </status>`),
+    (v) => results(`  <status id="1">\n    <executed shares="1" price="1" time="${v}"/>\n  </status>`),
+    (v) => results(`  <canceled id="1">\n    <canceled shares="${v}" time="1"/>\n  </canceled>`),
+    (v) => results(`  <canceled id="1">\n    <canceled shares="1" time="${v}"/>\n  </canceled>`),
+    (v) => results(`  <opened sym="${v}" amount="1" limit="1" id="1"/>`),
+    (v) => results(`  <opened sym="X" amount="${v}" limit="1" id="1"/>`),
+    (v) => results(`  <opened sym="X" amount="1" limit="${v}" id="1"/>`),
+    (v) => results(`  <opened sym="X" amount="1" limit="1" id="${v}"/>`),
+    (v) => results(`  <created id="${v}"/>\n  <created sym="${v}" id="1"/>`),
+    (v) => results(`  <error sym="${v}" amount="${v}" limit="${v}">${v}</error>\n  <error id="${v}">x</error>`),
+  ], 21),
+};
+
+/** Not well-formed at all: both must reject these too. */
+const NOT_WELL_FORMED = ['', 'plain text', '<create>', '<create></transactions>', '<results><error>a & b</error></results>', '<a/><b/>'];
+
+describe('the in-process schema check and the xmllint program', () => {
+  it('in process, the generated documents get both verdicts (the comparison below is not vacuous)', () => {
+    for (const name of ['requests', 'replies'] as const) {
+      const invalid = validateDocuments(name, GENERATED[name]).length;
+      expect(invalid, `${name}: invalid generated documents`).to.be.greaterThan(GENERATED[name].length / 10);
+      expect(invalid, `${name}: invalid generated documents`).to.be.lessThan(GENERATED[name].length * 0.9);
+    }
+  });
+
+  it(titleNeeding('give the same verdict on every document of this file, generated ones and ones not well-formed', XMLLINT), async function () {
+    skipUnless(this, XMLLINT);
+    this.timeout(60_000);
+    for (const name of ['requests', 'replies'] as const) {
+      // The documents the tests above checked (when they ran first, as in a whole run), then the rest.
+      const documents = [...new Set([...checked[name], ...GENERATED[name], ...NOT_WELL_FORMED])];
+      const inProcess = new Set(validateDocuments(name, documents).map((failure) => failure.index));
+      const byXmllint = new Set((await validateWithXmllint(name, documents)).map((failure) => failure.index));
+      const differ = documents
+        .filter((_, index) => inProcess.has(index) !== byXmllint.has(index))
+        .map((document, index) => `${inProcess.has(index) ? 'invalid' : 'valid'} in process, ${byXmllint.has(index) ? 'invalid' : 'valid'} by xmllint: ${document}`);
+      expect(differ, `${name}: ${documents.length} documents`).to.deep.equal([]);
+    }
   });
 });
