@@ -7,7 +7,8 @@ import { expect } from 'chai';
 import { createClient } from 'redis';
 import { LengthClient, sendOnce } from '../support/client.js';
 import { pick, seededRandom } from '../../client/random.js';
-import { DisposableRedis, SHARED_REDIS_URL } from '../support/redis.js';
+import { DisposableRedis, REDIS_SERVER, SHARED_REDIS_URL } from '../support/redis.js';
+import { skipUnless, titleNeeding } from '../support/requirements.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 
@@ -110,7 +111,8 @@ describe('Redis read-through cache', function () {
     });
   });
 
-  it('keeps answering while Redis is down, and uses it again when it is back', async () => {
+  it(titleNeeding('keeps answering while Redis is down, and uses it again when it is back', REDIS_SERVER), async function () {
+    skipUnless(this, REDIS_SERVER);
     const redis = await DisposableRedis.start();
     const server = await startTestServer({ framing: 'length', redisUrl: redis.url });
     try {

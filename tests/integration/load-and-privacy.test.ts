@@ -16,6 +16,7 @@ import type pg from 'pg';
 import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { LengthClient, frameRequest, sendRequest } from '../support/client.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { condition, skipUnless, titleNeeding } from '../support/requirements.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 
@@ -62,6 +63,12 @@ function openFileLimit(): number {
   const text = (result.stdout ?? '').trim();
   return text === 'unlimited' ? Number.POSITIVE_INFINITY : Number(text);
 }
+
+/** Client and server ends both live in this process: 2 descriptors per connection, plus headroom. */
+const OPEN_FILES = condition('an open-file limit of 12,000', 'ulimit -n 12000 before npm test', () => {
+  const limit = openFileLimit();
+  return limit >= 12_000 ? null : `the open-file limit is ${limit}`;
+});
 
 async function accountExists(pool: pg.Pool, id: string): Promise<boolean> {
   return (await pool.query('SELECT 1 FROM accounts WHERE id = $1', [id])).rowCount === 1;
@@ -174,14 +181,10 @@ describe('load, abusive clients and privacy', function () {
       await server?.close();
     });
 
-    it('holds 5,000 idle connections at once, serves active clients promptly, memory stays bounded, and the count returns to baseline', async function () {
+    it(titleNeeding('holds 5,000 idle connections at once, serves active clients promptly, memory stays bounded, and the count returns to baseline',
+      OPEN_FILES), async function () {
+      skipUnless(this, OPEN_FILES);
       const IDLE = 5_000;
-      const limit = openFileLimit();
-      // Client and server ends both live in this process: 2 descriptors per connection, plus headroom.
-      if (!(limit >= 12_000)) {
-        console.log(`      skipped: the open-file limit is ${limit}; 5,000 idle connections need about 12,000 (raise it with ulimit -n)`);
-        this.skip();
-      }
       // Bare framing's request deadline runs from connect; make it longer than the test so only the test closes them.
       server = await startTestServer({ database, framing: 'bare', requestTimeoutMs: 120_000, idleTimeoutMs: 120_000 });
       const port = server.port;

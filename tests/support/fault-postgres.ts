@@ -1,16 +1,29 @@
 /**
- * A disposable PostgreSQL 15 cluster of the test's own (initdb into a temporary
+ * A disposable PostgreSQL cluster of the test's own (initdb into a temporary
  * directory), so it can be restarted and crashed without touching the shared one.
  * As root, every PostgreSQL binary runs as the `postgres` OS user.
  */
 import { spawn } from 'node:child_process';
-import { chownSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './process.js';
+import { program } from './requirements.js';
 
-const PG_BIN = process.env['PG_BIN'] ?? '/usr/lib/postgresql/15/bin';
+/** PG_BIN, else Debian's newest /usr/lib/postgresql/N/bin, else whatever PATH finds. */
+function serverBinDirectory(): string {
+  if (process.env['PG_BIN']) return process.env['PG_BIN'];
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root) ? readdirSync(root).filter((name) => /^[0-9]+$/.test(name)).sort((a, b) => Number(b) - Number(a)) : [];
+  const found = versions.map((version) => path.join(root, version, 'bin')).find((dir) => existsSync(path.join(dir, 'initdb')));
+  return found ?? '';
+}
+
+const PG_BIN = serverBinDirectory();
+
+/** Tests that make a cluster of their own need PostgreSQL's server programs (initdb, pg_ctl). */
+export const POSTGRES_SERVER = program('initdb', 'apt-get install -y postgresql', ['--version'], path.join(PG_BIN, 'initdb'));
 
 function run(command: string, args: string[]): Promise<string> {
   const asRoot = process.getuid?.() === 0;

@@ -5,22 +5,18 @@
  * health checks, no stats page; a stats socket answers `show stat` so tests
  * can see how many sessions each backend received.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './process.js';
+import { program } from './requirements.js';
 
 export const HAPROXY_BINARY = process.env['HAPROXY'] ?? 'haproxy';
 
-/** The version line of the installed haproxy, or null with the reason it cannot run. */
-export function haproxyVersion(): { version: string } | { missing: string } {
-  const result = spawnSync(HAPROXY_BINARY, ['-v'], { encoding: 'utf8', timeout: 5_000 });
-  if (result.error) return { missing: result.error.message };
-  if (result.status !== 0) return { missing: `${HAPROXY_BINARY} -v exited ${result.status}: ${result.stderr}` };
-  return { version: result.stdout.split('\n')[0] ?? '' };
-}
+/** Tests that start a balancer need this (see requirements.ts): pending, with this command, where it is missing. */
+export const HAPROXY = program('haproxy', 'apt-get install -y haproxy', ['-v'], HAPROXY_BINARY);
 
 /** One row of `show stat` for a backend server, the fields tests use. */
 export type BackendStat = {

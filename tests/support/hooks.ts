@@ -1,17 +1,35 @@
 /**
  * Mocha root hooks (loaded by .mocharc.json "require"), after the whole run:
  *  - every reply the tests read through parseResults is validated against schema/replies.xsd,
- *    and the run fails if any reply is invalid.
+ *    and the run fails if any reply is invalid;
+ *  - with REQUIRE_ALL_TESTS=1 (as .ci/run sets it), the run fails if any test was pending,
+ *    whatever made it so: CI runs every test.
  */
-import type { Context } from 'mocha';
+import type { Context, Suite } from 'mocha';
 import { recordedReplyStats, validateRecordedReplies } from './reply-schema.js';
+import { REQUIRE_ALL_TESTS_VARIABLE, requireAllTests } from './requirements.js';
 
 const SHOWN_FAILURES = 10;
+
+function pendingTitles(suite: Suite): string[] {
+  return [
+    ...suite.tests.filter((test) => test.isPending()).map((test) => test.fullTitle()),
+    ...suite.suites.flatMap(pendingTitles),
+  ];
+}
 
 export const mochaHooks = {
   async afterAll(this: Context): Promise<void> {
     this.timeout(10 * 60_000);
     const problems: string[] = [];
+    const root = this.test?.parent;
+    if (requireAllTests() && root) {
+      const pending = pendingTitles(root);
+      if (pending.length > 0) {
+        problems.push(`${REQUIRE_ALL_TESTS_VARIABLE}=1, yet ${pending.length} test(s) did not run:\n  ${pending.join('\n  ')}`);
+      }
+    }
+
     const stats = recordedReplyStats();
     if (stats.replies > 0) {
       const started = Date.now();

@@ -1,9 +1,13 @@
 /** A disposable Redis server of the test's own (so it can be killed without touching the shared one). */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { program } from './requirements.js';
 
 /** The shared Redis on this machine; tests keep apart by key prefix (the database instance id). */
 export const SHARED_REDIS_URL = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+/** Tests that start a Redis of their own (this one or fault-redis.ts) need the server program. */
+export const REDIS_SERVER = program('redis-server', 'apt-get install -y redis-server', ['--version']);
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
