@@ -31,16 +31,20 @@ describe('stress client --rate', function () {
     return JSON.parse(result.stdout) as RateSummary;
   };
 
-  it('--rate 50 paces 4 connections to about 50 requests/s in total; unpaced it is far higher', async () => {
+  it('--rate 50 paces 4 connections to about 50 requests/s in total; unpaced it is higher than pacing allows', async () => {
     const paced = await run(['--rate', '50']);
     expect(paced.rate).to.equal(50);
     expect(paced.failedRequests).to.equal(0);
     expect(paced.requestsPerSecond).to.be.within(35, 65);
     expect(paced.latencyMs['p50']).to.be.greaterThan(0);
 
+    // The control: without --rate the same run goes past the band's top, so pacing (not the
+    // machine) held the paced run. Not "3 times the paced rate", which failed at 147 against
+    // 150 on a busy machine; it does 65 requests/s on any machine (this 2-core one gave 147 to 322
+    // under a load average of 9).
     const unpaced = await run([]);
     expect(unpaced.rate).to.equal(null);
-    expect(unpaced.requestsPerSecond).to.be.greaterThan(3 * paced.requestsPerSecond);
+    expect(unpaced.requestsPerSecond).to.be.greaterThan(65);
   });
 
   it('rejects a rate that is not a positive number (usage error, exit 2)', async () => {
