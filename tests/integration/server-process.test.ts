@@ -42,10 +42,21 @@ describe('server process', function () {
     const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length' });
     const client = await LengthClient.connect(server.port);
     const idle = await LengthClient.connect(server.port);
-    // A request that takes a while (2,000 transactions), so it is surely being processed when the signal arrives.
+    // A request that takes a while (2,000 transactions), signalled once its first account is
+    // stored, so it is surely being processed. (A fixed 150 ms wait raced the server's reading
+    // of the request on a busy machine: a shutdown takes no request it has not received.)
     const accounts = Array.from({ length: 2000 }, (_, index) => `<account id="${index + 1}" balance="10"/>`).join('');
     const inFlight = client.send(`<create>${accounts}</create>`);
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if ((await pool.query(`SELECT 1 FROM accounts WHERE id = '1'`)).rowCount === 1) break;
+        if (attempt >= 500) throw new Error('the 2,000-account create did not begin within 10 s');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } finally {
+      await pool.end();
+    }
     server.child.kill('SIGTERM');
     const reply = parseResults(await inFlight);
     expect(reply.filter((node) => node.name === 'created')).to.have.length(2000);
