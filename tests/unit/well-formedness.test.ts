@@ -1,5 +1,7 @@
 /**
- * Only well-formed XML 1.0 documents are ever applied, with libxml2 (xmllint) as the judge.
+ * Only well-formed XML 1.0 documents are ever applied, with libxml2 (xmllint) as the judge: in
+ * process, xmllint built to WebAssembly; the xmllint program, where it is installed, gives every
+ * document the same verdict.
  *
  * A seeded corpus of documents is generated: real requests (each would create an account or
  * place an order if accepted) with fragments inserted, bytes deleted or appended, and token
@@ -13,7 +15,9 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { isCompleteDocument, parseRequest } from '../../server/protocol/parse-request.js';
-import { libxml2WellFormed } from '../support/xmllint.js';
+import { XMLLINT } from '../support/reply-schema.js';
+import { skipUnless, titleNeeding } from '../support/requirements.js';
+import { libxml2WellFormed, xmllintWellFormed } from '../support/xmllint.js';
 
 const SEED = Number(process.env['FUZZ_SEED'] ?? 20_261_207);
 const CORPUS_SIZE = 4_000;
@@ -125,6 +129,14 @@ describe('well-formedness: libxml2 is the judge', function () {
     for (const document of fc.sample(corpusDocument, { seed: SEED, numRuns: CORPUS_SIZE })) unique.set(document.toString('hex'), document);
     corpus = [...unique.values()];
     wellFormed = await libxml2WellFormed(corpus);
+  });
+
+  it(titleNeeding('the xmllint program gives every document of the corpus the same verdict', XMLLINT), async function () {
+    skipUnless(this, XMLLINT);
+    const byXmllint = await xmllintWellFormed(corpus);
+    const differ = corpus.flatMap((body, index) => (byXmllint[index] === wellFormed[index] ? []
+      : [`${wellFormed[index] ? 'well-formed' : 'malformed'} in process, ${byXmllint[index] ? 'well-formed' : 'malformed'} by xmllint: ${show(body)}`]));
+    expect(differ).to.deep.equal([]);
   });
 
   it('the corpus holds thousands of documents, both well-formed and malformed ones', () => {
