@@ -67,6 +67,9 @@ async function serveOperations(options: WorkersOptions, listening: () => number)
   }
 }
 
+/** Longer than a worker's own graceful shutdown (SHUTDOWN_TIMEOUT_MS, 10 s by default, and closing its clients). */
+const WORKER_STOP_DEADLINE_MS = 60_000;
+
 export function runWorkers(options: WorkersOptions): void {
   let stopping = false;
   /** Workers listening now. */
@@ -94,7 +97,22 @@ export function runWorkers(options: WorkersOptions): void {
     const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
     await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
       if (worker.isDead()) return resolve();
-      worker.once('exit', () => resolve());
+      // A worker still starting was seen to miss a SIGTERM now and then (it went on to
+      // listen, and the primary waited for it forever): repeat the signal until it exits
+      // (a worker shuts down once, however many arrive), and kill it past the deadline.
+      const deadline = Date.now() + WORKER_STOP_DEADLINE_MS;
+      const again = setInterval(() => {
+        if (Date.now() > deadline) {
+          log.error('a worker did not stop in time; killing it', { workerPid: worker.process.pid });
+          worker.process.kill('SIGKILL');
+        } else {
+          worker.process.kill('SIGTERM');
+        }
+      }, 1_000);
+      worker.once('exit', () => {
+        clearInterval(again);
+        resolve();
+      });
       worker.process.kill('SIGTERM');
     })));
     await (await closeOperations)();

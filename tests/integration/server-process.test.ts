@@ -93,6 +93,18 @@ describe('server process', function () {
     }
   });
 
+  // The primary stops as soon as the first worker listens; the second may still be starting.
+  // Such a worker was seen to miss the SIGTERM now and then (one start in about six), and the
+  // primary then waited for it forever.
+  it('WORKERS=2, SIGTERM right after start (a worker still starting): the server exits 0, every time', async () => {
+    for (let round = 0; round < 12; round++) {
+      const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2' });
+      const code = await Promise.race([server.stop(), new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 20_000))]);
+      if (code === 'still running') server.child.kill('SIGKILL');
+      expect(code, `round ${round}: ${server.log().slice(-1500)}`).to.equal(0);
+    }
+  });
+
   it('/healthz reports 503 when PostgreSQL is unreachable', async () => {
     const metricsPort = await freePort();
     const server = await startServerProcess({ DATABASE_URL: database.url, METRICS_PORT: String(metricsPort) });
