@@ -315,6 +315,8 @@ SELECT ${WAL_MARK_COLUMNS};`;
           await client.query('ROLLBACK').catch(() => {
             healthy = false;
           });
+          // A plan that no longer fits (0A000) leaves the statement in place: drop it so it can be made again.
+          if (healthy && isPreparedStatementError(error)) await client.query('DEALLOCATE apply_batch').catch(() => undefined);
         } else {
           healthy = false;
         }
