@@ -308,6 +308,15 @@ BEGIN
     SELECT d.id, d.sym, d.amount FROM unnest(shares_accounts, shares_syms, shares_due) AS d(id, sym, amount) WHERE d.amount > 0
     ON CONFLICT (account_id, sym) DO UPDATE SET shares = held.shares + EXCLUDED.shares;
   END IF;
+
+  -- Commit without waiting for the WAL flush only while another writer waits for
+  -- the write lock: then the flush would hold up the whole exchange, and the
+  -- replies wait for it outside the lock instead (server/store/durability.ts).
+  -- Alone, a synchronous commit costs one round trip less than a separate flush.
+  IF EXISTS (SELECT FROM pg_locks
+              WHERE locktype = 'relation' AND relation = 'exchange_write_lock'::regclass AND NOT granted) THEN
+    PERFORM set_config('synchronous_commit', 'off', true);
+  END IF;
 END $$;
 
 -- Order-status lookups, many in one call: for each (account, order) pair, in

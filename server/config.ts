@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import type { ReplyFraming } from './protocol/framing.js';
+import type { WriteFlush } from './store/exchange-store.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
 
 /**
@@ -32,6 +33,8 @@ export type Config = {
   maxConnections: number;
   maxBufferedBytes: number;
   dbPoolSize: number;
+  /** 'auto': write batches flush WAL under the write lock unless other writers wait; 'after-lock': never under it. */
+  writeFlush: WriteFlush;
   workers: number;
   metricsPort: number | null;
   slowRequestMs: number;
@@ -114,6 +117,14 @@ const SETTINGS: Setting[] = [
     // limited to a few CPUs still sees every core.
     key: 'workers', env: 'WORKERS', flag: 'workers', default: String(defaultWorkers(os.availableParallelism())),
     help: `server processes sharing the port (node:cluster); the default is one per ${CORES_PER_WORKER} cores, at least 1, at most ${MAX_DEFAULT_WORKERS}`, parse: integer(1, 256),
+  },
+  {
+    key: 'writeFlush', env: 'WRITE_FLUSH', flag: 'write-flush', default: 'auto',
+    help: "'auto' (a write batch waits for its WAL flush under the write lock unless other writers wait for it) or 'after-lock' (never under the lock; replies wait for a shared flush)",
+    parse: (text) => {
+      if (text !== 'auto' && text !== 'after-lock') throw new ConfigError("must be 'auto' or 'after-lock'");
+      return text;
+    },
   },
   { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },

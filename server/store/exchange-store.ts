@@ -40,6 +40,12 @@ export interface ExchangeStore {
   cancelOrder(accountId: string, orderId: string): Promise<CancelResult>;
 }
 
+/**
+ * Where a write batch's WAL flush happens: 'auto' under the write lock (one round trip)
+ * unless other writers wait for the lock, 'after-lock' never under it.
+ */
+export type WriteFlush = 'auto' | 'after-lock';
+
 /** Bounds the memory of accounts known to exist (about 100 bytes each). */
 const MAX_KNOWN_ACCOUNTS = 1_000_000;
 
@@ -153,7 +159,11 @@ export class PostgresExchangeStore implements ExchangeStore {
   /** Replies wait here until what they reveal is on disk. */
   readonly durability: DurabilityBarrier;
 
-  constructor(private readonly pool: pg.Pool, private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY) {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    private readonly writeFlush: WriteFlush = 'auto',
+  ) {
     this.durability = new DurabilityBarrier(walFlusher(pool));
   }
 
@@ -263,9 +273,10 @@ export class PostgresExchangeStore implements ExchangeStore {
   /**
    * BEGIN, LOCK TABLE, the batch and COMMIT as one simple-query message: one
    * round trip, and the write lock is held only while PostgreSQL works, never
-   * across a network wait, nor across the WAL flush (synchronous_commit is off
-   * for this transaction; the closing SELECT gives the WAL position the replies
-   * wait for, see durability.ts). LOCK takes no snapshot, so the SERIALIZABLE snapshot
+   * across a network wait, nor, while other writers wait for it, across the WAL
+   * flush (apply_writes then turns synchronous_commit off for this transaction;
+   * the closing SELECT gives the WAL position the replies wait for, see
+   * durability.ts). LOCK takes no snapshot, so the SERIALIZABLE snapshot
    * is taken only once no other writer (of any process) is running, and writers
    * never abort each other. Retried on 40001/40P01. (The simple protocol takes
    * no parameters: values are inlined as escaped literals, after the parser
@@ -276,7 +287,7 @@ export class PostgresExchangeStore implements ExchangeStore {
     // statement_timeout bounds how long a runaway batch can hold the write lock.
     const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
 SET LOCAL statement_timeout = '30s';
-SET LOCAL synchronous_commit = off;
+SET LOCAL synchronous_commit = ${this.writeFlush === 'after-lock' ? 'off' : 'on'};
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
 EXECUTE apply_batch(${column((request) => request.kind)}, ${column((request) => request.accountId)},
   ${column((request) => (request.kind === 'order' ? request.sym : null))},

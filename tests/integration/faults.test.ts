@@ -417,8 +417,10 @@ describe('faults (real processes, killed for real)', function () {
       POSTGRES_SERVER), async function () {
       skipUnless(this, POSTGRES_SERVER);
       cluster = await DisposableCluster.create(['wal_writer_delay=10000', 'wal_writer_flush_after=1000000']);
-      const env = { DATABASE_URL: cluster.url, REPLY_FRAMING: 'length' };
-      let server = await spawnFaultServer(env);
+      // Every batch commits without the flush (WRITE_FLUSH=after-lock; 'auto' does so only while
+      // writers wait for the lock), with two processes sharing the lane.
+      const env = { DATABASE_URL: cluster.url, REPLY_FRAMING: 'length', WORKERS: '2', WRITE_FLUSH: 'after-lock' };
+      let server = await spawnFaultServer(env, { listeners: 2 });
       const port = server.port;
       const world = universe('74');
       const ledger = new OrderLedger();
@@ -444,7 +446,7 @@ describe('faults (real processes, killed for real)', function () {
         await cluster.start().catch((error: unknown) => {
           throw new Error(`${String(error)}\n${restarted.logTail()}`);
         });
-        if (alsoTheServer) server = await spawnFaultServer(env, { port });
+        if (alsoTheServer) server = await spawnFaultServer(env, { port, listeners: 2 });
         // Let the load run on until orders open again, then a little longer.
         await waitFor(async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)),
           `orders open again after crash ${cycle}`, 20_000);
