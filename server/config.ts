@@ -111,10 +111,9 @@ const SETTINGS: Setting[] = [
   },
   { key: 'slowRequestMs', env: 'SLOW_REQUEST_MS', flag: 'slow-request-ms', default: '1000', help: 'log requests slower than this', parse: integer(1, 3_600_000) },
   {
-    // One per core, as issue 5 asks; whether that beats one process depends on the host (on this
-    // 2-core VM: x1.03 with the host quiet, x0.62-0.81 with it noisy, docs/bench/). Up to 4: each
-    // worker holds up to DB_POOL_SIZE PostgreSQL connections, and on a big host a container
-    // limited to a few CPUs still sees every core.
+    // One per 4 cores (see defaultWorkers). Up to 4: each worker holds up to DB_POOL_SIZE
+    // PostgreSQL connections, and on a big host a container limited to a few CPUs still sees
+    // every core.
     key: 'workers', env: 'WORKERS', flag: 'workers', default: String(defaultWorkers(os.availableParallelism())),
     help: `server processes sharing the port (node:cluster); the default is one per ${CORES_PER_WORKER} cores, at least 1, at most ${MAX_DEFAULT_WORKERS}`, parse: integer(1, 256),
   },

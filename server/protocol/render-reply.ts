@@ -3,7 +3,7 @@
  *
  * Written out directly rather than through a DOM builder: the reply vocabulary
  * is fixed and small, and xmlbuilder2 cost 12-15 µs per reply against about
- * 1 µs here (issue 5). The output is byte-identical to xmlbuilder2's pretty
+ * 1 µs here. The output is byte-identical to xmlbuilder2's pretty
  * print, which the fuzz tests check against it (tests/support/reference-render.ts).
  */
 import { errorElement, type ReplyElement } from './replies.js';

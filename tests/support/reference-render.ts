@@ -1,7 +1,7 @@
 /**
  * The reply renderer as first written, on xmlbuilder2 (a full DOM per reply).
  * server/protocol/render-reply.ts replaced it on the hot path because it cost
- * 12-15 µs per reply against about 1 µs (issue 5); it stays here as the oracle
+ * 12-15 µs per reply against about 1 µs; it stays here as the oracle
  * the fuzz tests compare the fast renderer with, byte for byte.
  */
 import { create } from 'xmlbuilder2';
