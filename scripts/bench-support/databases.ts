@@ -16,14 +16,19 @@ export function databaseUrl(name: string): string {
   return url.toString();
 }
 
-export async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: ADMIN_URL });
+/** One client connected to url for the length of work. */
+export async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     return await work(client);
   } finally {
     await client.end();
   }
+}
+
+export function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  return withClient(ADMIN_URL, work);
 }
 
 /** Creates (or re-creates) the database and returns its URL. */

@@ -5,21 +5,11 @@
  * not every `postgres` process on a shared machine.
  */
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
+import { withClient } from './databases.js';
 
 export type StatementCost = { query: string; calls: number; execMs: number; planMs: number };
 export type PgWindow = { walBytes: number; statements: StatementCost[] | null };
 type WindowStart = { lsn: string; statements: boolean };
-
-async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
 
 /** The pid of the postmaster serving url, when it runs on this machine (else null). */
 export async function postmasterPid(url: string): Promise<number | null> {
