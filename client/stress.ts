@@ -126,7 +126,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     cross: number(values.cross, 0.5, 'cross', 0, 1),
     mix: mix as [number, number, number],
     seed: Math.floor(number(values.seed, 1, 'seed', 0, 2 ** 32)),
-    databaseUrl: values['database-url'] || process.env['DATABASE_URL'] || null,
+    databaseUrl: values['database-url'] || process.env.DATABASE_URL || null,
     verify: !values['no-verify'],
     json: Boolean(values.json),
     csv: Boolean(values.csv),

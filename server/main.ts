@@ -178,7 +178,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
   });
 }
 
-let parsed;
+let parsed: ReturnType<typeof loadConfig>;
 try {
   parsed = loadConfig(process.argv.slice(2), process.env);
 } catch (error) {

@@ -24,7 +24,7 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_00
 function orderIdOf(reply: string): string {
   const node = parseResults(reply)[0];
   if (node?.name !== 'opened') throw new Error(`order not opened: ${reply}`);
-  return node.attributes['id'] as string;
+  return node.attributes.id as string;
 }
 
 describe('Redis is not trusted', function () {
@@ -149,7 +149,7 @@ describe('Redis is not trusted', function () {
     await redis.set(key(order.live), genuine as string, { EX: 600 });
     const reply = parseResults(await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${order.live}"/></transactions>`));
     expect(reply[0]?.name).to.equal('canceled');
-    expect(reply[0]?.children[0]?.attributes['shares']).to.equal('5');
+    expect(reply[0]?.children[0]?.attributes.shares).to.equal('5');
   });
 
   it('a genuine entry is still served from Redis', async () => {

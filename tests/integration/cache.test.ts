@@ -29,7 +29,7 @@ function statusOf(reply: string): ReplyNode {
 
 function openShares(node: ReplyNode): number {
   const open = node.children.find((child) => child.name === 'open');
-  return open ? Number(open.attributes['shares']) : 0;
+  return open ? Number(open.attributes.shares) : 0;
 }
 
 describe('Redis read-through cache', function () {
@@ -85,7 +85,7 @@ describe('Redis read-through cache', function () {
             const limit = String(95 + Math.floor(random() * 10));
             const reply = parseResults(await client.send(
               `<transactions id="${account}"><order sym="CQ" amount="${amount}" limit="${limit}"/></transactions>`));
-            const id = reply[0]?.attributes['id'];
+            const id = reply[0]?.attributes.id;
             if (reply[0]?.name === 'opened' && id) orders.push({ account, id });
           }
           if (mine.length > 0) {
@@ -119,7 +119,7 @@ describe('Redis read-through cache', function () {
       await waitFor(() => server.cache?.connected === true, 'redis');
       await sendOnce(server.port, '<create><account id="21" balance="1000"/><symbol sym="RD"><account id="21">10</account></symbol></create>');
       const opened = parseResults(await sendOnce(server.port, '<transactions id="21"><order sym="RD" amount="2" limit="10"/></transactions>'));
-      const id = opened[0]?.attributes['id'] as string;
+      const id = opened[0]?.attributes.id as string;
       await sendOnce(server.port, `<transactions id="21"><cancel id="${id}"/></transactions>`);
       const query = `<transactions id="21"><query id="${id}"/></transactions>`;
       const expected = await sendOnce(server.port, query);
@@ -193,7 +193,7 @@ describe('Redis read-through cache', function () {
 
     it('a cancel whose transaction rolls back caches nothing, and the order stays open', async () => {
       const opened = parseResults(await sendOnce(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
-      const id = opened[0]?.attributes['id'] as string;
+      const id = opened[0]?.attributes.id as string;
       await server.pool.query(`CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$`);
       await server.pool.query(`CREATE TRIGGER refuse_cancel BEFORE UPDATE ON orders FOR EACH ROW WHEN (OLD.id = ${Number(id)}) EXECUTE FUNCTION refuse_update()`);
       try {
@@ -209,7 +209,7 @@ describe('Redis read-through cache', function () {
 
     it('a cancel retried after serialization failures caches only the committed outcome', async () => {
       const opened = parseResults(await sendOnce(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
-      const id = opened[0]?.attributes['id'] as string;
+      const id = opened[0]?.attributes.id as string;
       // A sequence is not rolled back, so it counts attempts: the first two fail with 40001.
       await server.pool.query('CREATE SEQUENCE cancel_attempts');
       await server.pool.query(`CREATE FUNCTION fail_twice() RETURNS trigger LANGUAGE plpgsql AS $$

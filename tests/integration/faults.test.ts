@@ -57,7 +57,7 @@ function problemsOf(stats: LoadStats): { anomalies: string[]; unexpectedErrors: 
 }
 
 function shares(node: ReplyNode): number {
-  return node.children.reduce((total, child) => total + Number(child.attributes['shares'] ?? 0), 0);
+  return node.children.reduce((total, child) => total + Number(child.attributes.shares ?? 0), 0);
 }
 
 /** Queries some acknowledged orders through the server: each is known, and its parts add up to its amount. */
@@ -89,7 +89,7 @@ async function placeOnce(port: number, ledger: OrderLedger, order: SentOrder): P
     const [node] = parseResults(await client.send(
       `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`));
     if (node?.name === 'opened') {
-      ledger.acked.set(order.limit, { ...order, id: node.attributes['id'] as string });
+      ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
       return true;
     }
     ledger.unknown.set(order.limit, { order, why: `${node?.name}: ${node?.text}` });
@@ -592,12 +592,12 @@ describe('faults (real processes, killed for real)', function () {
       sellReplies.forEach((node, index) => {
         const order = sells[index] as SentOrder;
         expect(node.name).to.equal('opened');
-        ledger.acked.set(order.limit, { ...order, id: node.attributes['id'] as string });
+        ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
       });
       const big = ledger.newOrder(buyer, bigSym, '500', 2, false);
       const [bigReply] = parseResults(await setup.send(`<transactions id="${buyer}"><order sym="${big.sym}" amount="500" limit="${big.limit}"/></transactions>`));
       expect(bigReply?.name).to.equal('opened');
-      const bigId = bigReply?.attributes['id'] as string;
+      const bigId = bigReply?.attributes.id as string;
       ledger.acked.set(big.limit, { ...big, id: bigId });
       const [bigStatus] = parseResults(await setup.send(`<transactions id="${buyer}"><query id="${bigId}"/></transactions>`));
       expect(bigStatus?.children.filter((child) => child.name === 'executed')).to.have.length(500);
@@ -679,7 +679,7 @@ describe('faults (real processes, killed for real)', function () {
             const order = pipeOrders[index] as SentOrder;
             const [node] = parseResults(reply);
             expect(node?.name, JSON.stringify(node)).to.equal('opened');
-            ledger.acked.set(order.limit, { ...order, id: node?.attributes['id'] as string });
+            ledger.acked.set(order.limit, { ...order, id: node?.attributes.id as string });
           });
           expect(slowOutcome[0]?.status, 'the slow request was answered').to.equal('fulfilled');
           const created = parseResults((slowOutcome[0] as PromiseFulfilledResult<string>).value);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { freePort } from './process.js';
 import { program } from './requirements.js';
 
-export const HAPROXY_BINARY = process.env['HAPROXY'] ?? 'haproxy';
+export const HAPROXY_BINARY = process.env.HAPROXY ?? 'haproxy';
 
 /** Tests that start a balancer need this (see requirements.ts): pending, with this command, where it is missing. */
 export const HAPROXY = program('haproxy', 'apt-get install -y haproxy', ['-v'], HAPROXY_BINARY);
