@@ -5,7 +5,6 @@
  * the cache hit rate, and the ratio between the two runs.
  */
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -17,6 +16,7 @@ import { RedisReadCache } from '../server/cache/read-cache.js';
 import { PostgresExchangeStore, type ExchangeStore } from '../server/store/exchange-store.js';
 import { applySchema } from '../server/store/migrate.js';
 import { createPool } from '../server/store/pool.js';
+import { freePort } from './bench-support/processes.js';
 
 const HELP = `Usage: npm run bench:cache -- [--seconds N] [--connections C] [--query-share Q] [--orders-seeded K]
 
@@ -31,15 +31,6 @@ Environment: ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/post
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const adminUrl = process.env.ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 type ServerRun = { port: number; stop: () => Promise<Record<string, unknown>> };
 

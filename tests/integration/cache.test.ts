@@ -11,14 +11,7 @@ import { DisposableRedis, REDIS_SERVER, SHARED_REDIS_URL } from '../support/redi
 import { skipUnless, titleNeeding } from '../support/requirements.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { waitFor } from '../support/waiting.js';
 
 /** Reply text with the volatile parts that legitimately differ between two servers removed: none. */
 function statusOf(reply: string): ReplyNode {
@@ -42,7 +35,7 @@ describe('Redis read-through cache', function () {
     before(async () => {
       cached = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
       plain = await startTestServer({ framing: 'length', database: cached.database });
-      await waitFor(() => cached.cache?.connected === true, 'redis');
+      await waitFor('redis', () => cached.cache?.connected === true);
     });
     after(async () => {
       await plain.close();
@@ -116,7 +109,7 @@ describe('Redis read-through cache', function () {
     const redis = await DisposableRedis.start();
     const server = await startTestServer({ framing: 'length', redisUrl: redis.url });
     try {
-      await waitFor(() => server.cache?.connected === true, 'redis');
+      await waitFor('redis', () => server.cache?.connected === true);
       await sendOnce(server.port, '<create><account id="21" balance="1000"/><symbol sym="RD"><account id="21">10</account></symbol></create>');
       const opened = parseResults(await sendOnce(server.port, '<transactions id="21"><order sym="RD" amount="2" limit="10"/></transactions>'));
       const id = opened[0]?.attributes.id as string;
@@ -133,7 +126,7 @@ describe('Redis read-through cache', function () {
       expect(server.cache?.counters.errors ?? 0).to.be.greaterThan(0);
 
       await redis.restart();
-      await waitFor(() => server.cache?.connected === true, 'reconnect to redis');
+      await waitFor('reconnect to redis', () => server.cache?.connected === true);
       await sendOnce(server.port, query); // refills the (empty) restarted Redis
       const hitsBefore = server.cache?.counters.hits ?? 0;
       expect(await sendOnce(server.port, query)).to.equal(expected);
@@ -146,7 +139,7 @@ describe('Redis read-through cache', function () {
 
   it('after a database reset, keys of the old database are never served', async () => {
     const first = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
-    await waitFor(() => first.cache?.connected === true, 'redis');
+    await waitFor('redis', () => first.cache?.connected === true);
     await sendOnce(first.port, '<create><account id="31" balance="1000"/><symbol sym="RS"><account id="31">10</account></symbol></create>');
     await sendOnce(first.port, '<transactions id="31"><order sym="RS" amount="1" limit="10"/></transactions>');
     await sendOnce(first.port, '<transactions id="31"><cancel id="1"/><query id="1"/></transactions>');
@@ -155,7 +148,7 @@ describe('Redis read-through cache', function () {
 
     const second = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
     try {
-      await waitFor(() => second.cache?.connected === true, 'redis');
+      await waitFor('redis', () => second.cache?.connected === true);
       const redis = createClient({ url: SHARED_REDIS_URL });
       await redis.connect();
       try {
@@ -176,7 +169,7 @@ describe('Redis read-through cache', function () {
     let server: TestServer;
     before(async () => {
       server = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
-      await waitFor(() => server.cache?.connected === true, 'redis');
+      await waitFor('redis', () => server.cache?.connected === true);
       await sendOnce(server.port, '<create><account id="41" balance="1000"/><symbol sym="RB"><account id="41">10</account></symbol></create>');
     });
     after(async () => server.close());

@@ -11,6 +11,7 @@ import { startServerProcess } from '../support/process.js';
 import { pick, seededRandom } from '../../client/random.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { createPool } from '../../server/store/pool.js';
 
 type Workload = { accounts: string[]; symbols: string[] };
 
@@ -95,6 +96,16 @@ describe('concurrency: racing clients keep every invariant', function () {
       expect(result.rows[0]?.transaction_isolation).to.equal('serializable');
     } finally {
       client.release();
+    }
+  });
+
+  it('status reads alone run at READ COMMITTED (one snapshot, no predicate locks)', async () => {
+    const readPool = createPool({ databaseUrl: server.database.url, maxConnections: 1, isolation: 'read committed' });
+    try {
+      const result = await readPool.query<{ transaction_isolation: string }>('SHOW transaction_isolation');
+      expect(result.rows[0]?.transaction_isolation).to.equal('read committed');
+    } finally {
+      await readPool.end();
     }
   });
 

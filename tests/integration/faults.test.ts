@@ -24,8 +24,8 @@ import { REDIS_SERVER } from '../support/redis.js';
 import { skipUnless, titleNeeding } from '../support/requirements.js';
 import type { GrantLedger } from '../support/ledger.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { sleep, waitFor } from '../support/waiting.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function universe(prefix: string): Universe {
   return {
@@ -137,14 +137,6 @@ function logLines(server: FaultServer, message: string): number {
   return server.log().split(`"msg":"${message}"`).length - 1;
 }
 
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 /** Resolves with the primary's exit, or rejects after timeoutMs. */
 function exitWithin(server: FaultServer, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return Promise.race([
@@ -224,7 +216,7 @@ describe('faults (real processes, killed for real)', function () {
       redis = await FaultRedis.start();
       cached = await spawnFaultServer({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', REDIS_URL: redis.url, CACHE_TIMEOUT_MS: '50' });
       plain = await spawnFaultServer({ DATABASE_URL: database.url, REPLY_FRAMING: 'length' });
-      await waitFor(() => logLines(cached, 'redis cache connected') >= 1, 'the cache to connect');
+      await waitFor('the cache to connect', () => logLines(cached, 'redis cache connected') >= 1);
       world = universe('72');
       ledger = new OrderLedger();
       grants = await createUniverse(cached.port, world);
@@ -294,7 +286,7 @@ describe('faults (real processes, killed for real)', function () {
         if (phase.oldData) {
           expect(await keysLoadedAtStart(), `${phase.name}: keys loaded from the dump`).to.be.greaterThan(0);
         }
-        await waitFor(() => logLines(cached, 'redis cache connected') > connectedBefore, `${phase.name}: the cache to reconnect`, 5_000);
+        await waitFor(`${phase.name}: the cache to reconnect`, () => logLines(cached, 'redis cache connected') > connectedBefore, 5_000);
         await sleep(600);
         await driver.stop();
         expect(keysBefore, `${phase.name}: the cache was in use before the fault`).to.be.greaterThan(0);
@@ -448,8 +440,8 @@ describe('faults (real processes, killed for real)', function () {
         });
         if (alsoTheServer) server = await spawnFaultServer(env, { port, listeners: 2 });
         // Let the load run on until orders open again, then a little longer.
-        await waitFor(async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)),
-          `orders open again after crash ${cycle}`, 20_000);
+        await waitFor(`orders open again after crash ${cycle}`,
+          async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)), 20_000);
         await sleep(500);
         await driver.stop();
         expect(driver.stats.anomalies, `crash ${cycle}`).to.deep.equal([]);
@@ -663,8 +655,8 @@ describe('faults (real processes, killed for real)', function () {
             `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`));
           // Both surely received and being worked on: the first pipelined reply is back, and the slow create has begun.
           await pipe.firstReply;
-          await waitFor(async () => Number((await pool.query<{ n: string }>(
-            'SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${slowPrefix}%`])).rows[0]?.n) > 0, 'the slow create to begin');
+          await waitFor('the slow create to begin', async () => Number((await pool.query<{ n: string }>(
+            'SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${slowPrefix}%`])).rows[0]?.n) > 0);
           server.signal('SIGTERM', variant.target);
 
           // The exit closes every socket, so the replies below are all settled after it.

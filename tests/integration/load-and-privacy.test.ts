@@ -19,21 +19,11 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { condition, skipUnless, titleNeeding } from '../support/requirements.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { sleep, waitFor } from '../support/waiting.js';
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const started = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-  return Date.now() - started;
-}
 
 function parseReply(xml: string): ReplyNode[] {
   expect(xml.startsWith('<?xml'), `reply must start with <?xml: ${JSON.stringify(xml.slice(0, 300))}`).to.equal(true);

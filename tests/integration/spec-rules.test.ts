@@ -12,6 +12,7 @@ import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { LengthClient, frameRequest, sendRaw, sendRequest } from '../support/client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { sleep } from '../support/waiting.js';
 
 // ---------------------------------------------------------------------------
 // Reply parsing
@@ -185,7 +186,6 @@ async function stateCounts(): Promise<Counts> {
   };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Bare framing, written in pieces with a pause between writes; resolves when the
