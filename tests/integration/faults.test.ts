@@ -638,7 +638,9 @@ describe('faults (real processes, killed for real)', function () {
         const pool = checkPool(database.url);
         try {
           const server = await spawnFaultServer(
-            { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: String(variant.workers) }, { listeners: variant.workers });
+            // The slow create below must finish within the shutdown timeout even on a busy machine.
+            { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: String(variant.workers), SHUTDOWN_TIMEOUT_MS: '60000' },
+            { listeners: variant.workers });
           const world = universe(`75${variant.workers}`);
           const ledger = new OrderLedger();
           const grants = await createUniverse(server.port, world);
@@ -660,7 +662,7 @@ describe('faults (real processes, killed for real)', function () {
           server.signal('SIGTERM', variant.target);
 
           // The exit closes every socket, so the replies below are all settled after it.
-          const exit = await exitWithin(server, 20_000);
+          const exit = await exitWithin(server, 60_000);
           const pipeReplies = await pipe.replies;
           const slowOutcome = await Promise.allSettled([slowReply]);
           await driver.stop();
