@@ -17,6 +17,7 @@ const HTML = `<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Exchange dashboard</title>
 <link rel="stylesheet" href="/dashboard.css">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 </head>
 <body>
 <header>
@@ -42,7 +43,7 @@ const HTML = `<!doctype html>
     <table id="tape"><thead><tr><th>time</th><th>price</th><th>shares</th></tr></thead><tbody></tbody></table>
   </section>
   <section class="panel wide">
-    <h2>Server <small>last 10 minutes, per second</small></h2>
+    <h2>Server <small>per second, up to the last 10 minutes</small></h2>
     <div class="charts">
       <figure><figcaption>requests/s <b id="requests-now"></b></figcaption><svg id="requests" viewBox="0 0 300 90" preserveAspectRatio="none"></svg></figure>
       <figure><figcaption>orders/s <b id="orders-now"></b></figcaption><svg id="orders" viewBox="0 0 300 90" preserveAspectRatio="none"></svg></figure>
@@ -73,7 +74,7 @@ main { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; padding: 1em; }
 .wide { grid-column: 1 / -1; }
 svg { width: 100%; display: block; }
 #depth { height: 260px; }
-.book { display: grid; grid-template-columns: 1fr 1fr; gap: .5em; }
+.book { display: grid; grid-template-columns: 1fr 1fr; gap: .5em; align-items: start; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th { color: var(--dim); font-weight: normal; text-align: right; }
 td { text-align: right; padding: 0 .3em; white-space: nowrap; }
@@ -159,6 +160,7 @@ const SCRIPT = String.raw`'use strict';
       return levels.map(function (level) { total += Number(level.shares); return { price: Number(level.price), total: total }; });
     }
     var bids = cumulative(book.bids), asks = cumulative(book.asks);
+    svg.dataset.sym = book.sym;
     svg.dataset.bidLevels = String(bids.length);
     svg.dataset.askLevels = String(asks.length);
     var prices = bids.concat(asks).map(function (p) { return p.price; });
@@ -196,7 +198,8 @@ const SCRIPT = String.raw`'use strict';
     var values = [];
     series.forEach(function (s) { points.forEach(function (p) { if (p[s.key] !== null) values.push(p[s.key]); }); });
     var top = Math.max.apply(null, values.concat([1e-9]));
-    var span = 600;
+    // At least a minute across, up to the ten minutes kept.
+    var span = Math.max(60, points.length);
     series.forEach(function (s) {
       var d = '';
       points.forEach(function (p, i) {
@@ -236,6 +239,7 @@ const SCRIPT = String.raw`'use strict';
         fillTable('asks', book.asks, [function (l) { return l.price; }, function (l) { return l.shares; }, function (l) { return l.orders; }]);
         fillTable('tape', trades, [function (t) { return clock(t.time); }, function (t) { return t.price; }, function (t) { return t.shares; }]);
         document.getElementById('tape').dataset.trades = String(trades.length);
+        document.getElementById('tape').dataset.sym = book.sym;
       }
       statusLine.textContent = 'updated ' + new Date().toLocaleTimeString([], { hour12: false });
       statusLine.className = '';
@@ -256,6 +260,8 @@ const SCRIPT = String.raw`'use strict';
 })();
 `;
 
+const ICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M0 16V9h4V5h4v11z" fill="#3fb950"/><path d="M8 16V7h4V3h4v13z" fill="#f85149"/></svg>';
+
 type Asset = { contentType: string; body: string; headers: Record<string, string> };
 
 // The page runs only its own script and style; it is never framed by another site.
@@ -269,4 +275,5 @@ export const DASHBOARD_ASSETS: ReadonlyMap<string, Asset> = new Map([
   ['/', { contentType: 'text/html; charset=utf-8', body: HTML, headers: PAGE_HEADERS }],
   ['/dashboard.js', { contentType: 'text/javascript; charset=utf-8', body: SCRIPT, headers: PAGE_HEADERS }],
   ['/dashboard.css', { contentType: 'text/css; charset=utf-8', body: CSS, headers: PAGE_HEADERS }],
+  ['/favicon.svg', { contentType: 'image/svg+xml', body: ICON, headers: PAGE_HEADERS }],
 ]);
