@@ -73,6 +73,13 @@ export class OperatorReads {
 
   /** One read-only snapshot; the answer is returned once what it saw is durable. */
   private async snapshot<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const { result, mark } = await this.transaction(work);
+    // Waited for with the connection back in the pool: the flush may need one.
+    await this.durability.waitFor(walMarkOf(mark));
+    return result;
+  }
+
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<{ result: T; mark: WalMarkRow }> {
     const client = await this.pool.connect();
     let healthy = true;
     // A checked-out client has no pool error listener (see exchange-store.ts).
@@ -88,8 +95,7 @@ export class OperatorReads {
       const mark = (await client.query<WalMarkRow>(`SELECT ${WAL_MARK_COLUMNS}`)).rows[0];
       await client.query('COMMIT');
       if (!mark) throw new Error('no WAL position');
-      await this.durability.waitFor(walMarkOf(mark));
-      return result;
+      return { result, mark };
     } catch (error) {
       if (healthy) await client.query('ROLLBACK').catch(() => { healthy = false; });
       throw error;

@@ -174,6 +174,20 @@ describe('operator API (HTTP, read-only)', function () {
     }
   });
 
+  it('answers while a writer holds the write lock: it never takes it, nor waits for it', async () => {
+    const writer = await server.pool.connect();
+    try {
+      await writer.query('BEGIN; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
+      const auth = { authorization: `Bearer ${TOKEN}` };
+      for (const path of ['/api/book/X', '/api/trades/X', '/api/symbols', '/api/accounts/1', '/api/stats']) {
+        expect((await getJson(`${api.base}${path}`, auth)).status, path).to.equal(200);
+      }
+    } finally {
+      await writer.query('ROLLBACK');
+      writer.release();
+    }
+  });
+
   it('GET / serves the dashboard, locked to its own script and style; /api/stats the last minutes', async () => {
     const page = await fetch(`${api.base}/`);
     expect(page.status).to.equal(200);
