@@ -5,7 +5,7 @@ import { runProcess } from './processes.js';
 import { progress } from './progress.js';
 import { mean } from './stats.js';
 
-const pgbenchBinary = process.env['PGBENCH'] ?? (existsSync('/usr/bin/pgbench') ? '/usr/bin/pgbench' : 'pgbench');
+const pgbenchBinary = process.env.PGBENCH ?? (existsSync('/usr/bin/pgbench') ? '/usr/bin/pgbench' : 'pgbench');
 
 export type PgbenchResult = { tps: number[]; mean: number };
 
@@ -15,7 +15,7 @@ function pgbenchConnection(): { args: string[]; env: NodeJS.ProcessEnv } {
   const args = ['-h', url.hostname || '127.0.0.1', '-p', url.port || '5432', '-U', decodeURIComponent(url.username) || 'postgres'];
   // Same durability as the server (its pool sets synchronous_commit=on): a commit waits for the WAL flush.
   const env: NodeJS.ProcessEnv = { ...process.env, PGOPTIONS: '-c synchronous_commit=on' };
-  if (url.password) env['PGPASSWORD'] = decodeURIComponent(url.password);
+  if (url.password) env.PGPASSWORD = decodeURIComponent(url.password);
   return { args, env };
 }
 
