@@ -103,7 +103,7 @@ async function run(command: string, args: string[], options: Options): Promise<n
       return 0;
     }
     case 'account': {
-      const token = process.env['ADMIN_TOKEN'] ?? '';
+      const token = process.env.ADMIN_TOKEN ?? '';
       if (token === '') throw new Error('account needs the operator token in ADMIN_TOKEN (the server\'s own)');
       const account = (await getApi(options, `/api/accounts/${needOne('account id')}?orders=${options.orders}`, { authorization: `Bearer ${token}` })) as {
         id: string; balance: string; reservedCash: string; openOrderCount: number;
@@ -181,11 +181,11 @@ async function main(): Promise<number> {
     }
     if (values.cash !== undefined && !/^\d+(\.\d+)?$/.test(values.cash)) throw new UsageError('--cash takes a decimal amount');
     const options: Options = {
-      url: values.url ?? (process.env['EXCHANGE_API_URL'] || 'http://127.0.0.1:9464'),
+      url: values.url ?? (process.env.EXCHANGE_API_URL || 'http://127.0.0.1:9464'),
       depth: count('depth', values.depth, 20),
       limit: count('limit', values.limit, 50),
       orders: count('orders', values.orders, 100),
-      databaseUrl: values['database-url'] ?? (process.env['DATABASE_URL'] || null),
+      databaseUrl: values['database-url'] ?? (process.env.DATABASE_URL || null),
       cash: values.cash,
       shares,
       json: values.json ?? false,

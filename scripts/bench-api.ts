@@ -13,7 +13,7 @@
  * and dropped at the end.
  */
 import { parseArgs } from 'node:util';
-import pg from 'pg';
+import type pg from 'pg';
 import { startOperationsPort } from '../server/admin/operations-port.js';
 import { applySchema } from '../server/store/migrate.js';
 import { createPool } from '../server/store/pool.js';

@@ -7,7 +7,7 @@
  * is fetched aggregated and depth-limited, so thousands of orders cost the
  * page no more than a few levels. Prices and shares are shown as the exact
  * strings the API sends; only the chart's geometry uses floating point.
- * (The script is plain ES2017 inside String.raw: no template literals in it.)
+ * (The script is plain ES2017 inside a template literal: no template literals or backslashes in it.)
  */
 
 const HTML = `<!doctype html>
@@ -88,7 +88,7 @@ figure { margin: 0; } figcaption { color: var(--dim); } figcaption b { color: va
 svg text { fill: var(--dim); font-size: 11px; }
 `;
 
-const SCRIPT = String.raw`'use strict';
+const SCRIPT = `'use strict';
 (function () {
   var NS = 'http://www.w3.org/2000/svg';
   var DEPTH = 50, TRADES = 40, REFRESH_MS = 1000;

@@ -15,7 +15,7 @@ import { PROJECT_ROOT } from '../support/process.js';
 import { program, skipUnless, titleNeeding } from '../support/requirements.js';
 import { runStress, type ClientRun } from '../support/stress.js';
 
-const CHROMIUM_BINARY = process.env['CHROMIUM'] ?? '/usr/bin/chromium';
+const CHROMIUM_BINARY = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const CHROMIUM = program('chromium', 'apt-get install -y chromium', ['--version'], CHROMIUM_BINARY);
 const SCREENSHOT = path.join(PROJECT_ROOT, 'docs/dashboard.png');
 
@@ -87,18 +87,18 @@ describe(titleNeeding('dashboard in a real browser (chromium) under stress load'
     await page.waitForFunction((sym) => {
       const depth = document.getElementById('depth');
       const tape = document.getElementById('tape');
-      return depth?.dataset['sym'] === sym && tape?.dataset['sym'] === sym && location.hash === `#${sym}`
-        && Number(depth?.dataset['bidLevels']) > 0 && Number(depth?.dataset['askLevels']) > 0 && Number(tape?.dataset['trades']) > 0;
+      return depth?.dataset.sym === sym && tape?.dataset.sym === sym && location.hash === `#${sym}`
+        && Number(depth?.dataset.bidLevels) > 0 && Number(depth?.dataset.askLevels) > 0 && Number(tape?.dataset.trades) > 0;
     }, busiest, { timeout: 30_000 });
     // Each price on the tape is a price the symbol traded at.
-    const tapePrices = await page.locator('#tape tbody tr').evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset['price']));
+    const tapePrices = await page.locator('#tape tbody tr').evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.price));
     const traded = new Set(((await getJson(`${api.base}/api/trades/${busiest as string}?limit=1000`)).body as Array<{ price: string }>).map((trade) => trade.price));
     for (const price of tapePrices) expect(traded.has(String(price)), `tape price ${String(price)}`).to.equal(true);
     // The server's own rates, sampled each second, show the load.
     await page.waitForFunction(() => Number(document.getElementById('orders-now')?.textContent) > 0
       && document.querySelectorAll('#requests path').length === 1, undefined, { timeout: 30_000 });
     // A few more seconds of history make a better picture.
-    await page.waitForFunction(() => Number(document.body.dataset['updates']) >= 8, undefined, { timeout: 60_000 });
+    await page.waitForFunction(() => Number(document.body.dataset.updates) >= 8, undefined, { timeout: 60_000 });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     expect(problems).to.deep.equal([]);
 

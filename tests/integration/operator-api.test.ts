@@ -33,19 +33,19 @@ describe('operator API (HTTP, read-only)', function () {
     started = Math.floor(Date.now() / 1000);
     await sendRequest(server.port, `<create><account id="1" balance="100000"/><account id="2" balance="0"/>
       <symbol sym="X"><account id="2">1000</account></symbol><symbol sym="Y"><account id="2">500</account></symbol></create>`);
-    ids['b1'] = await order('1', 'X', '100', '10.50');
-    ids['b2'] = await order('1', 'X', '50', '10.5');
-    ids['b3'] = await order('1', 'X', '0.1', '10');
-    ids['b4'] = await order('1', 'X', '0.2', '10.000');
-    ids['b5'] = await order('1', 'X', '5', '9.25');
-    ids['s1'] = await order('2', 'X', '-30', '11');
-    ids['s2'] = await order('2', 'X', '-20', '11.75');
-    ids['s3'] = await order('2', 'X', '-10', '12');
+    ids.b1 = await order('1', 'X', '100', '10.50');
+    ids.b2 = await order('1', 'X', '50', '10.5');
+    ids.b3 = await order('1', 'X', '0.1', '10');
+    ids.b4 = await order('1', 'X', '0.2', '10.000');
+    ids.b5 = await order('1', 'X', '5', '9.25');
+    ids.s1 = await order('2', 'X', '-30', '11');
+    ids.s2 = await order('2', 'X', '-20', '11.75');
+    ids.s3 = await order('2', 'X', '-10', '12');
     // Fills 100 of b1 and 20 of b2, at their limit 10.5.
-    ids['s4'] = await order('2', 'X', '-120', '10.5');
+    ids.s4 = await order('2', 'X', '-120', '10.5');
     // Fills 30 of s1 at 11 and 5 of s2 at 11.75.
-    ids['b6'] = await order('1', 'X', '35', '11.75');
-    await sendRequest(server.port, `<transactions id="1"><cancel id="${ids['b5']}"/></transactions>`);
+    ids.b6 = await order('1', 'X', '35', '11.75');
+    await sendRequest(server.port, `<transactions id="1"><cancel id="${ids.b5}"/></transactions>`);
   });
 
   after(async () => {
@@ -141,10 +141,10 @@ describe('operator API (HTTP, read-only)', function () {
       reservedCash: '318.6',
       positions: [{ sym: 'X', shares: '155', reserved: '0' }, { sym: 'Y', shares: '0.3', reserved: '0' }],
       openOrders: [
-        { id: ids['b2'], sym: 'X', amount: '50', limit: '10.5', open: '30' },
-        { id: ids['b3'], sym: 'X', amount: '0.1', limit: '10', open: '0.1' },
-        { id: ids['b4'], sym: 'X', amount: '0.2', limit: '10', open: '0.2' },
-        { id: String(Number(ids['b6']) + 1), sym: 'Y', amount: '0.5', limit: '3', open: '0.2' },
+        { id: ids.b2, sym: 'X', amount: '50', limit: '10.5', open: '30' },
+        { id: ids.b3, sym: 'X', amount: '0.1', limit: '10', open: '0.1' },
+        { id: ids.b4, sym: 'X', amount: '0.2', limit: '10', open: '0.2' },
+        { id: String(Number(ids.b6) + 1), sym: 'Y', amount: '0.5', limit: '3', open: '0.2' },
       ],
       openOrderCount: 4,
     });
@@ -154,7 +154,7 @@ describe('operator API (HTTP, read-only)', function () {
       balance: '1649.65',
       reservedCash: '0',
       positions: [{ sym: 'X', shares: '820', reserved: '25' }, { sym: 'Y', shares: '499.7', reserved: '0' }],
-      openOrders: [{ id: ids['s2'], sym: 'X', amount: '-20', limit: '11.75', open: '15' }],
+      openOrders: [{ id: ids.s2, sym: 'X', amount: '-20', limit: '11.75', open: '15' }],
       openOrderCount: 2,
     });
     expect((await getJson(`${api.base}/api/accounts/x1`, auth)).status).to.equal(400);
@@ -269,12 +269,12 @@ describe('operator API answers match plain SQL over the same data', function () 
       const [row] = await sql<{ balance: string; cash: string; count: number }>(`SELECT trim_scale(a.balance)::text AS balance,
           trim_scale(coalesce((SELECT sum(open_shares * limit_price) FROM orders WHERE account_id = a.id AND amount > 0), 0))::text AS cash,
           (SELECT count(*)::int FROM orders WHERE account_id = a.id AND open_shares > 0) AS count FROM accounts a WHERE a.id = $1`, [account]);
-      expect(view['balance'], account).to.equal(row?.balance);
-      expect(view['reservedCash'], account).to.equal(row?.cash);
-      expect(view['openOrderCount'], account).to.equal(row?.count);
-      expect(view['openOrders'], account).to.deep.equal(await sql(`SELECT id::text, sym, trim_scale(amount)::text AS amount,
+      expect(view.balance, account).to.equal(row?.balance);
+      expect(view.reservedCash, account).to.equal(row?.cash);
+      expect(view.openOrderCount, account).to.equal(row?.count);
+      expect(view.openOrders, account).to.deep.equal(await sql(`SELECT id::text, sym, trim_scale(amount)::text AS amount,
           trim_scale(limit_price)::text AS limit, trim_scale(open_shares)::text AS open FROM orders o WHERE account_id = $1 AND open_shares > 0 ORDER BY o.id`, [account]));
-      expect(view['positions'], account).to.deep.equal(await sql(`SELECT p.sym, trim_scale(p.shares)::text AS shares,
+      expect(view.positions, account).to.deep.equal(await sql(`SELECT p.sym, trim_scale(p.shares)::text AS shares,
           trim_scale(coalesce((SELECT sum(open_shares) FROM orders o WHERE o.account_id = p.account_id AND o.sym = p.sym AND amount < 0), 0))::text AS reserved
           FROM positions p WHERE p.account_id = $1 ORDER BY p.sym`, [account]));
     }

@@ -41,10 +41,10 @@ describe('compose monitoring profile (Prometheus and Grafana)', () => {
   });
 
   it('Prometheus scrapes the exchange on its metrics port, which listens beyond the container', () => {
-    const exchange = compose.services['exchange'];
-    const port = exchange?.environment?.['METRICS_PORT'];
+    const exchange = compose.services.exchange;
+    const port = exchange?.environment?.METRICS_PORT;
     expect(port).to.equal('9464');
-    expect(exchange?.environment?.['METRICS_HOST']).to.equal('0.0.0.0');
+    expect(exchange?.environment?.METRICS_HOST).to.equal('0.0.0.0');
     const config = load(read('deploy/monitoring/prometheus.yml')) as {
       scrape_configs: Array<{ job_name: string; metrics_path: string; static_configs: Array<{ targets: string[] }> }>;
     };
@@ -61,7 +61,7 @@ describe('compose monitoring profile (Prometheus and Grafana)', () => {
     expect(datasource).to.include({ type: 'prometheus', url: 'http://prometheus:9090' });
     const providers = load(read('deploy/monitoring/grafana/provisioning/dashboards/exchange.yml')) as { providers: Array<{ options: { path: string } }> };
     expect(providers.providers[0]?.options.path).to.equal('/etc/grafana/dashboards');
-    expect(compose.services['grafana']?.volumes).to.include('./deploy/monitoring/grafana/dashboards:/etc/grafana/dashboards:ro');
+    expect(compose.services.grafana?.volumes).to.include('./deploy/monitoring/grafana/dashboards:/etc/grafana/dashboards:ro');
 
     const dashboard = JSON.parse(read('deploy/monitoring/grafana/dashboards/exchange.json')) as { uid: string; panels: Panel[] };
     expect(dashboard.uid).to.be.a('string');
