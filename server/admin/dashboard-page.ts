@@ -96,6 +96,7 @@ const SCRIPT = `'use strict';
   var statusLine = document.getElementById('status');
   var current = decodeURIComponent(location.hash.slice(1)) || null;
   var busy = false;
+  var volume = null;
 
   function el(name, attributes, parent) {
     var node = document.createElementNS(NS, name);
@@ -137,17 +138,20 @@ const SCRIPT = `'use strict';
       names.forEach(function (name) { var option = document.createElement('option'); option.value = option.textContent = name; picker.appendChild(option); });
     }
     if (current !== null) picker.value = current;
-    var summary = symbols.filter(function (s) { return s.sym === current; })[0];
+    volume = (symbols.filter(function (s) { return s.sym === current; })[0] || { volume: null }).volume;
+  }
+
+  // Bid, ask and last from the book and tape just drawn, so the header never disagrees with them.
+  function showQuote(book, trades) {
     var quote = document.getElementById('quote');
     clear(quote);
-    if (summary) {
-      [['bid', summary.bid, 'bid'], ['ask', summary.ask, 'ask'], ['last', summary.last, ''], ['volume', summary.volume, '']].forEach(function (part) {
-        var span = document.createElement('span');
-        span.className = part[2];
-        span.textContent = part[0] + ' ' + (part[1] === null ? '–' : part[1]) + '  ';
-        quote.appendChild(span);
-      });
-    }
+    var bid = book.bids[0], ask = book.asks[0], last = trades[0];
+    [['bid', bid ? bid.price : null, 'bid'], ['ask', ask ? ask.price : null, 'ask'], ['last', last ? last.price : null, ''], ['volume', volume, '']].forEach(function (part) {
+      var span = document.createElement('span');
+      span.className = part[2];
+      span.textContent = part[0] + ' ' + (part[1] === null ? '–' : part[1]) + '  ';
+      quote.appendChild(span);
+    });
   }
 
   // Cumulative shares outward from the best price of each side, drawn as steps.
@@ -235,6 +239,7 @@ const SCRIPT = `'use strict';
       if (answers.length > 1) {
         var book = answers[1], trades = answers[2];
         drawDepth(book);
+        showQuote(book, trades);
         fillTable('bids', book.bids, [function (l) { return l.orders; }, function (l) { return l.shares; }, function (l) { return l.price; }]);
         fillTable('asks', book.asks, [function (l) { return l.price; }, function (l) { return l.shares; }, function (l) { return l.orders; }]);
         fillTable('tape', trades, [function (t) { return clock(t.time); }, function (t) { return t.price; }, function (t) { return t.shares; }]);
