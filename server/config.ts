@@ -20,6 +20,9 @@ export function defaultWorkers(cores: number): number {
   return Math.min(MAX_DEFAULT_WORKERS, Math.max(1, Math.floor(cores / CORES_PER_WORKER)));
 }
 
+/** Short tokens can be guessed; 32 hex characters (openssl rand -hex 16) is the least accepted. */
+export const MIN_ADMIN_TOKEN_LENGTH = 32;
+
 export type Config = {
   host: string;
   port: number;
@@ -37,6 +40,10 @@ export type Config = {
   writeFlush: WriteFlush;
   workers: number;
   metricsPort: number | null;
+  /** Address of the metrics, dashboard and operator API port (127.0.0.1: this machine only). */
+  metricsHost: string;
+  /** Bearer token of the private operator API (/api/accounts); null: that API is off. */
+  adminToken: string | null;
   slowRequestMs: number;
   cacheTtlSeconds: number;
   cacheTimeoutMs: number;
@@ -50,7 +57,8 @@ export type Config = {
 type Setting = {
   key: keyof Config;
   env: string;
-  flag: string;
+  /** null: environment only (a secret: command lines are visible to every user of the machine in ps). */
+  flag: string | null;
   default: string;
   help: string;
   parse: (text: string) => Config[keyof Config];
@@ -106,8 +114,23 @@ const SETTINGS: Setting[] = [
   },
   {
     key: 'metricsPort', env: 'METRICS_PORT', flag: 'metrics-port', default: '',
-    help: 'HTTP port for /metrics (Prometheus) and /healthz; unset: off',
+    help: 'HTTP port for /metrics (Prometheus), /healthz, the dashboard (/) and the operator API (/api/...); unset: off',
     parse: (text) => (text.length === 0 ? null : integer(1, 65535)(text)),
+  },
+  {
+    key: 'metricsHost', env: 'METRICS_HOST', flag: 'metrics-host', default: '127.0.0.1',
+    help: 'address of the METRICS_PORT listener (0.0.0.0: every interface, e.g. for Prometheus in another container)', parse: (text) => text,
+  },
+  {
+    key: 'adminToken', env: 'ADMIN_TOKEN', flag: null, default: '',
+    help: `bearer token for the private operator API (/api/accounts/ID), at least ${MIN_ADMIN_TOKEN_LENGTH} characters; unset: that API answers 404`,
+    parse: (text) => {
+      if (text.length === 0) return null;
+      if (text.length < MIN_ADMIN_TOKEN_LENGTH || !/^[\x21-\x7e]+$/.test(text)) {
+        throw new ConfigError(`must be at least ${MIN_ADMIN_TOKEN_LENGTH} printable ASCII characters without spaces (try: openssl rand -hex 32)`);
+      }
+      return text;
+    },
   },
   { key: 'slowRequestMs', env: 'SLOW_REQUEST_MS', flag: 'slow-request-ms', default: '1000', help: 'log requests slower than this', parse: integer(1, 3_600_000) },
   {
@@ -147,7 +170,8 @@ export function helpText(): string {
   ];
   for (const setting of SETTINGS) {
     const fallback = setting.default === '' ? 'unset' : setting.default;
-    lines.push(`  --${setting.flag.padEnd(22)} ${setting.env.padEnd(20)} ${setting.help} (default: ${fallback})`);
+    const flag = setting.flag === null ? '(environment only)'.padEnd(24) : `--${setting.flag.padEnd(22)}`;
+    lines.push(`  ${flag} ${setting.env.padEnd(20)} ${setting.help} (default: ${fallback})`);
   }
   lines.push('  --help                                          show this help', '');
   return lines.join('\n');
@@ -156,7 +180,7 @@ export function helpText(): string {
 export type ParsedCommandLine = { help: true } | { help: false; config: Config };
 
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedCommandLine {
-  const options = Object.fromEntries(SETTINGS.map((setting) => [setting.flag, { type: 'string' as const }]));
+  const options = Object.fromEntries(SETTINGS.flatMap((setting) => (setting.flag === null ? [] : [[setting.flag, { type: 'string' as const }]])));
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean' } }, strict: true, allowPositionals: false }));
@@ -166,13 +190,15 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Par
   if (values.help) return { help: true };
   const config: Partial<Record<keyof Config, unknown>> = {};
   for (const setting of SETTINGS) {
-    const flagValue = values[setting.flag];
+    const flagValue = setting.flag === null ? undefined : values[setting.flag];
     const text = typeof flagValue === 'string' ? flagValue : env[setting.env] ?? setting.default;
     try {
       config[setting.key] = setting.parse(text.trim());
     } catch (error) {
       const source = typeof flagValue === 'string' ? `--${setting.flag}` : setting.env;
-      throw new ConfigError(`${source}=${JSON.stringify(text)}: ${(error as Error).message}`);
+      // A secret is never repeated, not even in an error message (it would land in logs).
+      const shown = setting.flag === null ? '(value not shown)' : JSON.stringify(text);
+      throw new ConfigError(`${source}=${shown}: ${(error as Error).message}`);
     }
   }
   return { help: false, config: config as Config };

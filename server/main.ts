@@ -14,7 +14,8 @@ import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
 import { framingErrorKind, metrics, registerSources, registry } from './observability/metrics.js';
-import { reachable, startOperationsServer } from './observability/http.js';
+import { reachable } from './observability/http.js';
+import { startOperationsPort } from './admin/operations-port.js';
 import { exitOnStopSignal, onStopSignal } from './signals.js';
 
 async function run(config: Config): Promise<void> {
@@ -54,7 +55,8 @@ function logReady(config: Config, databaseUrl: string, embedded: EmbeddedDatabas
     workers: config.workers,
     database: shownDatabaseUrl(databaseUrl, embedded),
     redis: config.redisUrl === null ? 'off' : shownDatabaseUrl(config.redisUrl, null),
-    metrics: config.metricsPort === null ? 'off' : `http://${config.host}:${config.metricsPort}/metrics`,
+    metrics: config.metricsPort === null ? 'off' : `http://${config.metricsHost}:${config.metricsPort}/metrics`,
+    dashboard: config.metricsPort === null ? 'off' : `http://${config.metricsHost}:${config.metricsPort}/`,
   });
 }
 
@@ -67,7 +69,7 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
     await pool.end();
   }
   runWorkers({
-    workers: config.workers, databaseUrl, redisUrl: config.redisUrl, metricsPort: config.metricsPort, metricsHost: config.host,
+    workers: config.workers, databaseUrl, redisUrl: config.redisUrl, metricsPort: config.metricsPort, metricsHost: config.metricsHost, adminToken: config.adminToken,
     onListening: () => logReady(config, databaseUrl, embedded),
     onStopped: () => embedded?.stop(),
   });
@@ -145,7 +147,11 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     ? createPool({ databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 })
     : null;
   const operations = healthPool !== null
-    ? await startOperationsServer(config.metricsPort as number, config.host, {
+    ? await startOperationsPort({
+      port: config.metricsPort as number,
+      host: config.metricsHost,
+      databaseUrl,
+      adminToken: config.adminToken,
       metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
       health: async () => ({
         // Started after the listener: this process listens.
@@ -155,12 +161,12 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
       }),
     })
     : null;
-  if (operations) log.info('metrics and health on HTTP', { port: config.metricsPort, paths: ['/metrics', '/healthz'] });
 
   const stopEverything = async (signal: string): Promise<void> => {
     log.info('shutting down', { signal });
-    operations?.close();
+    const closingOperations = operations?.close();
     await listener.close(config.shutdownTimeoutMs);
+    await closingOperations;
     await pool.end();
     await statusReadPool.end();
     await healthPool?.end();

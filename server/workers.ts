@@ -8,7 +8,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createPool } from './store/pool.js';
 import { log } from './log.js';
-import { reachable, startOperationsServer } from './observability/http.js';
+import { reachable } from './observability/http.js';
+import { startOperationsPort } from './admin/operations-port.js';
 import { AggregatorRegistry } from './observability/metrics.js';
 import { RedisReadCache } from './cache/read-cache.js';
 import { onStopSignal } from './signals.js';
@@ -29,6 +30,8 @@ export type WorkersOptions = {
   /** When set, the primary serves /metrics aggregated over the workers, and /healthz. */
   metricsPort: number | null;
   metricsHost: string;
+  /** The operator API's token (null: /api/accounts is off). */
+  adminToken: string | null;
   /** Runs once the first worker listens (the "ready" line). */
   onListening: () => void;
   /** Runs after the last worker stopped (stops the embedded PostgreSQL). */
@@ -46,7 +49,11 @@ async function serveOperations(options: WorkersOptions, listening: () => number)
     await redis?.close();
   };
   try {
-    const server = await startOperationsServer(options.metricsPort as number, options.metricsHost, {
+    const operations = await startOperationsPort({
+      port: options.metricsPort as number,
+      host: options.metricsHost,
+      databaseUrl: options.databaseUrl,
+      adminToken: options.adminToken,
       metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
       health: async () => ({
         server: listening() > 0 ? 'listening' : 'starting',
@@ -55,9 +62,8 @@ async function serveOperations(options: WorkersOptions, listening: () => number)
         redis: redis === null ? 'off' : (await reachable(() => redis.ping())) ? 'ok' : 'unreachable',
       }),
     });
-    log.info('metrics and health on HTTP', { port: options.metricsPort, paths: ['/metrics', '/healthz'] });
     return async () => {
-      server.close();
+      await operations.close();
       await closeClients();
     };
   } catch (error) {

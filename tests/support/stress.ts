@@ -56,6 +56,11 @@ export function runStress(args: string[], options: RunOptions = {}): Promise<Cli
   return run('dist/client/stress.js', args, options);
 }
 
+/** The operator's CLI (`exchange-admin`). */
+export function runAdmin(args: string[], options: RunOptions = {}): Promise<ClientRun> {
+  return run('dist/client/admin.js', args, options);
+}
+
 /** The CLI client (`npm run client`). */
 export function runClient(args: string[], options: RunOptions = {}): Promise<ClientRun> {
   return run('dist/client/send.js', args, options);

@@ -38,6 +38,8 @@ describe('loadConfig', () => {
       writeFlush: 'auto',
       workers: defaultWorkers(os.availableParallelism()),
       metricsPort: null,
+      metricsHost: '127.0.0.1',
+      adminToken: null,
       slowRequestMs: 1000,
       cacheTtlSeconds: 3600,
       cacheTimeoutMs: 50,
@@ -89,6 +91,8 @@ describe('loadConfig', () => {
       WRITE_FLUSH: 'after-lock',
       WORKERS: '2',
       METRICS_PORT: '9464',
+      METRICS_HOST: '0.0.0.0',
+      ADMIN_TOKEN: 'x'.repeat(40),
       SLOW_REQUEST_MS: '250',
       CACHE_TTL_SECONDS: '60',
       CACHE_TIMEOUT_MS: '20',
@@ -114,6 +118,8 @@ describe('loadConfig', () => {
       writeFlush: 'after-lock',
       workers: 2,
       metricsPort: 9464,
+      metricsHost: '0.0.0.0',
+      adminToken: 'x'.repeat(40),
       slowRequestMs: 250,
       cacheTtlSeconds: 60,
       cacheTimeoutMs: 20,
@@ -195,6 +201,25 @@ describe('loadConfig', () => {
     configError(['--port']);
   });
 
+  it('serves metrics on 127.0.0.1 unless METRICS_HOST says otherwise', () => {
+    expect(config([]).metricsHost).to.equal('127.0.0.1');
+    expect(config([], { METRICS_HOST: '0.0.0.0' }).metricsHost).to.equal('0.0.0.0');
+    expect(config(['--metrics-host', '::1']).metricsHost).to.equal('::1');
+  });
+
+  it('takes ADMIN_TOKEN from the environment only, refuses a short one, and never repeats it', () => {
+    const token = 'a'.repeat(32);
+    expect(config([], { ADMIN_TOKEN: token }).adminToken).to.equal(token);
+    expect(config([], { ADMIN_TOKEN: '' }).adminToken).to.equal(null);
+    // A flag would show the token to every user of the machine (ps).
+    expect(configError(['--admin-token', token]).message).to.match(/admin-token/);
+    const short = configError([], { ADMIN_TOKEN: 'hunter2-secret' });
+    expect(short.message).to.match(/ADMIN_TOKEN=\(value not shown\): must be at least 32/);
+    expect(short.message).not.to.contain('hunter2');
+    expect(configError([], { ADMIN_TOKEN: `${'b'.repeat(32)} c` }).message).not.to.contain('bbbb');
+    expect(helpText()).to.match(/\(environment only\)\s+ADMIN_TOKEN/);
+  });
+
   it('returns help for --help, even with invalid settings around it', () => {
     expect(loadConfig(['--help'], {})).to.deep.equal({ help: true });
     expect(loadConfig(['--help'], { PORT: 'x' })).to.deep.equal({ help: true });
@@ -210,6 +235,7 @@ describe('helpText', () => {
       ['--request-timeout-ms', 'REQUEST_TIMEOUT_MS'], ['--idle-timeout-ms', 'IDLE_TIMEOUT_MS'], ['--grace-ms', 'GRACE_MS'],
       ['--max-connections', 'MAX_CONNECTIONS'], ['--db-pool-size', 'DB_POOL_SIZE'], ['--data-dir', 'DATA_DIR'],
       ['--embedded-pg-port', 'EMBEDDED_PG_PORT'], ['--shutdown-timeout-ms', 'SHUTDOWN_TIMEOUT_MS'],
+      ['--metrics-host', 'METRICS_HOST'],
     ];
     for (const [flag, env] of pairs) {
       const line = text.split('\n').find((candidate) => candidate.trimStart().startsWith(`${flag} `));
