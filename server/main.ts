@@ -80,7 +80,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
   });
   if (migrate) await applySchema(pool);
-  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush);
+  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, { writeTimeoutMs: config.writeTimeoutMs });
   let cache: RedisReadCache | null = null;
   let store: ExchangeStore = database;
   if (config.redisUrl === null) {
