@@ -75,8 +75,8 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
   const [sell1] = await send(port, `<transactions id="${account(1)}"><order sym="${sym}" amount="-5" limit="20"/></transactions>`);
   const [sell2] = await send(port, `<transactions id="${account(2)}"><order sym="${sym}" amount="-3" limit="21"/></transactions>`);
   const [taker] = await send(port, `<transactions id="${account(3)}"><order sym="${sym}" amount="1" limit="20.5"/></transactions>`);
-  const canceledId = sell1?.attributes['id'] as string;
-  const untouchedId = sell2?.attributes['id'] as string;
+  const canceledId = sell1?.attributes.id as string;
+  const untouchedId = sell2?.attributes.id as string;
   expect([sell1?.name, sell2?.name, taker?.name]).to.deep.equal(['opened', 'opened', 'opened']);
   const tombstonesBefore = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n);
 
@@ -128,21 +128,21 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
         expect(node?.text).to.equal('insufficient funds');
       } else {
         expect(node?.name, `${id}: ${JSON.stringify(node)}`).to.equal('opened');
-        opened.set(node?.attributes['id'] as string, id);
+        opened.set(node?.attributes.id as string, id);
       }
     });
     // Cancels: with the shares canceled and the fills of the canceled order.
     const [canceled] = results[8] as ReplyNode[];
     expect(canceled?.name).to.equal('canceled');
-    expect(canceled?.attributes['id']).to.equal(canceledId);
-    expect(canceled?.children.map((child) => [child.name, child.attributes['shares'], child.attributes['price'] ?? null]))
+    expect(canceled?.attributes.id).to.equal(canceledId);
+    expect(canceled?.children.map((child) => [child.name, child.attributes.shares, child.attributes.price ?? null]))
       .to.deep.equal([['canceled', '4', null], ['executed', '1', '20']]);
     const [other] = results[9] as ReplyNode[];
-    expect(other?.children.map((child) => [child.name, child.attributes['shares']])).to.deep.equal([['canceled', '3']]);
+    expect(other?.children.map((child) => [child.name, child.attributes.shares])).to.deep.equal([['canceled', '3']]);
 
     // In SQL: each write applied exactly once, the ids as replied.
     const rows = await admin.query<{ id: string; account_id: string }>(
-      'SELECT id::text, account_id FROM orders WHERE account_id = ANY ($1) AND id > $2::bigint', [accounts, taker?.attributes['id']]);
+      'SELECT id::text, account_id FROM orders WHERE account_id = ANY ($1) AND id > $2::bigint', [accounts, taker?.attributes.id]);
     const stored = new Map(rows.rows.map((row) => [row.id, row.account_id]));
     expect(stored.size, 'one order row per opened order (the first order included)').to.equal(opened.size + 1);
     for (const [id, owner] of opened) expect(stored.get(id), `order ${id}`).to.equal(owner);

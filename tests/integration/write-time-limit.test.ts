@@ -137,7 +137,7 @@ describe('a write that runs past the write time limit', function () {
   it('one request runs past the limit at most once: its later orders are not run, its queries and cancels are', async () => {
     const before = await book(admin);
     const [resting] = await send(server.port, `<transactions id="${SWEEPER}"><order sym="${OTHER}" amount="1" limit="1"/></transactions>`);
-    const restingId = resting?.attributes['id'] as string;
+    const restingId = resting?.attributes.id as string;
     const sweep = `<order sym="${DEEP}" amount="${DEPTH}" limit="100"/>`;
     const tombstones = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n);
     const tombstonesBefore = await tombstones();
@@ -157,14 +157,14 @@ describe('a write that runs past the write time limit', function () {
   it('a sweep that finishes within the limit still matches everything it crosses', async () => {
     const [sweep] = await send(server.port, `<transactions id="${SWEEPER}"><order sym="${DEEP}" amount="500" limit="100"/></transactions>`);
     expect(sweep?.name, JSON.stringify(sweep)).to.equal('opened');
-    const id = sweep?.attributes['id'] as string;
+    const id = sweep?.attributes.id as string;
     const [status] = await send(server.port, `<transactions id="${SWEEPER}"><query id="${id}"/></transactions>`);
     const executed = status?.children.filter((child) => child.name === 'executed') ?? [];
     expect(executed).to.have.length(500);
     expect(status?.children.some((child) => child.name === 'open')).to.equal(false);
     // Best price first: the cheapest 500 of the book.
-    expect(executed[0]?.attributes['price']).to.equal('10.0001');
-    expect(executed[499]?.attributes['price']).to.equal('10.05');
+    expect(executed[0]?.attributes.price).to.equal('10.0001');
+    expect(executed[499]?.attributes.price).to.equal('10.05');
     expect(await findInvariantViolations(admin, await grants.totals(admin)), 'invariants').to.deep.equal([]);
   });
 });

@@ -67,7 +67,7 @@ export class PgProxy {
     upstream.on('error', () => client.destroy());
     client.on('data', (chunk: Buffer) => {
       const cut = this.cut;
-      if (cut && cut.matches(chunk)) {
+      if (cut?.matches(chunk)) {
         this.cut = null;
         // A PostgreSQL that goes down takes every connection with it.
         const goDown = () => {

@@ -50,7 +50,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   // A connection lost under a test's proxy must not crash the test process.
   pool.on('error', () => undefined);
   await applySchema(pool);
-  const store = new PostgresExchangeStore(pool, undefined, undefined, options.writeLimits);
+  const statusReadPool = createPool({ databaseUrl: options.poolUrl ?? database.url, maxConnections: 1, isolation: 'read committed' });
+  statusReadPool.on('error', () => undefined);
+  const store = new PostgresExchangeStore(pool, undefined, undefined, statusReadPool, options.writeLimits);
   const cache = options.redisUrl ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 }) : null;
   const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache, pool) : store;
   const listener = new ExchangeListener(
@@ -79,6 +81,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     close: async () => {
       await listener.close(2_000);
       await pool.end();
+      await statusReadPool.end();
       await cache?.close();
       if (ownsDatabase) await database.drop();
     },
