@@ -123,7 +123,7 @@ function* readDocumentSteps(body: Uint8Array): Generator<void, XmlElement | Requ
   parser.on('doctype', () => {
     throw new Refusal('DOCTYPE and entity declarations are not allowed');
   });
-  parser.on('opentagstart', (tag) => {
+  parser.on('opentagstart', () => {
     if (open.length >= MAX_NESTING) throw new Refusal(`request nests elements deeper than ${MAX_NESTING} levels`);
     if (open.length > 0 && ++elements > MAX_ELEMENTS_PER_REQUEST) {
       throw new Refusal(`request has more than ${MAX_ELEMENTS_PER_REQUEST} elements below its root`);
