@@ -1,6 +1,6 @@
 /** Glue: request bytes -> parse -> dispatch -> reply document. No sockets here. */
 import { dispatch } from './handlers/index.js';
-import { parseRequest } from './protocol/parse-request.js';
+import { parseRequestInSlices } from './protocol/parse-request.js';
 import { renderRequestError, renderResults } from './protocol/render-reply.js';
 import type { ReplyElement } from './protocol/replies.js';
 import type { ExchangeStore } from './store/exchange-store.js';
@@ -20,7 +20,7 @@ function count(results: readonly ReplyElement[]): void {
 export function createRequestProcessor(store: ExchangeStore, options: ProcessorOptions = { slowRequestMs: 1_000 }): (body: Buffer) => Promise<string> {
   return async (body) => {
     const started = process.hrtime.bigint();
-    const request = parseRequest(body);
+    const request = await parseRequestInSlices(body);
     const root = request.kind === 'error' ? 'invalid' : request.kind;
     let reply: string;
     if (request.kind === 'error') {

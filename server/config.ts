@@ -38,6 +38,8 @@ export type Config = {
   dbPoolSize: number;
   /** 'auto': write batches flush WAL under the write lock unless other writers wait; 'after-lock': never under it. */
   writeFlush: WriteFlush;
+  /** The longest one write batch may hold the write lock. */
+  writeTimeoutMs: number;
   workers: number;
   metricsPort: number | null;
   /** Address of the metrics, dashboard and operator API port (127.0.0.1: this machine only). */
@@ -147,6 +149,11 @@ const SETTINGS: Setting[] = [
       if (text !== 'auto' && text !== 'after-lock') throw new ConfigError("must be 'auto' or 'after-lock'");
       return text;
     },
+  },
+  {
+    key: 'writeTimeoutMs', env: 'WRITE_TIMEOUT_MS', flag: 'write-timeout-ms', default: '5000',
+    help: 'the longest one write batch may hold the exchange\'s write lock; a write that alone takes longer (an order crossing too many resting orders) is refused, changing nothing',
+    parse: integer(100, 600_000),
   },
   { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
   { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },

@@ -89,7 +89,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     isolation: 'read committed',
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
   });
-  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool);
+  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool, { writeTimeoutMs: config.writeTimeoutMs });
   let cache: RedisReadCache | null = null;
   let store: ExchangeStore = database;
   if (config.redisUrl === null) {

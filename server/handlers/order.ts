@@ -1,17 +1,29 @@
 /** <order>: reserve, open and match atomically (the store does it in one transaction). */
 import type { OrderItem } from '../protocol/requests.js';
 import { element, errorElement, type ReplyElement } from '../protocol/replies.js';
-import type { ExchangeStore } from '../store/exchange-store.js';
+import { WriteTooLongError, type ExchangeStore } from '../store/exchange-store.js';
 import { failureReason } from './failure.js';
 import { metrics } from '../observability/metrics.js';
 
-export async function handleOrder(store: ExchangeStore, accountId: string, item: OrderItem): Promise<ReplyElement> {
+/**
+ * What the orders of one request may still cost. An order refused for running past the
+ * write time limit changed nothing, so the same order again would cost the same: after
+ * one, the request's later orders are not run, and one request holds the exchange's
+ * write lock past the limit at most once (twice the limit: in its batch, then alone).
+ */
+export type OrderBudget = { timedOut: boolean };
+
+export const NOT_RUN_AFTER_TIME_LIMIT = 'not processed: an earlier order of this request ran past the write time limit';
+
+export async function handleOrder(store: ExchangeStore, accountId: string, item: OrderItem, budget: OrderBudget = { timedOut: false }): Promise<ReplyElement> {
+  if (budget.timedOut) return errorElement(item.echo, NOT_RUN_AFTER_TIME_LIMIT);
   try {
     const result = await store.placeOrder(accountId, item.sym, item.amount, item.limit);
     if (!result.opened) return errorElement(item.echo, result.reason);
     metrics.fills.inc(result.fills);
     return element('opened', [...item.echo, ['id', result.orderId]]);
   } catch (error) {
+    if (error instanceof WriteTooLongError) budget.timedOut = true;
     return errorElement(item.echo, failureReason(error, 'order'));
   }
 }

@@ -4,7 +4,7 @@ import { errorElement, type ReplyElement } from '../protocol/replies.js';
 import type { ExchangeStore } from '../store/exchange-store.js';
 import { handleCancel } from './cancel.js';
 import { failureReason } from './failure.js';
-import { handleOrder } from './order.js';
+import { handleOrder, type OrderBudget } from './order.js';
 import { handleQuery } from './query.js';
 
 /** About 100 bytes each: keeps one reply to a few megabytes. */
@@ -12,10 +12,10 @@ export const MAX_REPLY_ELEMENTS = 50_000;
 
 type ValidItem = Exclude<TransactionItem, { kind: 'invalid' }>;
 
-function runItem(store: ExchangeStore, accountId: string, item: ValidItem): Promise<ReplyElement> {
+function runItem(store: ExchangeStore, accountId: string, item: ValidItem, budget: OrderBudget): Promise<ReplyElement> {
   switch (item.kind) {
     case 'order':
-      return handleOrder(store, accountId, item);
+      return handleOrder(store, accountId, item, budget);
     case 'query':
       return handleQuery(store, accountId, item);
     case 'cancel':
@@ -42,6 +42,7 @@ export async function handleTransactions(store: ExchangeStore, request: Transact
   }
   const results: ReplyElement[] = [];
   let replyElements = 0;
+  const budget: OrderBudget = { timedOut: false };
   for (const item of request.items) {
     if (replyElements >= MAX_REPLY_ELEMENTS) {
       // Many queries of orders with many fills would make a small request build a huge reply.
@@ -51,7 +52,7 @@ export async function handleTransactions(store: ExchangeStore, request: Transact
     } else if (item.kind === 'invalid') {
       results.push(errorElement(item.echo, item.reason));
     } else {
-      results.push(await runItem(store, request.accountId, item));
+      results.push(await runItem(store, request.accountId, item, budget));
     }
     replyElements += 1 + (results[results.length - 1]?.children?.length ?? 0);
   }

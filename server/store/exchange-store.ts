@@ -8,7 +8,9 @@
 import pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
-import { DEFAULT_RETRY_POLICY, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
+import { DEFAULT_RETRY_POLICY, RetriesExhaustedError, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
+import { OutcomePruner, awaitBatchOutcome, newBatchToken, type BatchRecord } from './write-outcome.js';
+import { log } from '../log.js';
 import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMark, type WalMarkRow } from './durability.js';
 
 export type Fill = { shares: string; price: string; time: string };
@@ -46,6 +48,32 @@ export interface ExchangeStore {
  */
 export type WriteFlush = 'auto' | 'after-lock';
 
+export type WriteLimits = {
+  /** The longest one write batch may run under the write lock (PostgreSQL's statement_timeout). */
+  writeTimeoutMs?: number;
+  /** How long a batch whose outcome is in doubt is looked up before it is called unknown. */
+  outcomeLookupMs?: number;
+};
+export const DEFAULT_WRITE_TIMEOUT_MS = 5_000;
+/** Well inside the time its record is kept (write-outcome.ts: OUTCOME_RETENTION_MS). */
+const DEFAULT_OUTCOME_LOOKUP_MS = 30_000;
+
+/** A write that did not finish within the write time limit: rolled back, nothing changed. */
+export class WriteTooLongError extends Error {
+  constructor(readonly limitMs: number) {
+    super(`not applied: it took longer than the ${limitMs} ms one write may hold the exchange (an order crossing too many resting orders); nothing was changed`);
+    this.name = 'WriteTooLongError';
+  }
+}
+
+/** A write whose transaction failed and is known never to commit: nothing changed, safe to send again. */
+export class WriteNotAppliedError extends Error {
+  constructor(readonly failure: unknown) {
+    super('not applied: the database failed while running it; nothing was changed, it is safe to send again');
+    this.name = 'WriteNotAppliedError';
+  }
+}
+
 /** Bounds the memory of accounts known to exist (about 100 bytes each). */
 const MAX_KNOWN_ACCOUNTS = 1_000_000;
 
@@ -74,13 +102,21 @@ function arrayLiteral(values: Array<string | null>): string {
 
 /**
  * The batch statement, prepared once per connection: each batch then sends only its
- * values (as array literals), not a statement PostgreSQL must parse and plan anew.
+ * values (as array literals), not a statement PostgreSQL must parse and plan anew. The
+ * same statement records the batch's results under its token (write-outcome.ts): one
+ * row, no extra statement or round trip under the write lock.
  */
-const PREPARE_APPLY_BATCH = `PREPARE apply_batch(text[], text[], text[], numeric[], numeric[], bigint[]) AS
+const PREPARE_APPLY_BATCH = `PREPARE apply_batch(uuid, text[], text[], text[], numeric[], numeric[], bigint[]) AS
+WITH w AS MATERIALIZED (
+  SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills, w.n
+    FROM apply_writes($2, $3, $4, $5, $6, $7)
+         WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
+), recorded AS (
+  INSERT INTO write_batches (token, order_ids, outcomes)
+  SELECT $1, array_agg(w.order_id ORDER BY w.n), array_agg(coalesce(w.rejection, w.outcome) ORDER BY w.n) FROM w
+)
 SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
-  FROM apply_writes($1, $2, $3, $4, $5, $6)
-       WITH ORDINALITY AS w(order_id, rejection, fill_count, outcome, shares_canceled, time_canceled, fills, n)
- ORDER BY w.n`;
+  FROM w ORDER BY w.n`;
 
 function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalMark): WriteResult {
   if (!row) throw new Error('apply_writes returned too few rows');
@@ -98,6 +134,21 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalM
     return { kind: 'cancel', result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills }, wal };
   }
   return { kind: 'cancel', result: { outcome: row.outcome === 'nothing open' ? 'nothing open' : 'unknown order' }, wal };
+}
+
+/**
+ * The connection failed or PostgreSQL is going away or not yet accepting (class 08,
+ * 57P01-57P03), or the pool could not connect: no SQLSTATE of a statement's own.
+ */
+function isConnectionFailure(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === undefined || code === null) return error instanceof Error && !(error instanceof RetriesExhaustedError);
+  return typeof code === 'string' && (/^(08|57P0[123])/.test(code) || /^E[A-Z]+$/.test(code));
+}
+
+/** 57014: the statement timeout fired (or someone canceled the statement); nothing committed. */
+function isQueryCanceled(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === '57014';
 }
 
 /** The prepared batch statement is gone (26000) or its plan no longer fits (0A000: a migration changed apply_writes). */
@@ -159,6 +210,10 @@ export class PostgresExchangeStore implements ExchangeStore {
   /** Replies wait here until what they reveal is on disk. */
   readonly durability: DurabilityBarrier;
 
+  private readonly pruner: OutcomePruner;
+  private readonly writeTimeoutMs: number;
+  private readonly outcomeLookupMs: number;
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY,
@@ -168,8 +223,12 @@ export class PostgresExchangeStore implements ExchangeStore {
      * (createPool's isolation), or the main pool. Either is correct, see readStatuses.
      */
     private readonly statusReadPool: pg.Pool = pool,
+    limits: WriteLimits = {},
   ) {
     this.durability = new DurabilityBarrier(walFlusher(pool));
+    this.pruner = new OutcomePruner(pool);
+    this.writeTimeoutMs = limits.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+    this.outcomeLookupMs = limits.outcomeLookupMs ?? DEFAULT_OUTCOME_LOOKUP_MS;
   }
 
   /** One statement = one implicit SERIALIZABLE transaction (see pool.ts), retried as a whole. */
@@ -177,8 +236,25 @@ export class PostgresExchangeStore implements ExchangeStore {
     return withRetry(() => this.pool.query<Row>(sql, params), this.retryPolicy, this.retryCounters);
   }
 
+  /**
+   * A read changes nothing, so one whose connection failed (PostgreSQL restarting, say)
+   * is simply made again, until PostgreSQL answers or the lookup deadline passes:
+   * "outcome unknown" is for writes that may have committed, never for a read.
+   */
+  private async read<T>(attempt: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.outcomeLookupMs;
+    for (let delay = 50; ; delay = Math.min(1_000, delay * 2)) {
+      try {
+        return await withRetry(attempt, this.retryPolicy, this.retryCounters);
+      } catch (error) {
+        if (!isConnectionFailure(error) || Date.now() + delay > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
   async instanceId(): Promise<string> {
-    const result = await this.query<{ instance_id: string }>('SELECT instance_id FROM exchange_instance', []);
+    const result = await this.read(() => this.pool.query<{ instance_id: string }>('SELECT instance_id FROM exchange_instance'));
     const row = result.rows[0];
     if (!row) throw new Error('exchange_instance row missing: schema not applied');
     return row.instance_id;
@@ -210,7 +286,7 @@ export class PostgresExchangeStore implements ExchangeStore {
    */
   async accountExists(accountId: string): Promise<boolean> {
     if (this.knownAccounts.has(accountId)) return true;
-    const result = await this.query('SELECT 1 FROM accounts WHERE id = $1', [accountId]);
+    const result = await this.read(() => this.pool.query('SELECT 1 FROM accounts WHERE id = $1', [accountId]));
     if (result.rowCount !== 1) return false;
     if (this.knownAccounts.size >= MAX_KNOWN_ACCOUNTS) this.knownAccounts.clear();
     this.knownAccounts.add(accountId);
@@ -229,50 +305,105 @@ export class PostgresExchangeStore implements ExchangeStore {
     return result.result;
   }
 
-  /** A batch of writes in one transaction; on an error inside one write, each on its own. */
+  /** The write queue's batch: its writes, then what it takes to know how each ended. */
+  private applyWrites(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
+    metrics.writeBatchSize.observe(batch.length);
+    this.pruner.maybePrune();
+    return this.runWrites(batch, 1);
+  }
+
   /**
-   * The batch committed without waiting for its WAL flush, so the write lock is
-   * never held across one: other processes' batches use the lock meanwhile. The
-   * batch's replies wait for the flush here, inside this process's batch queue,
-   * so writes that arrive meanwhile form the next batch (as large as when COMMIT
-   * flushed: smaller batches cost more per order). A failed flush leaves the
-   * outcome unknown, as a connection lost during COMMIT does.
+   * Runs writes as one transaction, and answers each of them with its real outcome
+   * whenever that can be known:
+   * - Committed: the replies wait for the WAL flush (the batch committed without
+   *   waiting for it, so the write lock is never held across one; writes arriving
+   *   meanwhile form the next batch, as large as when COMMIT flushed).
+   * - An error raised inside one write (a statement error) rolled the batch back:
+   *   each write runs again on its own and only the culprit fails.
+   * - Anything else (the connection lost mid-COMMIT, the flush failed or PostgreSQL
+   *   restarted before it, the statement timeout) may or may not have committed: the
+   *   batch's token is looked up (write-outcome.ts) once PostgreSQL answers again.
+   *   Committed: the results are read back. Not committed, and now never will be: after
+   *   the time limit, each write runs alone, so only the write that is too long fails;
+   *   after anything else, the batch runs again once (whole), then each write alone.
+   *   Only when PostgreSQL stays away past the lookup deadline is the outcome unknown.
    */
-  private async applyWrites(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
-    const results = await this.applyWritesUnflushed(batch);
-    for (const result of results) {
-      if (result.status !== 'fulfilled') continue;
-      // Positions only grow within a run: after the first, these waits return at once.
+  private async runWrites(batch: WriteRequest[], reruns: number): Promise<Array<PromiseSettledResult<WriteResult>>> {
+    const token = newBatchToken();
+    const started = Date.now();
+    let failure: unknown;
+    let committed: WriteResult[] | null = null;
+    try {
+      const { rows, wal } = await this.writeTransaction(batch, token);
+      committed = batch.map((request, index) => writeResult(request, rows[index], wal));
+      await this.durability.waitFor(wal);
+      return committed.map((value) => ({ status: 'fulfilled', value }));
+    } catch (error) {
+      if (committed === null && isStatementError(error)) {
+        return batch.length === 1 ? [{ status: 'rejected', reason: error }] : this.eachAlone(batch);
+      }
+      // Every attempt was aborted before it could commit.
+      if (error instanceof RetriesExhaustedError) return batch.map(() => ({ status: 'rejected', reason: error }));
+      failure = error;
+    }
+    const timedOut = committed === null && isQueryCanceled(failure) && Date.now() - started >= this.writeTimeoutMs;
+    const outcome = await awaitBatchOutcome(this.pool, token, this.outcomeLookupMs);
+    log.warn('write batch failed; its outcome was looked up', {
+      writes: batch.length, error: failure instanceof Error ? failure.message : String(failure),
+      outcome: outcome === null ? 'unknown' : outcome.committed ? 'committed' : 'not committed',
+    });
+    if (outcome === null) return batch.map(() => ({ status: 'rejected', reason: failure }));
+    if (outcome.committed) {
       try {
-        await this.durability.waitFor(result.value.wal);
-      } catch (reason) {
-        return results.map((each) => (each.status === 'fulfilled' ? { status: 'rejected', reason } : each));
+        const results = committed ?? (await this.recoveredResults(batch, outcome.record));
+        await this.durability.waitFor(outcome.wal);
+        return results.map((value) => ({ status: 'fulfilled', value: { ...value, wal: outcome.wal } }));
+      } catch (error) {
+        return batch.map(() => ({ status: 'rejected', reason: error }));
       }
     }
+    // Nothing of the batch was applied, and it never will be: its writes may run again.
+    if (timedOut) return batch.length === 1 ? [{ status: 'rejected', reason: new WriteTooLongError(this.writeTimeoutMs) }] : this.eachAlone(batch);
+    if (reruns > 0) return this.runWrites(batch, reruns - 1);
+    if (batch.length > 1) return this.eachAlone(batch);
+    return [{ status: 'rejected', reason: new WriteNotAppliedError(failure) }];
+  }
+
+  /** Each write in a transaction of its own, in order (so each sees what the previous did). */
+  private async eachAlone(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
+    const results: Array<PromiseSettledResult<WriteResult>> = [];
+    for (const request of batch) results.push(...(await this.runWrites([request], 0)));
     return results;
   }
 
-  private async applyWritesUnflushed(batch: WriteRequest[]): Promise<Array<PromiseSettledResult<WriteResult>>> {
-    metrics.writeBatchSize.observe(batch.length);
-    try {
-      const { rows, wal } = await this.writeTransaction(batch);
-      return batch.map((request, index) => ({ status: 'fulfilled', value: writeResult(request, rows[index], wal) }));
-    } catch (error) {
-      // An error raised inside one write rolled the whole batch back: nothing committed,
-      // so each write runs again on its own and only the culprit fails. Any other failure
-      // (a lost connection mid-COMMIT) may have committed: it is passed up, never retried.
-      if (batch.length === 1 || !isStatementError(error)) throw error;
-      const results: Array<PromiseSettledResult<WriteResult>> = [];
-      for (const request of batch) {
-        try {
-          const { rows: [row], wal } = await this.writeTransaction([request]);
-          results.push({ status: 'fulfilled', value: writeResult(request, row, wal) });
-        } catch (reason) {
-          results.push({ status: 'rejected', reason });
-        }
-      }
-      return results;
+  /**
+   * A committed batch's results, from its record: an order's id or rejection; a cancel's
+   * outcome, and for a canceled order its canceled shares, time and fills, read from the
+   * order (final once it is canceled). The fill count of an order is not kept (it only
+   * feeds a metric).
+   */
+  private async recoveredResults(batch: WriteRequest[], record: BatchRecord): Promise<WriteResult[]> {
+    const canceledIds = batch.flatMap((request, index) =>
+      (request.kind === 'cancel' && record.outcomes[index] === 'canceled' ? [request.orderId] : []));
+    const canceled = new Map<string, WriteRow>();
+    if (canceledIds.length > 0) {
+      const result = await this.read(() => this.pool.query<WriteRow & { id: string }>(
+        `SELECT o.id::text AS id, o.canceled_shares AS shares_canceled, o.canceled_at AS time_canceled,
+                (SELECT jsonb_agg(jsonb_build_array(f.shares::text, f.price::text, f.executed_at::text) ORDER BY f.execution_id)
+                   FROM order_fills f WHERE f.order_id = o.id) AS fills
+           FROM orders o WHERE o.id = ANY ($1::bigint[])`, [canceledIds]));
+      for (const row of result.rows) canceled.set(row.id, { ...row, outcome: 'canceled' });
     }
+    const noMark: WalMark = { needed: 0n, flushed: 0n, epoch: '' };
+    return batch.map((request, index) => {
+      const orderId = record.orderIds[index] ?? null;
+      const outcome = record.outcomes[index] ?? null;
+      const row: WriteRow = request.kind === 'order'
+        ? { order_id: orderId, rejection: outcome, fill_count: 0, outcome: null, shares_canceled: null, time_canceled: null, fills: null }
+        // Keyed as PostgreSQL prints the id: the request may have sent it with leading zeros.
+        : canceled.get(BigInt(request.orderId).toString()) ?? { order_id: null, rejection: null, fill_count: null, outcome, shares_canceled: null, time_canceled: null, fills: null };
+      return writeResult(request, row, noMark);
+    });
   }
 
   /**
@@ -287,14 +418,15 @@ export class PostgresExchangeStore implements ExchangeStore {
    * no parameters: values are inlined as escaped literals, after the parser
    * already checked each against its strict format.)
    */
-  private writeTransaction(batch: WriteRequest[]): Promise<{ rows: WriteRow[]; wal: WalMark }> {
+  private writeTransaction(batch: WriteRequest[], token: string): Promise<{ rows: WriteRow[]; wal: WalMark }> {
     const column = (value: (request: WriteRequest) => string | null) => arrayLiteral(batch.map(value));
-    // statement_timeout bounds how long a runaway batch can hold the write lock.
+    // statement_timeout bounds how long a batch holds the write lock: set once the lock is
+    // held, so that waiting for it (while another batch runs) does not count.
     const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
-SET LOCAL statement_timeout = '30s';
 SET LOCAL synchronous_commit = ${this.writeFlush === 'after-lock' ? 'off' : 'on'};
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
-EXECUTE apply_batch(${column((request) => request.kind)}, ${column((request) => request.accountId)},
+SET LOCAL statement_timeout = ${this.writeTimeoutMs};
+EXECUTE apply_batch(${pg.escapeLiteral(token)}, ${column((request) => request.kind)}, ${column((request) => request.accountId)},
   ${column((request) => (request.kind === 'order' ? request.sym : null))},
   ${column((request) => (request.kind === 'order' ? request.amount : null))},
   ${column((request) => (request.kind === 'order' ? request.limit : null))},
@@ -370,7 +502,7 @@ SELECT ${WAL_MARK_COLUMNS};`;
    */
   private async readStatuses(batch: StatusLookup[]): Promise<Array<PromiseSettledResult<{ status: OrderStatus | null; wal: WalMark }>>> {
     metrics.readBatchSize.observe(batch.length);
-    const result = await withRetry(() => this.statusReadPool.query<StatusRow>({
+    const result = await this.read(() => this.statusReadPool.query<StatusRow>({
       name: 'order-statuses',
       // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
       // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.
@@ -382,7 +514,7 @@ SELECT ${WAL_MARK_COLUMNS};`;
                     AS s(n, open_shares, canceled_shares, canceled_at, shares, price, executed_at, k) ON true
               ORDER BY s.k`,
       values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
-    }), this.retryPolicy, this.retryCounters);
+    }));
     const markRow = result.rows[0];
     if (!markRow) throw new Error('the status read returned no WAL position');
     const wal = walMarkOf(markRow);

@@ -109,6 +109,9 @@ const FORBIDDEN_CHARACTER = /character not allowed in XML/;
 const EMPTY = /request is empty/;
 const WRONG_ROOT = /unknown root element|exactly one root element/;
 const TOO_MANY_ITEMS = /more than 10000 items/;
+const TOO_MANY_ATTRIBUTES = /an element has more than 16 attributes/;
+const TOO_MANY_ELEMENTS = /more than 20000 elements below its root/;
+const TOO_DEEP = /deeper than 16 levels/;
 const ANY = /\S/;
 
 type Case = {
@@ -307,8 +310,22 @@ const CASES: Case[] = [
   { name: '1 MiB of unclosed markup', wire: () => frame(`<create>${'<account id="1" balance="1">'.repeat(Math.floor((MAX_REQUEST_BYTES - 8) / 28))}`), expect: requestError(ANY), maxReplyBytes: 4096 },
   { name: '1 MiB of garbage bytes (no markup)', wire: () => frame(Buffer.alloc(MAX_REQUEST_BYTES, 0x5a)), expect: requestError(ANY), maxReplyBytes: 4096 },
   { name: '100,000 levels of nesting (700 KB)', wire: () => frame(`<create>${'<a>'.repeat(100_000)}${'</a>'.repeat(100_000)}</create>`), expect: requestError(ANY), maxReplyBytes: 4096 },
-  { name: '50,000 unknown attributes on one <order>', wire: () => frame(tx(`<order sym="${SYM}" amount="1" limit="1" ${Array.from({ length: 50_000 }, (_, index) => `a${index}="x"`).join(' ')}/>`)),
-    expect: itemErrors([orderEcho(SYM, '1', '1'), /unexpected attribute/]) },
+  { name: '50,000 unknown attributes on one <order> (refused whole at the 17th)', wire: () => frame(tx(`<order sym="${SYM}" amount="1" limit="1" ${Array.from({ length: 50_000 }, (_, index) => `a${index}="x"`).join(' ')}/>`)),
+    expect: requestError(TOO_MANY_ATTRIBUTES), maxReplyBytes: 4096 },
+  { name: '90,000 attributes on one element (1 MiB)', wire: () => frame(tx(`<order ${Array.from({ length: 90_000 }, (_, index) => `a${index}="x"`).join(' ')}/>`)),
+    expect: requestError(TOO_MANY_ATTRIBUTES), maxReplyBytes: 4096 },
+  { name: '17 attributes on <order>', wire: () => frame(tx(`<order sym="${SYM}" amount="1" limit="1"${Array.from({ length: 14 }, (_, index) => ` a${index}="x"`).join('')}/>`)),
+    expect: requestError(TOO_MANY_ATTRIBUTES) },
+  { name: '17 attributes on the root <transactions>', wire: () => frame(`<transactions id="${A}"${Array.from({ length: 16 }, (_, index) => ` a${index}="x"`).join('')}>${order(SYM, '1', '1')}</transactions>`),
+    expect: requestError(TOO_MANY_ATTRIBUTES) },
+  { name: '17 attributes on an element nested in <create><symbol><account>', wire: () => frame(`<create><symbol sym="${SYM}"><account id="${A}">5<x${Array.from({ length: 17 }, (_, index) => ` a${index}="x"`).join('')}/></account></symbol></create>`),
+    expect: requestError(TOO_MANY_ATTRIBUTES) },
+  { name: '20,001 empty elements inside one <order>', wire: () => frame(tx(`<order sym="${SYM}" amount="1" limit="1">${'<a/>'.repeat(20_001)}</order>`)), expect: requestError(TOO_MANY_ELEMENTS), maxReplyBytes: 4096 },
+  { name: '260,000 empty elements inside one <order> (1 MiB)', wire: () => frame(tx(`<order>${'<a/>'.repeat(260_000)}</order>`)), expect: requestError(TOO_MANY_ELEMENTS), maxReplyBytes: 4096 },
+  { name: '<create> with 10,001 accounts in two <symbol>s', wire: () => frame(`<create><symbol sym="${SYM}">${`<account id="${NEVER}">1</account>`.repeat(5_000)}</symbol><symbol sym="${SYM}">${`<account id="${NEVER}">1</account>`.repeat(5_001)}</symbol></create>`),
+    expect: requestError(TOO_MANY_ITEMS), maxReplyBytes: 4096 },
+  { name: '<create> with 10,001 empty <symbol>s', wire: () => frame(`<create>${`<symbol sym="${SYM}"/>`.repeat(10_001)}</create>`), expect: requestError(TOO_MANY_ITEMS), maxReplyBytes: 4096 },
+  { name: '17 levels of nesting', wire: () => frame(`<create>${'<a>'.repeat(16)}${'</a>'.repeat(16)}</create>`), expect: requestError(TOO_DEEP) },
   { name: 'an attribute name of 900,000 characters', wire: () => frame(tx(`<order sym="${SYM}" amount="1" limit="1" ${'a'.repeat(900_000)}="x"/>`)),
     expect: itemErrors([orderEcho(SYM, '1', '1'), /unexpected attribute/]) },
   { name: 'an element name of 900,000 characters as root', wire: () => frame(`<${'c'.repeat(900_000)}/>`), expect: requestError(WRONG_ROOT), maxReplyBytes: 4096 },

@@ -7,7 +7,7 @@ import type { ReplyFraming } from '../../server/protocol/framing.js';
 import { renderRequestError } from '../../server/protocol/render-reply.js';
 import { CachedExchangeStore } from '../../server/cache/cached-store.js';
 import { RedisReadCache } from '../../server/cache/read-cache.js';
-import { PostgresExchangeStore, type ExchangeStore } from '../../server/store/exchange-store.js';
+import { PostgresExchangeStore, type ExchangeStore, type WriteLimits } from '../../server/store/exchange-store.js';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
@@ -37,15 +37,22 @@ export type TestServerOptions = {
   redisUrl?: string;
   maxConnections?: number;
   maxBufferedBytes?: number;
+  /** The server's pool connects here instead of to the database (a proxy in front of it). */
+  poolUrl?: string;
+  /** The store's limits (write time limit, outcome lookup deadline). */
+  writeLimits?: WriteLimits;
 };
 
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? (await createTestDatabase());
-  const pool = createPool({ databaseUrl: database.url, maxConnections: options.poolSize ?? 10 });
+  const pool = createPool({ databaseUrl: options.poolUrl ?? database.url, maxConnections: options.poolSize ?? 10 });
+  // A connection lost under a test's proxy must not crash the test process.
+  pool.on('error', () => undefined);
   await applySchema(pool);
-  const statusReadPool = createPool({ databaseUrl: database.url, maxConnections: 1, isolation: 'read committed' });
-  const store = new PostgresExchangeStore(pool, undefined, undefined, statusReadPool);
+  const statusReadPool = createPool({ databaseUrl: options.poolUrl ?? database.url, maxConnections: 1, isolation: 'read committed' });
+  statusReadPool.on('error', () => undefined);
+  const store = new PostgresExchangeStore(pool, undefined, undefined, statusReadPool, options.writeLimits);
   const cache = options.redisUrl ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 }) : null;
   const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache, pool) : store;
   const listener = new ExchangeListener(

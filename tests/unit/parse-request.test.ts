@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { isCompleteDocument, parseRequest, MAX_ITEMS_PER_REQUEST } from '../../server/protocol/parse-request.js';
+import {
+  isCompleteDocument, parseRequest, parseRequestInSlices, MAX_ATTRIBUTES_PER_ELEMENT, MAX_ELEMENTS_PER_REQUEST,
+  MAX_ITEMS_PER_REQUEST, MAX_NESTING,
+} from '../../server/protocol/parse-request.js';
 import type { CreateRequest, Request, TransactionsRequest } from '../../server/protocol/requests.js';
 
 type Parsed = Request | { kind: 'error'; message: string };
@@ -474,6 +477,98 @@ describe('parseRequest', () => {
       const shallow = transactions(`<transactions id="1"><a><b><c/></b></a></transactions>`);
       expect(shallow.items).to.deep.equal([{ kind: 'invalid', echo: [], reason: 'unknown element <a> in <transactions>' }]);
     });
+  });
+});
+
+describe('the shape of one request is bounded while it is read', () => {
+  const attributes = (count: number): string => Array.from({ length: count }, (_, index) => ` a${index}="x"`).join('');
+  const order = '<order sym="S" amount="1" limit="1"/>';
+
+  it(`refuses an element with more than ${MAX_ATTRIBUTES_PER_ELEMENT} attributes, whichever element it is`, () => {
+    const over = attributes(MAX_ATTRIBUTES_PER_ELEMENT + 1);
+    const tooMany = new RegExp(`more than ${MAX_ATTRIBUTES_PER_ELEMENT} attributes`);
+    expectError(`<transactions id="1"${over}>${order}</transactions>`, tooMany);
+    expectError(`<transactions id="1"><order${over}/></transactions>`, tooMany);
+    expectError(`<create><account${over}/></create>`, tooMany);
+    expectError(`<create><symbol sym="S"><account id="1"${over}>5</account></symbol></create>`, tooMany);
+    // Deep inside an item, where it would only have made that item's error.
+    expectError(`<transactions id="1"><order><a><b${over}/></a></order></transactions>`, tooMany);
+    // 90,000 attributes on one element (about 1 MiB): refused at the 17th.
+    expectError(`<transactions id="1"><order sym="S" amount="1" limit="1"${attributes(90_000)}/></transactions>`, tooMany);
+  });
+
+  it(`takes ${MAX_ATTRIBUTES_PER_ELEMENT} attributes on an element (unknown ones are that item's error)`, () => {
+    const request = transactions(`<transactions id="1"><order sym="S" amount="1" limit="1"${attributes(MAX_ATTRIBUTES_PER_ELEMENT - 3)}/></transactions>`);
+    expect(request.items[0]).to.deep.include({ kind: 'invalid', reason: "unexpected attribute 'a0'" });
+  });
+
+  it(`refuses more than ${MAX_ELEMENTS_PER_REQUEST} elements below the root, nested in items or not`, () => {
+    const tooMany = new RegExp(`more than ${MAX_ELEMENTS_PER_REQUEST} elements`);
+    expectError(`<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST)}</order></transactions>`, tooMany);
+    // 260,000 empty elements in one order (1 MiB): refused at the 20,001st.
+    expectError(`<transactions id="1"><order>${'<a/>'.repeat(260_000)}</order></transactions>`, tooMany);
+    expectError(`<create><account id="1" balance="1">${'<x><y/></x>'.repeat(MAX_ELEMENTS_PER_REQUEST / 2)}</account></create>`, tooMany);
+    const atLimit = transactions(`<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST - 1)}</order></transactions>`);
+    expect(atLimit.items).to.have.length(1);
+  });
+
+  it(`takes the largest valid <create>: ${MAX_ITEMS_PER_REQUEST} symbols of one account each (${MAX_ELEMENTS_PER_REQUEST} elements)`, () => {
+    const request = create(`<create>${'<symbol sym="S"><account id="1">1</account></symbol>'.repeat(MAX_ITEMS_PER_REQUEST)}</create>`);
+    expect(request.groups).to.have.length(MAX_ITEMS_PER_REQUEST);
+  });
+
+  it(`counts items as they are read: ${MAX_ITEMS_PER_REQUEST} accounts across symbols pass, one more is refused`, () => {
+    const half = MAX_ITEMS_PER_REQUEST / 2;
+    const accounts = (count: number): string => '<account id="1">1</account>'.repeat(count);
+    const at = create(`<create><symbol sym="S">${accounts(half)}</symbol><symbol sym="T">${accounts(half - 1)}</symbol><account id="2" balance="1"/></create>`);
+    expect(at.groups).to.have.length(3);
+    expectError(`<create><symbol sym="S">${accounts(half)}</symbol><symbol sym="T">${accounts(half)}</symbol><account id="2" balance="1"/></create>`,
+      new RegExp(`more than ${MAX_ITEMS_PER_REQUEST} items`));
+    // An empty <symbol> is one item (its error); accounts in an unknown element are none.
+    expectError(`<create>${'<symbol sym="S"/>'.repeat(MAX_ITEMS_PER_REQUEST + 1)}</create>`, /more than 10000 items/);
+    expect(create(`<create><bogus>${accounts(MAX_ITEMS_PER_REQUEST + 1)}</bogus></create>`).groups).to.have.length(1);
+  });
+
+  it(`refuses nesting deeper than ${MAX_NESTING} levels`, () => {
+    expectError(`<create>${'<a>'.repeat(MAX_NESTING)}${'</a>'.repeat(MAX_NESTING)}</create>`, /deeper than 16/);
+    expect(create(`<create>${'<a>'.repeat(MAX_NESTING - 1)}${'</a>'.repeat(MAX_NESTING - 1)}</create>`).groups).to.have.length(1);
+  });
+
+  it('parseRequestInSlices gives the same answer as parseRequest, with characters split across slices', async () => {
+    // Slices are 64 Ki characters: put multi-byte characters, a surrogate pair, CR LF, a
+    // reference and an error at and around every slice boundary.
+    const filler = (size: number): string => `<!--${'x'.repeat(size)}-->`;
+    const bodies: string[] = [];
+    for (const offset of [-3, -2, -1, 0, 1, 2]) {
+      for (const piece of ['é', '😀', '\r\n', '&#49;', '&amp;', '<order sym="S" amount="1" limit="1"/>', '<order sym="S" amount="1" limit="1" x="&#0;"/>']) {
+        const head = '<transactions id="1">';
+        bodies.push(`${head}${filler(64 * 1024 - head.length - 7 + offset)}${piece}${order}</transactions>`);
+        bodies.push(`${head}${filler(2 * 64 * 1024 - head.length - 7 + offset)}<order sym="${piece}" amount="1" limit="1"/></transactions>`);
+      }
+    }
+    bodies.push(`<transactions id="1">${order.repeat(MAX_ITEMS_PER_REQUEST)}</transactions>`);
+    bodies.push(`<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST + 5)}</order></transactions>`);
+    for (const body of bodies) {
+      const bytes = Buffer.from(body, 'utf8');
+      expect(await parseRequestInSlices(bytes), body.slice(-80)).to.deep.equal(parseRequest(bytes));
+    }
+  });
+
+  it('parseRequestInSlices lets the event loop run while it reads a large document', async () => {
+    // About 1 MiB that turns out malformed only at its very end: the whole body is read.
+    const body = Buffer.from(`<transactions id="1">${order.repeat(9_000)}<!--${'x'.repeat(600_000)}--></transaction>`);
+    let turns = 0;
+    let reading = true;
+    const turn = (): void => {
+      turns++;
+      if (reading) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const result = await parseRequestInSlices(body);
+    reading = false;
+    expect(result.kind).to.equal('error');
+    // One pause per 64 Ki characters read.
+    expect(turns).to.be.at.least(Math.floor(body.length / (64 * 1024)) - 1);
   });
 });
 
