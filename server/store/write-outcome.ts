@@ -1,6 +1,6 @@
 /**
  * Did a write batch commit, and what did it answer? Each batch's transaction records
- * its results under a token the server made for it (schema/004_write_batches.sql), in
+ * its results under a token the server made for it (schema/005_write_batches.sql), in
  * the batch's own statement. When the batch's connection fails (mid-COMMIT, say), the
  * outcome is looked up here, once PostgreSQL answers again: either the batch committed
  * and its results are read back, or a tombstone under its token makes sure it never
