@@ -143,11 +143,16 @@ cleanup() {
     podman volume ls -q --filter "label=com.docker.compose.project=$PROJECT" 2>/dev/null | xargs -r podman volume rm -f >/dev/null 2>&1
     podman network ls -q --filter "label=com.docker.compose.project=$PROJECT" 2>/dev/null | xargs -r podman network rm -f >/dev/null 2>&1
   fi
-  [ -n "$NETAVARK_BEFORE" ] && remove_netavark_rules
   if [ -n "$SERVICE_PID" ]; then
     kill "$SERVICE_PID" 2>/dev/null
     wait "$SERVICE_PID" 2>/dev/null
   fi
+  # A stopped container's network is torn down after it exits, by a cleanup process that
+  # its conmon starts (and that makes netavark's chains again); both name our run root.
+  if [ -n "$PODMAN_RUN" ]; then
+    for _ in $(seq 1 30); do pgrep -f -- "$PODMAN_RUN/" >/dev/null || break; sleep 0.5; done
+  fi
+  [ -n "$NETAVARK_BEFORE" ] && remove_netavark_rules
   if [ -n "$RUN_DIR" ] && [ -f "$RUN_DIR/containers.conf" ]; then
     # Layers of superseded builds, after a week; the tagged images (base images, the last
     # build) and recent layers (the build cache of the next run) stay.
