@@ -15,15 +15,16 @@ LANGUAGE sql AS $$
   ON CONFLICT (account_id, sym) DO UPDATE SET shares = positions.shares + EXCLUDED.shares
 $$;
 
--- <create><symbol><account>: NULL on success, else the reason. (The tables
--- have no foreign keys: this checks what they would have.)
+-- <create><symbol><account>: NULL on success, else why not, as a code of
+-- server/errors.ts. (The tables have no foreign keys: this checks what they
+-- would have.)
 CREATE OR REPLACE FUNCTION add_shares(p_account text, p_sym text, p_shares numeric) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM FROM accounts WHERE id = p_account;
-  IF NOT FOUND THEN RETURN 'unknown account'; END IF;
+  IF NOT FOUND THEN RETURN 'unknown_account'; END IF;
   PERFORM FROM symbols WHERE sym = p_sym;
-  IF NOT FOUND THEN RETURN 'unknown symbol'; END IF;
+  IF NOT FOUND THEN RETURN 'unknown_symbol'; END IF;
   PERFORM credit_position(p_account, p_sym, p_shares);
   RETURN NULL;
 END $$;
@@ -44,10 +45,12 @@ END $$;
 
 -- A batch of writes (orders and cancels, any symbols) in one transaction, in
 -- arrival order: each sees the book and the balances exactly as the writes
--- before it left them, and all share one commit. One row per write, in order:
--- - <order>: order_id once opened, else rejection (why not); fill_count, how
---   many resting orders it traded with.
--- - <cancel>: outcome 'canceled', 'nothing open' or 'unknown order' (also for
+-- before it left them, and all share one commit. One row per write, in order
+-- (why not is a code of server/errors.ts; the server words it for the wire):
+-- - <order>: order_id once opened, else rejection ('unknown_symbol',
+--   'unknown_account', 'insufficient_funds', 'insufficient_shares');
+--   fill_count, how many resting orders it traded with.
+-- - <cancel>: outcome 'canceled', 'nothing_open' or 'unknown_order' (also for
 --   another account's order, so ids cannot be probed); when canceled, the
 --   shares and time, and the order's fills (final once canceled), oldest first.
 --
@@ -135,7 +138,7 @@ BEGIN
         -- SPEC: a buy of a symbol never created opens (the symbol exists from then
         -- on, in this transaction); a sell of it has no position to sell from.
         IF w_sym IS NULL OR (NOT w_sym = ANY (known_syms) AND NOT is_buy) THEN
-          rejection := 'unknown symbol';
+          rejection := 'unknown_symbol';
           EXIT place;
         END IF;
 
@@ -158,8 +161,8 @@ BEGIN
         END IF;
         IF NOT FOUND THEN
           PERFORM FROM accounts WHERE id = w_account;
-          rejection := CASE WHEN NOT FOUND THEN 'unknown account'
-                            WHEN is_buy THEN 'insufficient funds' ELSE 'insufficient shares' END;
+          rejection := CASE WHEN NOT FOUND THEN 'unknown_account'
+                            WHEN is_buy THEN 'insufficient_funds' ELSE 'insufficient_shares' END;
           EXIT place;
         END IF;
         -- The due credit is in the balance or position now.
@@ -235,7 +238,7 @@ BEGIN
       RETURNING sym, amount, limit_price, canceled_shares INTO canceled;
       IF NOT FOUND THEN
         PERFORM FROM orders WHERE id = p_order_ids[i] AND account_id = w_account;
-        outcome := CASE WHEN FOUND THEN 'nothing open' ELSE 'unknown order' END;
+        outcome := CASE WHEN FOUND THEN 'nothing_open' ELSE 'unknown_order' END;
       ELSE
         outcome := 'canceled';
         shares_canceled := canceled.canceled_shares;
