@@ -49,13 +49,17 @@ async function requestFiles(args: string[]): Promise<Buffer[]> {
   return bodies;
 }
 
+function parseCommandLine() {
+  return parseArgs({
+    options: { host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, help: { type: 'boolean' } },
+    allowPositionals: true,
+  });
+}
+
 async function main(): Promise<number> {
-  let parsed;
+  let parsed: ReturnType<typeof parseCommandLine>;
   try {
-    parsed = parseArgs({
-      options: { host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, help: { type: 'boolean' } },
-      allowPositionals: true,
-    });
+    parsed = parseCommandLine();
   } catch (error) {
     return usage((error as Error).message);
   }
@@ -64,11 +68,11 @@ async function main(): Promise<number> {
     process.stdout.write(`${HELP}\n`);
     return 0;
   }
-  const host = values.host ?? (process.env['EXCHANGE_HOST'] || '127.0.0.1');
-  const portText = values.port ?? (process.env['EXCHANGE_PORT'] || '12345');
+  const host = values.host ?? (process.env.EXCHANGE_HOST || '127.0.0.1');
+  const portText = values.port ?? (process.env.EXCHANGE_PORT || '12345');
   const port = Number(portText);
   if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return usage(`--port must be a port number from 1 to 65535, not ${JSON.stringify(portText)}`);
-  const framingText = values.framing ?? (process.env['REPLY_FRAMING'] || 'auto');
+  const framingText = values.framing ?? (process.env.REPLY_FRAMING || 'auto');
   const framing = parseFramingChoice(framingText);
   if (framing === null) return usage(`--framing must be auto, bare or length, not ${JSON.stringify(framingText)}`);
   let bodies: Buffer[];

@@ -12,6 +12,7 @@ import { findInvariantViolations } from './invariants.js';
 import { seededRandom } from './random.js';
 import { codeOfMessage, type ErrorCode } from '../server/errors.js';
 import { ConnectionError, describeFailure, openChannel, parseFramingChoice, type Framing, type FramingChoice, type RequestChannel } from './wire.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A server that refuses connections this long is gone: the run stops instead of hammering it. */
 const GONE_AFTER_MS = 5_000;
@@ -127,7 +128,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     cross: number(values.cross, 0.5, 'cross', 0, 1),
     mix: mix as [number, number, number],
     seed: Math.floor(number(values.seed, 1, 'seed', 0, 2 ** 32)),
-    databaseUrl: values['database-url'] || process.env['DATABASE_URL'] || null,
+    databaseUrl: values['database-url'] || process.env.DATABASE_URL || null,
     verify: !values['no-verify'],
     json: Boolean(values.json),
     csv: Boolean(values.csv),
@@ -137,7 +138,6 @@ function parseOptions(argv: string[]): Options | 'help' {
 const CASH_PER_ACCOUNT = '1000000';
 const SHARES_PER_ACCOUNT = 10_000;
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Business rejections are expected under random load; anything else is a failure. */
 const EXPECTED_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds', 'insufficient_shares', 'nothing_open']);

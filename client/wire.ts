@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import { ReplyDecoder, WireError, frameRequest, type ReplyEvent, type ReplyFraming } from '../server/protocol/framing.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export { WireError, frameRequest };
 export type Framing = ReplyFraming;
@@ -46,7 +47,6 @@ export type ConnectOptions = {
 
 const DEFAULTS: Required<ConnectOptions> = { retryRefusedForMs: 2_000, connectTimeoutMs: 5_000 };
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function connectOnce(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {

@@ -5,7 +5,6 @@
  * the cache hit rate, and the ratio between the two runs.
  */
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -17,6 +16,7 @@ import { RedisReadCache } from '../server/cache/read-cache.js';
 import { PostgresExchangeStore, type ExchangeStore } from '../server/store/exchange-store.js';
 import { applySchema } from '../server/store/migrate.js';
 import { createPool } from '../server/store/pool.js';
+import { freePort } from './bench-support/processes.js';
 
 const HELP = `Usage: npm run bench:cache -- [--seconds N] [--connections C] [--query-share Q] [--orders-seeded K]
 
@@ -29,25 +29,16 @@ Environment: ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/post
              REDIS_URL (default redis://127.0.0.1:6379).`;
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const adminUrl = process.env['ADMIN_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
+const adminUrl = process.env.ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 type ServerRun = { port: number; stop: () => Promise<Record<string, unknown>> };
 
 async function startServer(databaseUrl: string, withCache: boolean): Promise<ServerRun> {
   const port = await freePort();
   const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', REPLY_FRAMING: 'length', LOG_LEVEL: 'info' };
-  if (withCache) env['REDIS_URL'] = redisUrl;
-  else delete env['REDIS_URL'];
+  if (withCache) env.REDIS_URL = redisUrl;
+  else delete env.REDIS_URL;
   const child = spawn(process.execPath, [path.join(root, 'dist/server/main.js')], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr.on('data', (chunk) => (log += chunk.toString()));
@@ -229,7 +220,7 @@ async function main(): Promise<void> {
   console.log('run          requests/s   p50 ms   p99 ms   cache hits/misses (hit rate)');
   for (const result of results) {
     const sorted = [...result.latencies].sort((a, b) => a - b);
-    const cache = result.stats['cache'] as { hits: number; misses: number } | string | undefined;
+    const cache = result.stats.cache as { hits: number; misses: number } | string | undefined;
     const cacheText = typeof cache === 'object' ? `${cache.hits}/${cache.misses} (${((100 * cache.hits) / Math.max(1, cache.hits + cache.misses)).toFixed(1)}%)` : 'off';
     console.log(`${result.label.padEnd(12)} ${(result.requests / result.seconds).toFixed(0).padStart(10)} ${percentile(sorted, 50).toFixed(2).padStart(8)} ${percentile(sorted, 99).toFixed(2).padStart(8)}   ${cacheText}`);
   }

@@ -47,7 +47,7 @@ if (!Number.isInteger(tries) || tries < 1 || !Number.isFinite(base) || !function
   console.error(HELP);
   process.exit(2);
 }
-const databaseUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/exchange';
+const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/exchange';
 
 const ORDERS = 1000;
 const BATCH = 64;

@@ -163,7 +163,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Par
   } catch (error) {
     throw new ConfigError(`${(error as Error).message} (see --help)`);
   }
-  if (values['help']) return { help: true };
+  if (values.help) return { help: true };
   const config: Partial<Record<keyof Config, unknown>> = {};
   for (const setting of SETTINGS) {
     const flagValue = values[setting.flag];

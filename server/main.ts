@@ -80,7 +80,14 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
   });
   if (migrate) await applySchema(pool);
-  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush);
+  // Status reads run one batch at a time: one connection, READ COMMITTED (see readStatuses).
+  const statusReadPool = createPool({
+    databaseUrl,
+    maxConnections: 1,
+    isolation: 'read committed',
+    onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
+  });
+  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool);
   let cache: RedisReadCache | null = null;
   let store: ExchangeStore = database;
   if (config.redisUrl === null) {
@@ -155,6 +162,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     operations?.close();
     await listener.close(config.shutdownTimeoutMs);
     await pool.end();
+    await statusReadPool.end();
     await healthPool?.end();
     await cache?.close();
     if (embedded) await embedded.stop();
@@ -178,7 +186,7 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
   });
 }
 
-let parsed;
+let parsed: ReturnType<typeof loadConfig>;
 try {
   parsed = loadConfig(process.argv.slice(2), process.env);
 } catch (error) {

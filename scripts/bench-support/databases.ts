@@ -6,7 +6,7 @@ import pg from 'pg';
 import { progress } from './progress.js';
 
 /** The server the databases are created on; also where pgbench and the describeMachine queries go. */
-export const ADMIN_URL = process.env['ADMIN_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_URL = process.env.ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 const createdDatabases = new Set<string>();
 

@@ -1,4 +1,4 @@
-/** What the benchmark ran on, for reports: CPU, memory, PostgreSQL and its key settings, Node, kernel. */
+/** What the benchmark ran on: CPU, memory, PostgreSQL and its key settings, Node, kernel. */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { withAdmin } from './databases.js';
@@ -25,20 +25,4 @@ export async function describeMachine(): Promise<Machine> {
     kernel: `${os.type()} ${os.release()}`,
     pgSettings: settings.map((row) => `${row.name}=${row.setting}${row.unit ? ` (unit ${row.unit})` : ''}`).join(', '),
   };
-}
-
-/** One line for the top of a printed table: "<CPU>, N cores, M GiB; PostgreSQL x; Node y; kernel". */
-export function machineLine(machine: Machine): string {
-  return `${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(0)} GiB; ${machine.postgres.split(' on ')[0]}; Node ${machine.node}; ${machine.kernel}`;
-}
-
-/** The machine as markdown bullet lines, for the "Machine" section of a report. */
-export function machineMarkdown(machine: Machine): string[] {
-  return [
-    `- CPU: ${machine.cpuModel}, ${machine.cores} cores available`,
-    `- Memory: ${machine.memoryGiB.toFixed(1)} GiB`,
-    `- PostgreSQL: ${machine.postgres}`,
-    `- PostgreSQL settings: ${machine.pgSettings}`,
-    `- Node: ${machine.node}; ${machine.kernel}`,
-  ];
 }

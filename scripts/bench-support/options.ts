@@ -1,42 +1,96 @@
-/**
- * The command-line options every benchmark takes (--repeats, --seconds, --warmup, --connections,
- * --quick, --help), and the usage-error handling around parseArgs.
- */
-import type { ParseArgsConfig } from 'node:util';
+/** The benchmark's command line, and the usage-error handling around parseArgs. */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { PROJECT_ROOT } from './paths.js';
+import { SCENARIOS, type Scenario } from './plan.js';
 
 export class UsageError extends Error {}
 
-export function wholeNumber(name: string, text: string | undefined, fallback: number, min: number): number {
+export type BenchOptions = {
+  scenarios: Scenario[];
+  connections: number[];
+  /** Core counts of the cores sweep. */
+  cores: number[];
+  repeats: number;
+  seconds: number;
+  warmup: number;
+  quick: boolean;
+  /** --plan / --dry-run: print the plan and stop. */
+  dryRun: boolean;
+  json: boolean;
+  outDir: string | null;
+};
+
+function wholeNumber(
+  name: string,
+  text: string | undefined,
+  fallback: number,
+  min: number,
+  max = Number.POSITIVE_INFINITY,
+): number {
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be a whole number of at least ${min}, got "${text}"`);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const range = Number.isFinite(max) ? `from ${min} to ${max}` : `of at least ${min}`;
+    throw new UsageError(`--${name} takes whole numbers ${range}, got "${text}"`);
+  }
   return value;
 }
 
-/** For parseArgs: spread into its `options`. */
-export const RUN_FLAGS = {
-  repeats: { type: 'string' },
-  seconds: { type: 'string' },
-  warmup: { type: 'string' },
-  connections: { type: 'string' },
-  quick: { type: 'boolean' },
-  help: { type: 'boolean' },
-} as const satisfies ParseArgsConfig['options'];
+/** A comma-separated list, each item once, in the order given. */
+const list = (text: string): string[] => [...new Set(text.split(',').map((item) => item.trim()))];
 
-export type RunOptions = { repeats: number; seconds: number; warmup: number; connections: number; quick: boolean };
+function scenarioList(text: string | undefined): Scenario[] {
+  if (text === undefined) return [...SCENARIOS];
+  return list(text).map((name) => {
+    const scenario = SCENARIOS.find((known) => known === name);
+    if (!scenario) throw new UsageError(`--scenarios: unknown scenario "${name}" (known: ${SCENARIOS.join(', ')})`);
+    return scenario;
+  });
+}
 
-type RunFlagValues = { repeats?: string; seconds?: string; warmup?: string; connections?: string; quick?: boolean };
-
-/** --quick means 1 repeat of 3 s with 1 s warm-up; explicit flags still win. */
-export function runOptions(values: RunFlagValues, defaults: { repeats: number; connections: number; minConnections: number }): RunOptions {
+/** allowedCores: the CPUs this process may use, the most a run or the cores sweep can have. */
+export function parseBenchOptions(argv: string[], allowedCores: number): BenchOptions | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      scenarios: { type: 'string' },
+      connections: { type: 'string' },
+      cores: { type: 'string' },
+      repeats: { type: 'string' },
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      quick: { type: 'boolean' },
+      plan: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+      json: { type: 'boolean' },
+      'out-dir': { type: 'string' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help) return 'help';
+  const scenarios = scenarioList(values.scenarios);
+  if (values.cores !== undefined && !scenarios.includes('cores')) {
+    throw new UsageError('--cores sets the core counts of the cores scenario, which --scenarios leaves out');
+  }
   const quick = values.quick === true;
   return {
-    repeats: wholeNumber('repeats', values.repeats, quick ? 1 : defaults.repeats, 1),
+    scenarios,
+    connections: list(values.connections ?? '8,32').map((text) => wholeNumber('connections', text, 8, 1)),
+    cores:
+      values.cores === undefined
+        ? Array.from({ length: allowedCores }, (_, index) => index + 1)
+        : list(values.cores).map((text) => wholeNumber('cores', text, 1, 1, allowedCores)),
+    // --quick: smoke settings; explicit flags still win.
+    repeats: wholeNumber('repeats', values.repeats, 1, 1),
     seconds: wholeNumber('seconds', values.seconds, quick ? 3 : 10, 1),
     // The warm-up may be 0 (no warm-up).
     warmup: wholeNumber('warmup', values.warmup, quick ? 1 : 2, 0),
-    connections: wholeNumber('connections', values.connections, defaults.connections, defaults.minConnections),
     quick,
+    dryRun: values.plan === true || values['dry-run'] === true,
+    json: values.json === true,
+    outDir: values['out-dir'] === undefined ? null : path.resolve(PROJECT_ROOT, values['out-dir']),
   };
 }
 

@@ -45,4 +45,4 @@ export function freePort(): Promise<number> {
   });
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export { setTimeout as sleep } from 'node:timers/promises';

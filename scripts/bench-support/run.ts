@@ -8,7 +8,7 @@ import { startServer, type ServerShutdown } from './server.js';
 import { runStressClient, type StressLoad, type StressOutcome } from './stress.js';
 
 export type ServerRun = {
-  /** Names the run in progress lines, e.g. "cores 2, repeat 1". */
+  /** Names the run in progress lines, e.g. "mixed 2c/1w, 8 connections, repeat 1". */
   label: string;
   /** The scratch database's name (a safe identifier); created fresh, dropped after. */
   database: string;

@@ -46,7 +46,7 @@ export async function startServer(cpus: number[], workers: number, databaseUrl: 
     WORKERS: String(workers),
     LOG_LEVEL: 'info',
   };
-  delete env['REDIS_URL']; // measure the server and PostgreSQL, not a cache
+  delete env.REDIS_URL; // measure the server and PostgreSQL, not a cache
   // taskset execs node, so the pid is the server's, and cluster workers inherit the CPU mask.
   const child = track(spawn('taskset', ['-c', cpus.join(','), process.execPath, SERVER_ENTRY], {
     env,
@@ -62,7 +62,7 @@ export async function startServer(cpus: number[], workers: number, databaseUrl: 
   void closed.then(() => (exited = true));
 
   // With WORKERS > 1 the primary does not listen; each worker logs its own "listening" line.
-  const listening = (): number => logRecords(log).filter((record) => record['msg'] === 'exchange server listening').length;
+  const listening = (): number => logRecords(log).filter((record) => record.msg === 'exchange server listening').length;
   const deadline = Date.now() + 30_000;
   while (listening() < workers) {
     if (exited) throw new Error(`server exited during start-up:\n${log.slice(-3000)}`);
@@ -85,12 +85,12 @@ export async function startServer(cpus: number[], workers: number, databaseUrl: 
     let serializationRetries = 0;
     let retriesExhausted = 0;
     for (const record of logRecords(log)) {
-      if (record['msg'] !== 'stopped') continue;
-      if (typeof record['serializationRetries'] === 'number') serializationRetries += record['serializationRetries'];
-      if (typeof record['retriesExhausted'] === 'number') retriesExhausted += record['retriesExhausted'];
+      if (record.msg !== 'stopped') continue;
+      if (typeof record.serializationRetries === 'number') serializationRetries += record.serializationRetries;
+      if (typeof record.retriesExhausted === 'number') retriesExhausted += record.retriesExhausted;
     }
     const problems = logRecords(log)
-      .filter((record) => record['level'] === 'warn' || record['level'] === 'error')
+      .filter((record) => record.level === 'warn' || record.level === 'error')
       .map((record) => JSON.stringify(record));
     return { exitCode, serializationRetries, retriesExhausted, problems, exitedEarly };
   };

@@ -28,12 +28,12 @@ export function parseStressJson(stdout: string): StressResult {
   const text = stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1);
   const parsed: unknown = JSON.parse(text);
   if (!isRecord(parsed)) throw new Error('stress JSON is not an object');
-  const latency = parsed['latencyMs'];
-  const invariants = parsed['invariants'];
-  const errors = parsed['errors'];
+  const latency = parsed.latencyMs;
+  const invariants = parsed.invariants;
+  const errors = parsed.errors;
   if (!isRecord(latency) || !isRecord(invariants)) throw new Error('stress JSON lacks latencyMs or invariants');
-  const checked = invariants['checked'];
-  const violations = invariants['violations'];
+  const checked = invariants.checked;
+  const violations = invariants.violations;
   if (checked !== 'sql' && checked !== 'protocol' && checked !== 'none') throw new Error(`stress JSON: invariants.checked is ${String(checked)}`);
   if (!Array.isArray(violations)) throw new Error('stress JSON: invariants.violations is not an array');
   const field = (record: Record<string, unknown>, key: string): number => numberField(record, key, 'stress JSON');

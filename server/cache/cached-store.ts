@@ -159,26 +159,26 @@ function text(value: unknown, pattern: RegExp): string | null {
 /** A FinalOrder exactly as remember() writes one, or null. */
 function finalOrderOf(value: unknown): FinalOrder | null {
   const order = fields(value, ['owner', 'status']);
-  const status = fields(order?.['status'], ['openShares', 'canceled', 'fills']);
-  const owner = text(order?.['owner'], ACCOUNT_ID);
+  const status = fields(order?.status, ['openShares', 'canceled', 'fills']);
+  const owner = text(order?.owner, ACCOUNT_ID);
   if (!order || !status || owner === null) return null;
-  const openShares = text(status['openShares'], DECIMAL);
+  const openShares = text(status.openShares, DECIMAL);
   if (openShares === null || !isFinalShares(openShares)) return null;
   let canceled: OrderStatus['canceled'] = null;
-  if (status['canceled'] !== null) {
-    const given = fields(status['canceled'], ['shares', 'time']);
-    const shares = text(given?.['shares'], DECIMAL);
-    const time = text(given?.['time'], SECONDS);
+  if (status.canceled !== null) {
+    const given = fields(status.canceled, ['shares', 'time']);
+    const shares = text(given?.shares, DECIMAL);
+    const time = text(given?.time, SECONDS);
     if (shares === null || time === null) return null;
     canceled = { shares, time };
   }
-  if (!Array.isArray(status['fills'])) return null;
+  if (!Array.isArray(status.fills)) return null;
   const fills: Fill[] = [];
-  for (const item of status['fills'] as unknown[]) {
+  for (const item of status.fills as unknown[]) {
     const fill = fields(item, ['shares', 'price', 'time']);
-    const shares = text(fill?.['shares'], DECIMAL);
-    const price = text(fill?.['price'], DECIMAL);
-    const time = text(fill?.['time'], SECONDS);
+    const shares = text(fill?.shares, DECIMAL);
+    const price = text(fill?.price, DECIMAL);
+    const time = text(fill?.time, SECONDS);
     if (shares === null || price === null || time === null) return null;
     fills.push({ shares, price, time });
   }

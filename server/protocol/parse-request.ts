@@ -193,17 +193,17 @@ function parseCreate(root: XmlElement): CreateRequest | RequestParseError {
 
 function parseCreateAccount(node: XmlElement, attributes: Record<string, string>): CreateAccount | InvalidCreateItem {
   const echo = echoOf(attributes, ['id']);
-  const problem = accountIdProblem(attributes['id'])
-    ?? balanceProblem(attributes['balance'])
+  const problem = accountIdProblem(attributes.id)
+    ?? balanceProblem(attributes.balance)
     ?? unexpectedAttribute(attributes, ['id', 'balance'])
     ?? (node.children.length > 0 ? '<account> in <create> takes no children' : null)
     ?? (hasText(node) ? '<account> in <create> takes no text' : null);
   if (problem) return { kind: 'invalid', echo, reason: problem };
-  return { kind: 'account', accountId: attributes['id'] as string, balance: attributes['balance'] as string };
+  return { kind: 'account', accountId: attributes.id as string, balance: attributes.balance as string };
 }
 
 function parseSymbol(node: XmlElement, attributes: Record<string, string>): CreateGroup {
-  const sym = attributes['sym'];
+  const sym = attributes.sym;
   const symProblem = symbolProblem(sym) ?? unexpectedAttribute(attributes, ['sym']);
   const children = node.children;
   if (children.length === 0) {
@@ -220,19 +220,19 @@ function parseSymbol(node: XmlElement, attributes: Record<string, string>): Crea
     if (childName !== 'account') return { kind: 'invalid', echo, reason: `unknown element <${shortName(childName)}> in <symbol>` };
     const shares = child.text.trim();
     const problem = symProblem
-      ?? accountIdProblem(childAttributes['id'])
+      ?? accountIdProblem(childAttributes.id)
       ?? unexpectedAttribute(childAttributes, ['id'])
       ?? (child.children.length > 0 ? '<account> in <symbol> holds only a number' : null)
       ?? sharesProblem(shares);
     if (problem) return { kind: 'invalid', echo, reason: problem };
-    return { kind: 'shares', sym: sym as string, accountId: childAttributes['id'] as string, shares };
+    return { kind: 'shares', sym: sym as string, accountId: childAttributes.id as string, shares };
   });
   return { kind: 'symbol', sym: symProblem ? null : (sym as string), items };
 }
 
 function parseTransactions(root: XmlElement): TransactionsRequest | RequestParseError {
   const attributes = root.attributes;
-  const accountId = attributes['id'];
+  const accountId = attributes.id;
   const idProblem = accountIdProblem(accountId) ?? unexpectedAttribute(attributes, ['id']);
   const children = root.children;
   if (children.length > MAX_ITEMS_PER_REQUEST) return fail(`request has more than ${MAX_ITEMS_PER_REQUEST} items`);
@@ -254,28 +254,28 @@ function parseTransactionItem(node: XmlElement): TransactionItem {
     : hasText(node) ? `<${shortName(name)}> takes no text` : null;
   if (name === 'order') {
     const echo = echoOf(attributes, ORDER_ATTRIBUTES);
-    const problem = symbolProblem(attributes['sym'])
-      ?? amountProblem(attributes['amount'])
-      ?? limitProblem(attributes['limit'])
+    const problem = symbolProblem(attributes.sym)
+      ?? amountProblem(attributes.amount)
+      ?? limitProblem(attributes.limit)
       ?? unexpectedAttribute(attributes, ORDER_ATTRIBUTES)
       ?? nested;
     if (problem) return { kind: 'invalid', echo, reason: problem };
     return {
       kind: 'order',
-      sym: attributes['sym'] as string,
-      amount: attributes['amount'] as string,
-      limit: attributes['limit'] as string,
+      sym: attributes.sym as string,
+      amount: attributes.amount as string,
+      limit: attributes.limit as string,
       echo,
     };
   }
   if (name === 'query' || name === 'cancel') {
     const echo = echoOf(attributes, ['id']);
-    const problem = (attributes['id'] === undefined ? 'missing id' : null)
+    const problem = (attributes.id === undefined ? 'missing id' : null)
       ?? unexpectedAttribute(attributes, ['id'])
       ?? nested;
     if (problem) return { kind: 'invalid', echo, reason: problem };
     // A malformed id is answered exactly like an unknown one (by the handler), so ids cannot be probed.
-    const orderId = isPossibleOrderId(attributes['id']) ? (attributes['id'] as string) : null;
+    const orderId = isPossibleOrderId(attributes.id) ? (attributes.id as string) : null;
     return { kind: name, orderId, echo };
   }
   return { kind: 'invalid', echo: [], reason: `unknown element <${shortName(name)}> in <transactions>` };

@@ -181,6 +181,11 @@ export class PostgresExchangeStore implements ExchangeStore {
     private readonly pool: pg.Pool,
     private readonly retryPolicy: RetryPolicy = DEFAULT_RETRY_POLICY,
     private readonly writeFlush: WriteFlush = 'auto',
+    /**
+     * Where order-status reads run: a pool whose sessions default to READ COMMITTED
+     * (createPool's isolation), or the main pool. Either is correct, see readStatuses.
+     */
+    private readonly statusReadPool: pg.Pool = pool,
   ) {
     this.durability = new DurabilityBarrier(walFlusher(pool));
   }
@@ -373,13 +378,18 @@ SELECT ${WAL_MARK_COLUMNS};`;
   }
 
   /**
-   * Every lookup queued meanwhile, as one statement (one implicit SERIALIZABLE
-   * transaction, one snapshot, one round trip), prepared once per connection.
-   * Each result is what its lookup would have read alone at that snapshot.
+   * Every lookup queued meanwhile, as one statement (one implicit transaction,
+   * one snapshot, one round trip), prepared once per connection. Each result is
+   * what its lookup would have read alone at that snapshot.
+   *
+   * One statement's snapshot needs no SERIALIZABLE: orders and executions are
+   * written only by write batches, which take turns on the write lock, so any
+   * snapshot sees a prefix of their serial order. At READ COMMITTED the read
+   * takes no predicate locks, which every later write would otherwise check.
    */
   private async readStatuses(batch: StatusLookup[]): Promise<Array<PromiseSettledResult<{ status: OrderStatus | null; wal: WalMark }>>> {
     metrics.readBatchSize.observe(batch.length);
-    const result = await withRetry(() => this.pool.query<StatusRow>({
+    const result = await withRetry(() => this.statusReadPool.query<StatusRow>({
       name: 'order-statuses',
       // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
       // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.

@@ -1,4 +1,4 @@
-/** The PostgreSQL connection pool: every session defaults to SERIALIZABLE. */
+/** The PostgreSQL connection pool: every session defaults to SERIALIZABLE unless told otherwise. */
 import pg from 'pg';
 
 export type PoolOptions = {
@@ -8,6 +8,11 @@ export type PoolOptions = {
   connectionTimeoutMs?: number;
   /** Called for errors on idle clients (e.g. the server restarted); the pool replaces them. */
   onIdleError?: (error: Error) => void;
+  /**
+   * Isolation of statements outside an explicit BEGIN (default serializable). Read committed
+   * only for reads that need no more than one statement's snapshot: see ExchangeStore's status reads.
+   */
+  isolation?: 'serializable' | 'read committed';
 };
 
 export function createPool(options: PoolOptions): pg.Pool {
@@ -17,7 +22,7 @@ export function createPool(options: PoolOptions): pg.Pool {
     // Statements outside an explicit BEGIN are their own SERIALIZABLE transaction,
     // so a single-statement operation costs one round trip and keeps the isolation.
     // synchronous_commit=on: an acknowledged order must survive a crash, whatever the server default.
-    options: '-c default_transaction_isolation=serializable -c synchronous_commit=on',
+    options: `-c default_transaction_isolation=${(options.isolation ?? 'serializable').replace(' ', '\\ ')} -c synchronous_commit=on`,
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
   });

@@ -6,6 +6,7 @@
  * its outcome is unknown and retrying could double-apply.
  */
 import { log } from '../log.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export const SERIALIZATION_FAILURE = '40001';
 export const DEADLOCK_DETECTED = '40P01';
@@ -33,10 +34,6 @@ export class RetriesExhaustedError extends Error {
 export function isRetryable(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === SERIALIZATION_FAILURE || code === DEADLOCK_DETECTED;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Full-jitter exponential backoff, so retrying rivals spread out instead of colliding again. */

@@ -10,21 +10,14 @@ import { sendOnce } from '../support/client.js';
 import { DisposableRedis, SHARED_REDIS_URL } from '../support/redis.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults } from '../support/xml.js';
+import { waitFor } from '../support/waiting.js';
 
 type Redis = ReturnType<typeof createClient>;
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 function orderIdOf(reply: string): string {
   const node = parseResults(reply)[0];
   if (node?.name !== 'opened') throw new Error(`order not opened: ${reply}`);
-  return node.attributes['id'] as string;
+  return node.attributes.id as string;
 }
 
 describe('Redis is not trusted', function () {
@@ -44,7 +37,7 @@ describe('Redis is not trusted', function () {
   before(async () => {
     cached = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
     plain = await startTestServer({ framing: 'length', database: cached.database });
-    await waitFor(() => cached.cache?.connected === true, 'redis');
+    await waitFor('redis', () => cached.cache?.connected === true);
     redis = createClient({ url: SHARED_REDIS_URL });
     await redis.connect();
     prefix = `exchange:${await cached.store.instanceId()}:`;
@@ -149,7 +142,7 @@ describe('Redis is not trusted', function () {
     await redis.set(key(order.live), genuine as string, { EX: 600 });
     const reply = parseResults(await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${order.live}"/></transactions>`));
     expect(reply[0]?.name).to.equal('canceled');
-    expect(reply[0]?.children[0]?.attributes['shares']).to.equal('5');
+    expect(reply[0]?.children[0]?.attributes.shares).to.equal('5');
   });
 
   it('a genuine entry is still served from Redis', async () => {
@@ -180,7 +173,7 @@ describe('Redis with a password (AUTH)', function () {
   it('the password in REDIS_URL is used: the cache connects and serves hits', async () => {
     const server = await startTestServer({ framing: 'length', redisUrl: redis.url });
     try {
-      await waitFor(() => server.cache?.connected === true, 'redis with a password');
+      await waitFor('redis with a password', () => server.cache?.connected === true);
       const { query, expected } = await finalOrderQueries(server, '61');
       const hits = server.cache?.counters.hits ?? 0;
       expect(await sendOnce(server.port, query)).to.equal(expected);

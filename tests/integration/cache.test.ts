@@ -11,14 +11,7 @@ import { DisposableRedis, REDIS_SERVER, SHARED_REDIS_URL } from '../support/redi
 import { skipUnless, titleNeeding } from '../support/requirements.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { waitFor } from '../support/waiting.js';
 
 /** Reply text with the volatile parts that legitimately differ between two servers removed: none. */
 function statusOf(reply: string): ReplyNode {
@@ -29,7 +22,7 @@ function statusOf(reply: string): ReplyNode {
 
 function openShares(node: ReplyNode): number {
   const open = node.children.find((child) => child.name === 'open');
-  return open ? Number(open.attributes['shares']) : 0;
+  return open ? Number(open.attributes.shares) : 0;
 }
 
 describe('Redis read-through cache', function () {
@@ -42,7 +35,7 @@ describe('Redis read-through cache', function () {
     before(async () => {
       cached = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
       plain = await startTestServer({ framing: 'length', database: cached.database });
-      await waitFor(() => cached.cache?.connected === true, 'redis');
+      await waitFor('redis', () => cached.cache?.connected === true);
     });
     after(async () => {
       await plain.close();
@@ -85,7 +78,7 @@ describe('Redis read-through cache', function () {
             const limit = String(95 + Math.floor(random() * 10));
             const reply = parseResults(await client.send(
               `<transactions id="${account}"><order sym="CQ" amount="${amount}" limit="${limit}"/></transactions>`));
-            const id = reply[0]?.attributes['id'];
+            const id = reply[0]?.attributes.id;
             if (reply[0]?.name === 'opened' && id) orders.push({ account, id });
           }
           if (mine.length > 0) {
@@ -116,10 +109,10 @@ describe('Redis read-through cache', function () {
     const redis = await DisposableRedis.start();
     const server = await startTestServer({ framing: 'length', redisUrl: redis.url });
     try {
-      await waitFor(() => server.cache?.connected === true, 'redis');
+      await waitFor('redis', () => server.cache?.connected === true);
       await sendOnce(server.port, '<create><account id="21" balance="1000"/><symbol sym="RD"><account id="21">10</account></symbol></create>');
       const opened = parseResults(await sendOnce(server.port, '<transactions id="21"><order sym="RD" amount="2" limit="10"/></transactions>'));
-      const id = opened[0]?.attributes['id'] as string;
+      const id = opened[0]?.attributes.id as string;
       await sendOnce(server.port, `<transactions id="21"><cancel id="${id}"/></transactions>`);
       const query = `<transactions id="21"><query id="${id}"/></transactions>`;
       const expected = await sendOnce(server.port, query);
@@ -133,7 +126,7 @@ describe('Redis read-through cache', function () {
       expect(server.cache?.counters.errors ?? 0).to.be.greaterThan(0);
 
       await redis.restart();
-      await waitFor(() => server.cache?.connected === true, 'reconnect to redis');
+      await waitFor('reconnect to redis', () => server.cache?.connected === true);
       await sendOnce(server.port, query); // refills the (empty) restarted Redis
       const hitsBefore = server.cache?.counters.hits ?? 0;
       expect(await sendOnce(server.port, query)).to.equal(expected);
@@ -146,7 +139,7 @@ describe('Redis read-through cache', function () {
 
   it('after a database reset, keys of the old database are never served', async () => {
     const first = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
-    await waitFor(() => first.cache?.connected === true, 'redis');
+    await waitFor('redis', () => first.cache?.connected === true);
     await sendOnce(first.port, '<create><account id="31" balance="1000"/><symbol sym="RS"><account id="31">10</account></symbol></create>');
     await sendOnce(first.port, '<transactions id="31"><order sym="RS" amount="1" limit="10"/></transactions>');
     await sendOnce(first.port, '<transactions id="31"><cancel id="1"/><query id="1"/></transactions>');
@@ -155,7 +148,7 @@ describe('Redis read-through cache', function () {
 
     const second = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
     try {
-      await waitFor(() => second.cache?.connected === true, 'redis');
+      await waitFor('redis', () => second.cache?.connected === true);
       const redis = createClient({ url: SHARED_REDIS_URL });
       await redis.connect();
       try {
@@ -176,7 +169,7 @@ describe('Redis read-through cache', function () {
     let server: TestServer;
     before(async () => {
       server = await startTestServer({ framing: 'length', redisUrl: SHARED_REDIS_URL });
-      await waitFor(() => server.cache?.connected === true, 'redis');
+      await waitFor('redis', () => server.cache?.connected === true);
       await sendOnce(server.port, '<create><account id="41" balance="1000"/><symbol sym="RB"><account id="41">10</account></symbol></create>');
     });
     after(async () => server.close());
@@ -193,7 +186,7 @@ describe('Redis read-through cache', function () {
 
     it('a cancel whose transaction rolls back caches nothing, and the order stays open', async () => {
       const opened = parseResults(await sendOnce(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
-      const id = opened[0]?.attributes['id'] as string;
+      const id = opened[0]?.attributes.id as string;
       await server.pool.query(`CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$`);
       await server.pool.query(`CREATE TRIGGER refuse_cancel BEFORE UPDATE ON orders FOR EACH ROW WHEN (OLD.id = ${Number(id)}) EXECUTE FUNCTION refuse_update()`);
       try {
@@ -209,7 +202,7 @@ describe('Redis read-through cache', function () {
 
     it('a cancel retried after serialization failures caches only the committed outcome', async () => {
       const opened = parseResults(await sendOnce(server.port, '<transactions id="41"><order sym="RB" amount="1" limit="10"/></transactions>'));
-      const id = opened[0]?.attributes['id'] as string;
+      const id = opened[0]?.attributes.id as string;
       // A sequence is not rolled back, so it counts attempts: the first two fail with 40001.
       await server.pool.query('CREATE SEQUENCE cancel_attempts');
       await server.pool.query(`CREATE FUNCTION fail_twice() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -3,7 +3,7 @@
  * crossing orders and cancels, then the SPEC invariants checked in SQL.
  */
 import { expect } from 'chai';
-import pg from 'pg';
+import type pg from 'pg';
 import { LengthClient, sendOnce, sendRequest } from '../support/client.js';
 import { findInvariantViolations } from '../../client/invariants.js';
 import { GrantLedger } from '../support/ledger.js';
@@ -12,6 +12,7 @@ import { pick, seededRandom } from '../../client/random.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 import { codeOfMessage, type ErrorCode } from '../../server/errors.js';
+import { createPool } from '../../server/store/pool.js';
 
 type Workload = { accounts: string[]; symbols: string[] };
 
@@ -69,7 +70,7 @@ const BUSINESS_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds'
 function countResult(node: ReplyNode, stats: RaceStats, account: string, myOrders: Array<{ account: string; id: string }>): void {
   if (node.name === 'opened') {
     stats.opened++;
-    myOrders.push({ account, id: node.attributes['id'] as string });
+    myOrders.push({ account, id: node.attributes.id as string });
   } else if (node.name === 'canceled') {
     stats.canceled++;
   } else if (node.name === 'error') {
@@ -99,6 +100,16 @@ describe('concurrency: racing clients keep every invariant', function () {
       expect(result.rows[0]?.transaction_isolation).to.equal('serializable');
     } finally {
       client.release();
+    }
+  });
+
+  it('status reads alone run at READ COMMITTED (one snapshot, no predicate locks)', async () => {
+    const readPool = createPool({ databaseUrl: server.database.url, maxConnections: 1, isolation: 'read committed' });
+    try {
+      const result = await readPool.query<{ transaction_isolation: string }>('SHOW transaction_isolation');
+      expect(result.rows[0]?.transaction_isolation).to.equal('read committed');
+    } finally {
+      await readPool.end();
     }
   });
 
@@ -160,7 +171,7 @@ describe('concurrency: racing clients keep every invariant', function () {
   it('one order canceled from 10 connections at once is canceled and refunded exactly once', async () => {
     await grant(server.port, [['403', '1000']], [['CX', '403', '1']]);
     const opened = parseResults(await sendOnce(server.port, '<transactions id="403"><order sym="CX" amount="4" limit="25"/></transactions>'));
-    const orderId = opened[0]?.attributes['id'] as string;
+    const orderId = opened[0]?.attributes.id as string;
     const replies = await Promise.all(Array.from({ length: 10 }, () =>
       sendOnce(server.port, `<transactions id="403"><cancel id="${orderId}"/></transactions>`)));
     const results = replies.flatMap(parseResults);
@@ -174,7 +185,7 @@ describe('concurrency: racing clients keep every invariant', function () {
     await grant(server.port, [['404', '100000'], ['405', '0']], [['RC', '405', '1000']]);
     for (let round = 0; round < 10; round++) {
       const opened = parseResults(await sendOnce(server.port, '<transactions id="404"><order sym="RC" amount="10" limit="50"/></transactions>'));
-      const orderId = opened[0]?.attributes['id'] as string;
+      const orderId = opened[0]?.attributes.id as string;
       await Promise.all([
         sendOnce(server.port, `<transactions id="404"><cancel id="${orderId}"/></transactions>`),
         sendOnce(server.port, '<transactions id="405"><order sym="RC" amount="-6" limit="50"/></transactions>'),

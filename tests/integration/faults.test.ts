@@ -24,8 +24,8 @@ import { REDIS_SERVER } from '../support/redis.js';
 import { skipUnless, titleNeeding } from '../support/requirements.js';
 import type { GrantLedger } from '../support/ledger.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { sleep, waitFor } from '../support/waiting.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function universe(prefix: string): Universe {
   return {
@@ -57,7 +57,7 @@ function problemsOf(stats: LoadStats): { anomalies: string[]; unexpectedErrors: 
 }
 
 function shares(node: ReplyNode): number {
-  return node.children.reduce((total, child) => total + Number(child.attributes['shares'] ?? 0), 0);
+  return node.children.reduce((total, child) => total + Number(child.attributes.shares ?? 0), 0);
 }
 
 /** Queries some acknowledged orders through the server: each is known, and its parts add up to its amount. */
@@ -89,7 +89,7 @@ async function placeOnce(port: number, ledger: OrderLedger, order: SentOrder): P
     const [node] = parseResults(await client.send(
       `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`));
     if (node?.name === 'opened') {
-      ledger.acked.set(order.limit, { ...order, id: node.attributes['id'] as string });
+      ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
       return true;
     }
     ledger.unknown.set(order.limit, { order, why: `${node?.name}: ${node?.text}` });
@@ -135,14 +135,6 @@ function pipelineInOneWrite(port: number, xmls: string[]): { firstReply: Promise
 
 function logLines(server: FaultServer, message: string): number {
   return server.log().split(`"msg":"${message}"`).length - 1;
-}
-
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 /** Resolves with the primary's exit, or rejects after timeoutMs. */
@@ -224,7 +216,7 @@ describe('faults (real processes, killed for real)', function () {
       redis = await FaultRedis.start();
       cached = await spawnFaultServer({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', REDIS_URL: redis.url, CACHE_TIMEOUT_MS: '50' });
       plain = await spawnFaultServer({ DATABASE_URL: database.url, REPLY_FRAMING: 'length' });
-      await waitFor(() => logLines(cached, 'redis cache connected') >= 1, 'the cache to connect');
+      await waitFor('the cache to connect', () => logLines(cached, 'redis cache connected') >= 1);
       world = universe('72');
       ledger = new OrderLedger();
       grants = await createUniverse(cached.port, world);
@@ -294,7 +286,7 @@ describe('faults (real processes, killed for real)', function () {
         if (phase.oldData) {
           expect(await keysLoadedAtStart(), `${phase.name}: keys loaded from the dump`).to.be.greaterThan(0);
         }
-        await waitFor(() => logLines(cached, 'redis cache connected') > connectedBefore, `${phase.name}: the cache to reconnect`, 5_000);
+        await waitFor(`${phase.name}: the cache to reconnect`, () => logLines(cached, 'redis cache connected') > connectedBefore, 5_000);
         await sleep(600);
         await driver.stop();
         expect(keysBefore, `${phase.name}: the cache was in use before the fault`).to.be.greaterThan(0);
@@ -448,8 +440,8 @@ describe('faults (real processes, killed for real)', function () {
         });
         if (alsoTheServer) server = await spawnFaultServer(env, { port, listeners: 2 });
         // Let the load run on until orders open again, then a little longer.
-        await waitFor(async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)),
-          `orders open again after crash ${cycle}`, 20_000);
+        await waitFor(`orders open again after crash ${cycle}`,
+          async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)), 20_000);
         await sleep(500);
         await driver.stop();
         expect(driver.stats.anomalies, `crash ${cycle}`).to.deep.equal([]);
@@ -592,12 +584,12 @@ describe('faults (real processes, killed for real)', function () {
       sellReplies.forEach((node, index) => {
         const order = sells[index] as SentOrder;
         expect(node.name).to.equal('opened');
-        ledger.acked.set(order.limit, { ...order, id: node.attributes['id'] as string });
+        ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
       });
       const big = ledger.newOrder(buyer, bigSym, '500', 2, false);
       const [bigReply] = parseResults(await setup.send(`<transactions id="${buyer}"><order sym="${big.sym}" amount="500" limit="${big.limit}"/></transactions>`));
       expect(bigReply?.name).to.equal('opened');
-      const bigId = bigReply?.attributes['id'] as string;
+      const bigId = bigReply?.attributes.id as string;
       ledger.acked.set(big.limit, { ...big, id: bigId });
       const [bigStatus] = parseResults(await setup.send(`<transactions id="${buyer}"><query id="${bigId}"/></transactions>`));
       expect(bigStatus?.children.filter((child) => child.name === 'executed')).to.have.length(500);
@@ -646,7 +638,9 @@ describe('faults (real processes, killed for real)', function () {
         const pool = checkPool(database.url);
         try {
           const server = await spawnFaultServer(
-            { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: String(variant.workers) }, { listeners: variant.workers });
+            // The slow create below must finish within the shutdown timeout even on a busy machine.
+            { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: String(variant.workers), SHUTDOWN_TIMEOUT_MS: '60000' },
+            { listeners: variant.workers });
           const world = universe(`75${variant.workers}`);
           const ledger = new OrderLedger();
           const grants = await createUniverse(server.port, world);
@@ -663,12 +657,12 @@ describe('faults (real processes, killed for real)', function () {
             `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`));
           // Both surely received and being worked on: the first pipelined reply is back, and the slow create has begun.
           await pipe.firstReply;
-          await waitFor(async () => Number((await pool.query<{ n: string }>(
-            'SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${slowPrefix}%`])).rows[0]?.n) > 0, 'the slow create to begin');
+          await waitFor('the slow create to begin', async () => Number((await pool.query<{ n: string }>(
+            'SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${slowPrefix}%`])).rows[0]?.n) > 0);
           server.signal('SIGTERM', variant.target);
 
           // The exit closes every socket, so the replies below are all settled after it.
-          const exit = await exitWithin(server, 20_000);
+          const exit = await exitWithin(server, 60_000);
           const pipeReplies = await pipe.replies;
           const slowOutcome = await Promise.allSettled([slowReply]);
           await driver.stop();
@@ -679,7 +673,7 @@ describe('faults (real processes, killed for real)', function () {
             const order = pipeOrders[index] as SentOrder;
             const [node] = parseResults(reply);
             expect(node?.name, JSON.stringify(node)).to.equal('opened');
-            ledger.acked.set(order.limit, { ...order, id: node?.attributes['id'] as string });
+            ledger.acked.set(order.limit, { ...order, id: node?.attributes.id as string });
           });
           expect(slowOutcome[0]?.status, 'the slow request was answered').to.equal('fulfilled');
           const created = parseResults((slowOutcome[0] as PromiseFulfilledResult<string>).value);

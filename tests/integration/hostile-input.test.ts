@@ -492,14 +492,14 @@ const exactParser = new XMLParser({
 function exactResultAttributes(xml: string): Array<Record<string, string>> {
   const roots = exactParser.parse(xml) as Array<Record<string, unknown>>;
   const root = roots.find((node) => 'results' in node);
-  const children = (root?.['results'] as Array<Record<string, unknown>> | undefined) ?? [];
+  const children = (root?.results as Array<Record<string, unknown>> | undefined) ?? [];
   return children
     .filter((child) => Object.keys(child).some((key) => key !== ':@' && key !== '#text'))
     .map((child) => (child[':@'] as Record<string, string> | undefined) ?? {});
 }
 
 function describeNode(node: ReplyNode | undefined): string {
-  return JSON.stringify(node, (key, value: unknown) => (typeof value === 'string' && value.length > 200 ? `${value.slice(0, 200)}...` : value));
+  return JSON.stringify(node, (_key, value: unknown) => (typeof value === 'string' && value.length > 200 ? `${value.slice(0, 200)}...` : value));
 }
 
 /** Asserts the reply is one well-formed <results> document with exactly the expected errors. */
@@ -596,7 +596,7 @@ for (const [variant, startServers] of [
     };
     await setup(`<create><account id="${A}" balance="1000000"/><account id="${B}" balance="0"/>`
       + `<symbol sym="${SYM}"><account id="${A}">1000</account><account id="${B}">500</account></symbol></create>`);
-    openBuyId = (await setup(tx(order(SYM, '10', '5'))))[0]?.attributes['id'] as string;
+    openBuyId = (await setup(tx(order(SYM, '10', '5'))))[0]?.attributes.id as string;
     await setup(tx(`${order(SYM, '-2', '5')}${order(SYM, '-5', '6')}`, B));
     // A's buy is now open for 8 (2 filled), B has a resting sell of 5.
     checkHealthy(await sendRequest(bare.port, healthRequest()));
@@ -613,7 +613,7 @@ for (const [variant, startServers] of [
 
   for (const testCase of CASES) {
     // HOSTILE_RUN_DEFECTS=1 runs the skipped defect cases too (they fail until the server is fixed).
-    const define = testCase.defect && !process.env['HOSTILE_RUN_DEFECTS'] ? it.skip : it;
+    const define = testCase.defect && !process.env.HOSTILE_RUN_DEFECTS ? it.skip : it;
     define(testCase.defect ? `${testCase.name} [DEFECT: ${testCase.defect}]` : testCase.name, async () => {
       const before = await snapshot(bare);
       if ((testCase.framing ?? 'bare') === 'bare') {

@@ -19,7 +19,7 @@ describe('limits', function () {
     await client.send('<create><account id="1" balance="100000"/><account id="2" balance="0"/><symbol sym="LIM"><account id="2">1000</account></symbol></create>');
     await client.send(`<transactions id="2">${'<order sym="LIM" amount="-1" limit="5"/>'.repeat(100)}</transactions>`);
     const bought = parseResults(await client.send('<transactions id="1"><order sym="LIM" amount="100" limit="5"/><query id="101"/></transactions>'));
-    filledOrderId = bought[0]?.attributes['id'] as string;
+    filledOrderId = bought[0]?.attributes.id as string;
     expect(bought[1]?.children.filter((child) => child.name === 'executed')).to.have.length(100);
     client.close();
   });

@@ -19,21 +19,11 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { condition, skipUnless, titleNeeding } from '../support/requirements.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { sleep, waitFor } from '../support/waiting.js';
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const started = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
-  return Date.now() - started;
-}
 
 function parseReply(xml: string): ReplyNode[] {
   expect(xml.startsWith('<?xml'), `reply must start with <?xml: ${JSON.stringify(xml.slice(0, 300))}`).to.equal(true);
@@ -453,15 +443,15 @@ describe('load, abusive clients and privacy', function () {
         + `<account id="${BUYER}" balance="1000"/><symbol sym="${SYM}"><account id="${OWNER}">100</account><account id="${STRANGER}">100</account></symbol></create>`));
       const placed = expectNoErrors(await sendRequest(server.port,
         `<transactions id="${OWNER}"><order sym="${SYM}" amount="10" limit="5"/><order sym="${SYM}" amount="-20" limit="50"/></transactions>`));
-      const ownerBuy = placed[0]?.attributes['id'] as string;
-      const ownerSell = placed[1]?.attributes['id'] as string;
+      const ownerBuy = placed[0]?.attributes.id as string;
+      const ownerSell = placed[1]?.attributes.id as string;
       // Part of the owner's sell fills, so it has executions to leak if anything leaked.
       expectNoErrors(await sendRequest(server.port, `<transactions id="${BUYER}"><order sym="${SYM}" amount="5" limit="50"/></transactions>`));
       // And a canceled one.
-      const canceled = expectNoErrors(await sendRequest(server.port, `<transactions id="${OWNER}"><order sym="${SYM}" amount="1" limit="1"/></transactions>`))[0]?.attributes['id'] as string;
+      const canceled = expectNoErrors(await sendRequest(server.port, `<transactions id="${OWNER}"><order sym="${SYM}" amount="1" limit="1"/></transactions>`))[0]?.attributes.id as string;
       expectNoErrors(await sendRequest(server.port, `<transactions id="${OWNER}"><cancel id="${canceled}"/></transactions>`));
       // The stranger's own order: proof its account works, so its errors below are about the ids.
-      const strangerOwn = expectNoErrors(await sendRequest(server.port, `<transactions id="${STRANGER}"><order sym="${SYM}" amount="1" limit="2"/></transactions>`))[0]?.attributes['id'] as string;
+      const strangerOwn = expectNoErrors(await sendRequest(server.port, `<transactions id="${STRANGER}"><order sym="${SYM}" amount="1" limit="2"/></transactions>`))[0]?.attributes.id as string;
       const before = await ownerState(server.pool);
 
       const maxId = (await server.pool.query<{ id: string }>('SELECT max(id)::text AS id FROM orders')).rows[0]?.id as string;

@@ -37,8 +37,8 @@ import {
 } from '../support/reference-exchange.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 
-const RUNS = Number(process.env['MODEL_RUNS'] ?? 20);
-const SEED = Number(process.env['MODEL_SEED'] ?? 20_260_612);
+const RUNS = Number(process.env.MODEL_RUNS ?? 20);
+const SEED = Number(process.env.MODEL_SEED ?? 20_260_612);
 /** Per property: generous, since a sequence takes about 0.3 s here. */
 const TIME_LIMIT_MS = 60_000 + RUNS * 4_000;
 
@@ -448,9 +448,9 @@ class Sequence {
    */
   private compare(expected: ModelReply<number>, actual: ReplyNode, kind: TransactionChild['kind'] | null): void {
     const attributes = { ...expected.attributes };
-    if (kind !== null && attributes['id'] !== undefined) {
-      if (expected.name === 'opened') attributes['id'] = this.newOrderId(expected.attributes['id'] as string, actual);
-      else attributes['id'] = this.serverId(attributes['id']);
+    if (kind !== null && attributes.id !== undefined) {
+      if (expected.name === 'opened') attributes.id = this.newOrderId(expected.attributes.id as string, actual);
+      else attributes.id = this.serverId(attributes.id);
     }
     const want: Shape = { name: expected.name, attributes: sorted(attributes), children: [] };
     if (expected.name === 'status' || expected.name === 'canceled') {
@@ -472,12 +472,12 @@ class Sequence {
   /** The server's reply, with each time in its step's bounds named after the step, and a known reason named by its rejection. */
   private shape(node: ReplyNode, want: Shape | undefined): Shape {
     const attributes = { ...node.attributes };
-    const wantedTime = want?.attributes['time'];
-    const time = attributes['time'];
+    const wantedTime = want?.attributes.time;
+    const time = attributes.time;
     if (time !== undefined && wantedTime !== undefined) {
       const step = Number(/^step (\d+)/.exec(wantedTime)?.[1]);
       const [from, to] = this.bounds.get(step) ?? [NaN, NaN];
-      if (/^\d+$/.test(time) && Number(time) >= from && Number(time) <= to) attributes['time'] = wantedTime;
+      if (/^\d+$/.test(time) && Number(time) >= from && Number(time) <= to) attributes.time = wantedTime;
     }
     const shape: Shape = {
       name: node.name,
@@ -501,7 +501,7 @@ class Sequence {
 
   /** Maps the model's new order id to the server's, which must exceed every id seen before. */
   private newOrderId(modelId: string, actual: ReplyNode): string {
-    const serverId = actual.name === 'opened' ? actual.attributes['id'] : undefined;
+    const serverId = actual.name === 'opened' ? actual.attributes.id : undefined;
     if (serverId === undefined || !/^[1-9][0-9]*$/.test(serverId) || BigInt(serverId) <= this.lastServerId || this.modelIdOf.has(serverId)) {
       return `a new id above ${this.lastServerId}`;
     }
@@ -681,7 +681,7 @@ describe('the matcher against the reference model', function () {
       {
         seed,
         numRuns: RUNS,
-        endOnFailure: process.env['MODEL_SHRINK'] === '0',
+        endOnFailure: process.env.MODEL_SHRINK === '0',
         // Shrinking replays whole sequences; past this, the smallest failure found so far is
         // reported (and running out of time before RUNS sequences is a failure too).
         plugins: [fc.interruptAfterTimeLimit(TIME_LIMIT_MS, { failOnInterrupt: true })],

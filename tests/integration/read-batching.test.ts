@@ -33,7 +33,7 @@ describe('batched order-status reads', function () {
       const replies = parseResults(await sendOnce(server.port, `<transactions id="${account}">${orders.join('')}</transactions>`));
       for (const reply of replies) {
         expect(reply.name).to.equal('opened');
-        orderIds[account]?.push(reply.attributes['id'] as string);
+        orderIds[account]?.push(reply.attributes.id as string);
       }
     }
     // One canceled order as well.

@@ -12,6 +12,7 @@ import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { LengthClient, frameRequest, sendRaw, sendRequest } from '../support/client.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { sleep } from '../support/waiting.js';
 
 // ---------------------------------------------------------------------------
 // Reply parsing
@@ -131,7 +132,7 @@ async function order(accountId: string, sym: string, amount: string, limit: stri
   expect(nodes, JSON.stringify(nodes)).to.have.length(1);
   const opened = at(nodes, 0);
   expect(opened.name, JSON.stringify(opened)).to.equal('opened');
-  const id = opened.attributes['id'] as string;
+  const id = opened.attributes.id as string;
   expect(opened.attributes).to.deep.equal({ sym, amount, limit, id });
   return id;
 }
@@ -180,12 +181,11 @@ async function stateCounts(): Promise<Counts> {
       (SELECT coalesce(sum(balance), 0) FROM accounts)::text AS cash`);
   const row = result.rows[0] as Record<string, unknown>;
   return {
-    accounts: Number(row['accounts']), symbols: Number(row['symbols']), positions: Number(row['positions']),
-    orders: Number(row['orders']), shares: canonical(String(row['shares'])), cash: canonical(String(row['cash'])),
+    accounts: Number(row.accounts), symbols: Number(row.symbols), positions: Number(row.positions),
+    orders: Number(row.orders), shares: canonical(String(row.shares)), cash: canonical(String(row.cash)),
   };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Bare framing, written in pieces with a pause between writes; resolves when the
@@ -370,13 +370,13 @@ describe('SPEC.md rules over TCP', function () {
       children.forEach(([xml, expected], index) => {
         const node = at(nodes, index);
         if (expected === 'created') {
-          expect(shape(node), xml).to.deep.equal(el('created', { id: node.attributes['id'] as string }));
+          expect(shape(node), xml).to.deep.equal(el('created', { id: node.attributes.id as string }));
         } else {
           expectError(node, expected);
         }
       });
-      expect(at(nodes, 0).attributes['id']).to.equal(good1);
-      expect(at(nodes, children.length - 1).attributes['id']).to.equal(good2);
+      expect(at(nodes, 0).attributes.id).to.equal(good1);
+      expect(at(nodes, children.length - 1).attributes.id).to.equal(good2);
       const after = await stateCounts();
       expect(after.accounts).to.equal(before.accounts + 2);
       for (const id of badBalanceIds) expect(await balanceOf(id), id).to.equal(null);
@@ -537,7 +537,7 @@ describe('SPEC.md rules over TCP', function () {
       ];
       const ids = nodes.map((node, index) => {
         expect(node.name).to.equal('opened');
-        const orderId = node.attributes['id'] as string;
+        const orderId = node.attributes.id as string;
         expect(orderId).to.match(/^[1-9][0-9]*$/);
         expect(node.attributes).to.deep.equal({ ...expected[index], id: orderId });
         return BigInt(orderId);
@@ -597,7 +597,7 @@ describe('SPEC.md rules over TCP', function () {
       const nodes = await transact(buyer, `<order sym="${sym}" amount="-1" limit="1"/><order sym="${sym}" amount="2" limit="3"/>`);
       expect(expectError(at(nodes, 0), { sym, amount: '-1', limit: '1' })).to.match(/unknown symbol/);
       expect(at(nodes, 1).name).to.equal('opened');
-      const buyId = at(nodes, 1).attributes['id'] as string;
+      const buyId = at(nodes, 1).attributes.id as string;
       const after = await stateCounts();
       expect(after.symbols).to.equal(before.symbols + 1);
       expect(after.orders).to.equal(before.orders + 1);
@@ -998,7 +998,7 @@ describe('SPEC.md rules over TCP', function () {
       const startedAt = nowSeconds();
       await order(buyer, sym, '1', '1');
       const reply = await cancel(seller, sell);
-      const times = reply.children.map((child) => child.attributes['time']);
+      const times = reply.children.map((child) => child.attributes.time);
       expect(times).to.have.length(2);
       for (const time of times) {
         expectRecentTime(time);
@@ -1032,7 +1032,7 @@ describe('SPEC.md rules over TCP', function () {
         const limit = `${8 + random(5)}.${random(2) * 5}`;
         const nodes = await transact(account, `<order sym="${sym}" amount="${amount}" limit="${limit}"/>`);
         const node = at(nodes, 0);
-        if (node.name === 'opened') placed.push({ account, id: node.attributes['id'] as string, amount, limit });
+        if (node.name === 'opened') placed.push({ account, id: node.attributes.id as string, amount, limit });
         else expectError(node, { sym, amount, limit });
       }
       expect(placed.length).to.be.greaterThan(10);
@@ -1042,7 +1042,7 @@ describe('SPEC.md rules over TCP', function () {
       const scale = 10_000n;
       const fixed = (text: string): bigint => {
         const [integer, fraction = ''] = canonical(text).split('.');
-        return BigInt(integer as string) * scale + BigInt((fraction + '0000').slice(0, 4));
+        return BigInt(integer as string) * scale + BigInt((`${fraction}0000`).slice(0, 4));
       };
       for (const placedOrder of placed) {
         const status = await query(placedOrder.account, placedOrder.id);
@@ -1051,7 +1051,7 @@ describe('SPEC.md rules over TCP', function () {
         let canceled = 0n;
         let filled = 0n;
         for (const child of status.children) {
-          const shares = fixed(child.attributes['shares'] as string);
+          const shares = fixed(child.attributes.shares as string);
           expect(shares > 0n, 'shares are positive').to.equal(true);
           if (child.name === 'open') open += shares;
           else if (child.name === 'canceled') canceled += shares;
@@ -1266,7 +1266,7 @@ describe('SPEC.md rules over TCP', function () {
           + `<symbol sym="${sym}"><account id="${id}">5</account></symbol></create>`));
         expect(created.map(shape)).to.deep.equal([el('created', { id }), el('created', { sym, id })]);
         const opened = parseReply(await client.send(`<transactions id="${id}"><order sym="${sym}" amount="-5" limit="2"/></transactions>`));
-        const orderId = at(opened, 0).attributes['id'] as string;
+        const orderId = at(opened, 0).attributes.id as string;
         expect(shape(at(opened, 0))).to.deep.equal(el('opened', { sym, amount: '-5', limit: '2', id: orderId }));
         const [first, second] = await Promise.all([
           client.send(`<transactions id="${id}"><query id="${orderId}"/></transactions>`),

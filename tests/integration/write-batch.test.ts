@@ -57,12 +57,12 @@ async function state(pool: pg.Pool): Promise<Row[][]> {
 
 /** The fills of each row, [shares, price, time], with the time left out. */
 function withoutFillTimes(rows: Row[]): Row[] {
-  return rows.map((row) => ({ ...row, fills: (row['fills'] as string[][] | null)?.map(([shares, price]) => [shares, price]) ?? null }));
+  return rows.map((row) => ({ ...row, fills: (row.fills as string[][] | null)?.map(([shares, price]) => [shares, price]) ?? null }));
 }
 
 /** Every fill's time (epoch seconds) in the rows. */
 function fillTimes(rows: Row[]): number[] {
-  return rows.flatMap((row) => ((row['fills'] as string[][] | null) ?? []).map((fill) => Number(fill[2])));
+  return rows.flatMap((row) => ((row.fills as string[][] | null) ?? []).map((fill) => Number(fill[2])));
 }
 
 describe('a write batch decides what the same writes decide one by one', function () {
@@ -92,7 +92,7 @@ describe('a write batch decides what the same writes decide one by one', functio
       .and.to.satisfy((times: number[]) => times.every((time) => time >= startedAt && time <= endedAt), `fill times within [${startedAt}, ${endedAt}]`);
 
     // What serial execution gives, spelled out (see the comments on WRITES).
-    expect(singleRows.map((row) => row['rejection'] ?? row['outcome'] ?? `opened ${row['order_id']} with ${row['fill_count']} fill(s)`)).to.deep.equal([
+    expect(singleRows.map((row) => row.rejection ?? row.outcome ?? `opened ${row.order_id} with ${row.fill_count} fill(s)`)).to.deep.equal([
       'opened 1 with 0 fill(s)', 'opened 2 with 1 fill(s)', 'opened 3 with 0 fill(s)', 'opened 4 with 1 fill(s)', 'opened 5 with 0 fill(s)',
       'insufficient_funds', 'insufficient_shares', 'canceled', 'unknown_order', 'unknown_symbol',
       'opened 6 with 0 fill(s)', 'insufficient_shares',
@@ -116,7 +116,7 @@ describe('a write batch decides what the same writes decide one by one', functio
     await exchange.pool.query(`INSERT INTO accounts VALUES ('poor', 0)`);
     const resting: Write[] = Array.from({ length: 200 }, (_, index): Write => ['order', 'A', 'X', '-0.01', String(1 + index / 100)]);
     const placed = (await exchange.pool.query(APPLY, writeArrays(resting))).rows as Row[];
-    expect(placed.filter((row) => row['order_id'] !== null)).to.have.length(200);
+    expect(placed.filter((row) => row.order_id !== null)).to.have.length(200);
 
     const indexScans = async (writes: Write[]): Promise<{ scans: number; rows: Row[] }> => {
       const client = await exchange.pool.connect();
@@ -136,10 +136,10 @@ describe('a write batch decides what the same writes decide one by one', functio
     };
     // The same crossing buy: paid for, it fills against all 200 (one probe each); unpaid, none.
     const paid = await indexScans([['order', 'A', 'X', '5', '10']]);
-    expect(paid.rows[0]?.['fill_count']).to.equal(200);
+    expect(paid.rows[0]?.fill_count).to.equal(200);
     expect(paid.scans).to.be.at.least(200);
     const unpaid = await indexScans([['order', 'poor', 'X', '5', '10']]);
-    expect(unpaid.rows[0]?.['rejection']).to.equal('insufficient_funds');
+    expect(unpaid.rows[0]?.rejection).to.equal('insufficient_funds');
     expect(unpaid.scans).to.be.lessThan(5);
   });
 });

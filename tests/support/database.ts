@@ -2,7 +2,7 @@
 import pg from 'pg';
 
 /** The shared PostgreSQL the tests run against (this machine: 127.0.0.1:5432, trust auth). */
-export const ADMIN_DATABASE_URL = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 let counter = 0;
 

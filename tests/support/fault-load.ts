@@ -106,7 +106,7 @@ export type LoadStats = {
 
 function openShares(node: ReplyNode): number {
   const open = node.children.find((child) => child.name === 'open');
-  return open ? Number(open.attributes['shares']) : 0;
+  return open ? Number(open.attributes.shares) : 0;
 }
 
 type Item =
@@ -232,14 +232,14 @@ export class LoadDriver {
     const { ledger } = this.options;
     if (item.kind === 'order') {
       const { order } = item;
-      const echo = `sym=${node.attributes['sym']} amount=${node.attributes['amount']} limit=${node.attributes['limit']}`;
+      const echo = `sym=${node.attributes.sym} amount=${node.attributes.amount} limit=${node.attributes.limit}`;
       if (echo !== `sym=${order.sym} amount=${order.amount} limit=${order.limit}`) {
         this.stats.anomalies.push(`order ${order.limit}: reply echoes ${echo}: <${node.name}>`);
       }
       if (node.name === 'opened') {
         this.stats.opened++;
         if (order.doomed) this.stats.anomalies.push(`an order that cannot be afforded was opened: ${JSON.stringify(order)}`);
-        ledger.acked.set(order.limit, { ...order, id: node.attributes['id'] as string });
+        ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
         return true;
       }
       if (node.name === 'error' && DEFINITIVE_REJECTIONS.has(codeOfMessage(node.text))) {
@@ -260,7 +260,7 @@ export class LoadDriver {
         this.stats.canceled++;
         const fills = node.children.filter((child) => child.name === 'executed').length;
         seen.set(order.id, { open: 0, fills, final: true });
-        ledger.canceled.set(order.id, node.children.find((child) => child.name === 'canceled')?.attributes['shares'] ?? '?');
+        ledger.canceled.set(order.id, node.children.find((child) => child.name === 'canceled')?.attributes.shares ?? '?');
         ledger.sawFills(order.id, fills);
         return true;
       }

@@ -13,7 +13,7 @@ import { program } from './requirements.js';
 
 /** PG_BIN, else Debian's newest /usr/lib/postgresql/N/bin, else whatever PATH finds. */
 function serverBinDirectory(): string {
-  if (process.env['PG_BIN']) return process.env['PG_BIN'];
+  if (process.env.PG_BIN) return process.env.PG_BIN;
   const root = '/usr/lib/postgresql';
   const versions = existsSync(root) ? readdirSync(root).filter((name) => /^[0-9]+$/.test(name)).sort((a, b) => Number(b) - Number(a)) : [];
   const found = versions.map((version) => path.join(root, version, 'bin')).find((dir) => existsSync(path.join(dir, 'initdb')));

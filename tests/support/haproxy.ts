@@ -12,8 +12,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './process.js';
 import { program } from './requirements.js';
+import { sleep } from './waiting.js';
 
-export const HAPROXY_BINARY = process.env['HAPROXY'] ?? 'haproxy';
+export const HAPROXY_BINARY = process.env.HAPROXY ?? 'haproxy';
 
 /** Tests that start a balancer need this (see requirements.ts): pending, with this command, where it is missing. */
 export const HAPROXY = program('haproxy', 'apt-get install -y haproxy', ['-v'], HAPROXY_BINARY);
@@ -106,7 +107,6 @@ export function parseShowStat(csv: string, backend: string): BackendStat[] {
     }));
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Starts haproxy in front of the given 127.0.0.1 ports; rejects with its output when it does not come up. */
 export async function startBalancer(backendPorts: number[]): Promise<Balancer> {

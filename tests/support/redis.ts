@@ -2,21 +2,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { program } from './requirements.js';
+import { freePort } from './process.js';
 
 /** The shared Redis on this machine; tests keep apart by key prefix (the database instance id). */
-export const SHARED_REDIS_URL = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+export const SHARED_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** Tests that start a Redis of their own (this one or fault-redis.ts) need the server program. */
 export const REDIS_SERVER = program('redis-server', 'apt-get install -y redis-server', ['--version']);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 function answersPing(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -44,7 +44,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const database = options.database ?? (await createTestDatabase());
   const pool = createPool({ databaseUrl: database.url, maxConnections: options.poolSize ?? 10 });
   await applySchema(pool);
-  const store = new PostgresExchangeStore(pool);
+  const statusReadPool = createPool({ databaseUrl: database.url, maxConnections: 1, isolation: 'read committed' });
+  const store = new PostgresExchangeStore(pool, undefined, undefined, statusReadPool);
   const cache = options.redisUrl ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 }) : null;
   const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache, pool) : store;
   const listener = new ExchangeListener(
@@ -73,6 +74,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     close: async () => {
       await listener.close(2_000);
       await pool.end();
+      await statusReadPool.end();
       await cache?.close();
       if (ownsDatabase) await database.drop();
     },

@@ -62,13 +62,13 @@ describe('loadConfig', () => {
   });
 
   it('does not read process.env by itself', () => {
-    const saved = process.env['PORT'];
-    process.env['PORT'] = '4242';
+    const saved = process.env.PORT;
+    process.env.PORT = '4242';
     try {
       expect(config([]).port).to.equal(12345);
     } finally {
-      if (saved === undefined) delete process.env['PORT'];
-      else process.env['PORT'] = saved;
+      if (saved === undefined) delete process.env.PORT;
+      else process.env.PORT = saved;
     }
   });
 

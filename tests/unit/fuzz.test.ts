@@ -16,7 +16,7 @@ import { referenceRenderResults } from '../support/reference-render.js';
 import type { ReplyElement } from '../../server/protocol/replies.js';
 import type { CreateItem, Request } from '../../server/protocol/requests.js';
 
-const SEED = Number(process.env['FUZZ_SEED'] ?? 20_260_611);
+const SEED = Number(process.env.FUZZ_SEED ?? 20_260_611);
 
 /** fc.assert with this file's seed (offset per property so they do not share a stream). */
 function check<T>(property: fc.IProperty<T>, offset: number, numRuns: number): void {
@@ -537,7 +537,7 @@ describe('fuzz: renderResults', function () {
       // One <results> root holding one element per result.
       const roots = (replyParser.parse(wire) as Array<Record<string, unknown>>).filter((node) => 'results' in node);
       expect(roots).to.have.length(1);
-      const children = ((roots[0] as Record<string, unknown>)['results'] as Array<Record<string, unknown>>)
+      const children = ((roots[0] as Record<string, unknown>).results as Array<Record<string, unknown>>)
         .filter((node) => Object.keys(node).some((key) => key !== ':@' && key !== '#text'));
       expect(children).to.have.length(results.length);
     }), 21, 1000);

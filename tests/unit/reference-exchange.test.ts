@@ -17,7 +17,7 @@ describe('the reference model', () => {
     const model = exchange();
     const orders: Array<[string, string]> = [['300', '125'], ['-100', '130'], ['200', '127'], ['-500', '128'], ['-200', '140'], ['400', '125'], ['-400', '124']];
     const opened = model.transactions('1', orders.map(([amount, limit]) => ({ kind: 'order', sym: 'X', amount, limit })), 0);
-    expect(opened.map((reply) => reply.attributes['id'])).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
+    expect(opened.map((reply) => reply.attributes.id)).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
     expect(model.transactions('1', ['1', '7', '6'].map((id) => ({ kind: 'query', id })), 0)).to.deep.equal([
       { name: 'status', attributes: { id: '1' }, parts: [{ name: 'open', shares: '100' }, { name: 'executed', shares: '200', price: '125', time: 0 }] },
       { name: 'status', attributes: { id: '7' }, parts: [{ name: 'executed', shares: '200', price: '127', time: 0 }, { name: 'executed', shares: '200', price: '125', time: 0 }] },

@@ -24,7 +24,7 @@ type Report = {
 
 /** PATH without the directories that hold any of `programs`. */
 function pathWithout(...programs: string[]): string {
-  return (process.env['PATH'] ?? '').split(path.delimiter)
+  return (process.env.PATH ?? '').split(path.delimiter)
     .filter((directory) => directory !== '' && !programs.some((program) => existsSync(path.join(directory, program))))
     .join(path.delimiter);
 }
@@ -122,7 +122,7 @@ describe('tests that need a program npm cannot install', function () {
 });
 
 // Only in the child run of the last test above: one pending test and nothing else.
-if (process.env['MOCHA_PENDING_PROBE'] === '1') {
+if (process.env.MOCHA_PENDING_PROBE === '1') {
   describe.only('the probe', () => {
     it.skip('a pending probe', () => undefined);
   });

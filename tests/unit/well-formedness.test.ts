@@ -19,7 +19,7 @@ import { XMLLINT } from '../support/reply-schema.js';
 import { skipUnless, titleNeeding } from '../support/requirements.js';
 import { libxml2WellFormed, xmllintWellFormed } from '../support/xmllint.js';
 
-const SEED = Number(process.env['FUZZ_SEED'] ?? 20_261_207);
+const SEED = Number(process.env.FUZZ_SEED ?? 20_261_207);
 const CORPUS_SIZE = 4_000;
 
 /** Requests that change something when applied. */
