@@ -60,7 +60,7 @@ describe('error codes', () => {
     const noStore = new Proxy({}, { get: () => () => Promise.reject(new Error('the store was called')) }) as ExchangeStore;
     const process = createRequestProcessor(noStore);
     const count = async (code: string): Promise<number> =>
-      (await metrics.errors.get()).values.find((value) => value.labels['code'] === code)?.value ?? 0;
+      (await metrics.errors.get()).values.find((value) => value.labels.code === code)?.value ?? 0;
     const before = await count('invalid_request');
     const reply = await process(Buffer.from('<nope/>'));
     expect(reply).to.contain("<error>unknown root element 'nope': expected &lt;create&gt; or &lt;transactions&gt;</error>");
