@@ -10,6 +10,7 @@ import hdr from 'hdr-histogram-js';
 import pg from 'pg';
 import { findInvariantViolations } from './invariants.js';
 import { seededRandom } from './random.js';
+import { codeOfMessage, type ErrorCode } from '../server/errors.js';
 import { ConnectionError, describeFailure, openChannel, parseFramingChoice, type Framing, type FramingChoice, type RequestChannel } from './wire.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -139,7 +140,7 @@ const SHARES_PER_ACCOUNT = 10_000;
 
 
 /** Business rejections are expected under random load; anything else is a failure. */
-const EXPECTED_REJECTIONS = /^(insufficient funds|insufficient shares|order has nothing open to cancel)$/;
+const EXPECTED_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds', 'insufficient_shares', 'nothing_open']);
 
 function newHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
@@ -170,9 +171,9 @@ class Load {
     this.mid = symbols.map(() => 10_000);
   }
 
-  /** An <error> in a reply: a business rejection, or a failure. */
+  /** An <error> in a reply: a business rejection, or a failure. Counted by message, for people. */
   countError(reason: string): void {
-    if (EXPECTED_REJECTIONS.test(reason)) {
+    if (EXPECTED_REJECTIONS.has(codeOfMessage(reason))) {
       this.rejections[reason] = (this.rejections[reason] ?? 0) + 1;
     } else {
       this.countFailure(reason);

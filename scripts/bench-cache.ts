@@ -167,7 +167,7 @@ async function lookupBenchmark(): Promise<void> {
     const ids: string[] = [];
     for (let index = 0; index < 200; index++) {
       const placed = await database.placeOrder('1', 'LK', '1', '10');
-      if (!placed.opened) throw new Error(placed.reason);
+      if (!placed.opened) throw new Error(placed.rejection);
       await database.cancelOrder('1', placed.orderId);
       ids.push(placed.orderId);
     }

@@ -14,19 +14,27 @@
  *           batch), each its own transaction, timed after a warm-up pass
  *
  * Prints the median (and lowest) microseconds per write over the tries.
+ * --functions names several versions of apply_writes loaded side by side (say the
+ * current one and `apply_writes_before`, an older one renamed): each try runs
+ * every measurement with each in turn, so a noisy machine affects them alike.
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 
-const HELP = `Usage: node dist/scripts/bench-sql.js [--tries N] [--base P]
+const HELP = `Usage: node dist/scripts/bench-sql.js [--tries N] [--base P] [--functions F,G]
 
   --tries  tries of each measurement; the median is reported (default 5)
   --base   lowest order limit (default 95): set it about 5 below the book's
            prices, so that about 40% of the orders fill (the fill count is printed)
+  --functions  versions of apply_writes to compare, comma-separated, each with its
+           signature (default apply_writes)
 Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/exchange).`;
 
 const { values } = parseArgs({
-  options: { tries: { type: 'string', default: '5' }, base: { type: 'string', default: '95' }, help: { type: 'boolean' } },
+  options: {
+    tries: { type: 'string', default: '5' }, base: { type: 'string', default: '95' },
+    functions: { type: 'string', default: 'apply_writes' }, help: { type: 'boolean' },
+  },
 });
 if (values.help) {
   console.log(HELP);
@@ -34,7 +42,8 @@ if (values.help) {
 }
 const tries = Number(values.tries);
 const base = Number(values.base);
-if (!Number.isInteger(tries) || tries < 1 || !Number.isFinite(base)) {
+const functions = values.functions.split(',');
+if (!Number.isInteger(tries) || tries < 1 || !Number.isFinite(base) || !functions.every((name) => /^[a-z_][a-z0-9_]*$/.test(name))) {
   console.error(HELP);
   process.exit(2);
 }
@@ -56,18 +65,18 @@ const CANCELS_SQL = `
   SELECT array_agg('cancel'::text ORDER BY id) AS kinds, array_agg(account_id ORDER BY id) AS accounts, array_agg(NULL::text) AS syms,
          array_agg(NULL::numeric) AS amounts, array_agg(NULL::numeric) AS limits, array_agg(id ORDER BY id) AS ids
     FROM (SELECT id, account_id FROM orders WHERE open_shares > 0 ORDER BY id DESC LIMIT ${ORDERS}) o`;
-const APPLY_SQL = `SELECT count(*)::int AS writes, count(order_id)::int AS opened, coalesce(sum(fill_count), 0)::int AS fills,
+const applySql = (name: string) => `SELECT count(*)::int AS writes, count(order_id)::int AS opened, coalesce(sum(fill_count), 0)::int AS fills,
          count(*) FILTER (WHERE outcome = 'canceled')::int AS canceled
-    FROM apply_writes($1, $2, $3, $4, $5, $6)`;
+    FROM ${name}($1, $2, $3, $4, $5, $6)`;
 
 type Batch = { kinds: string[]; accounts: string[]; syms: string[]; amounts: string[]; limits: string[]; ids: string[] };
 type Outcome = { writes: number; opened: number; fills: number; canceled: number };
 
-async function timed(client: pg.Client, batch: Batch): Promise<{ micros: number; outcome: Outcome }> {
+async function timed(client: pg.Client, batch: Batch, name: string): Promise<{ micros: number; outcome: Outcome }> {
   await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
   try {
     const started = process.hrtime.bigint();
-    const result = await client.query<Outcome>(APPLY_SQL, [batch.kinds, batch.accounts, batch.syms, batch.amounts, batch.limits, batch.ids]);
+    const result = await client.query<Outcome>(applySql(name), [batch.kinds, batch.accounts, batch.syms, batch.amounts, batch.limits, batch.ids]);
     const micros = Number(process.hrtime.bigint() - started) / 1000;
     return { micros, outcome: result.rows[0] as Outcome };
   } finally {
@@ -78,7 +87,7 @@ async function timed(client: pg.Client, batch: Batch): Promise<{ micros: number;
 function summary(name: string, perWrite: number[], outcome: Outcome): string {
   const sorted = [...perWrite].sort((a, b) => a - b);
   const median = sorted[Math.floor((sorted.length - 1) / 2)] as number;
-  return `${name.padEnd(8)} ${median.toFixed(1).padStart(7)} µs/write median, ${(sorted[0] as number).toFixed(1)} lowest`
+  return `${name.padEnd(8 + Math.max(...functions.map((each) => each.length)))} ${median.toFixed(1).padStart(7)} µs/write median, ${(sorted[0] as number).toFixed(1)} lowest`
     + `  (${outcome.writes} writes: ${outcome.opened} opened, ${outcome.fills} fills, ${outcome.canceled} canceled)`;
 }
 
@@ -98,22 +107,26 @@ async function main(): Promise<void> {
       entry.perWrite.push(micros / writes);
     };
     for (let attempt = 0; attempt < tries; attempt += 1) {
-      await vacuum();
-      const placed = await timed(client, orders);
-      record('orders', placed.micros, orders.kinds.length, placed.outcome);
-      await vacuum();
-      const canceled = await timed(client, cancels);
-      record('cancels', canceled.micros, cancels.kinds.length, canceled.outcome);
-      await vacuum();
-      for (const slice of slices) await timed(client, slice); // warm-up pass
-      let micros = 0;
-      const total: Outcome = { writes: 0, opened: 0, fills: 0, canceled: 0 };
-      for (const slice of slices) {
-        const run = await timed(client, slice);
-        micros += run.micros;
-        for (const key of Object.keys(total) as Array<keyof Outcome>) total[key] += run.outcome[key];
+      // Alternating which goes first, so that neither always runs on a freshly vacuumed cache.
+      for (const fn of attempt % 2 === 0 ? functions : [...functions].reverse()) {
+        const label = (name: string) => (functions.length === 1 ? name : `${name} ${fn}`);
+        await vacuum();
+        const placed = await timed(client, orders, fn);
+        record(label('orders'), placed.micros, orders.kinds.length, placed.outcome);
+        await vacuum();
+        const canceled = await timed(client, cancels, fn);
+        record(label('cancels'), canceled.micros, cancels.kinds.length, canceled.outcome);
+        await vacuum();
+        for (const slice of slices) await timed(client, slice, fn); // warm-up pass
+        let micros = 0;
+        const total: Outcome = { writes: 0, opened: 0, fills: 0, canceled: 0 };
+        for (const slice of slices) {
+          const run = await timed(client, slice, fn);
+          micros += run.micros;
+          for (const key of Object.keys(total) as Array<keyof Outcome>) total[key] += run.outcome[key];
+        }
+        record(label('b64'), micros, ORDERS, total);
       }
-      record('b64', micros, ORDERS, total);
     }
     for (const [name, { perWrite, outcome }] of Object.entries(results)) console.log(summary(name, perWrite, outcome));
   } finally {

@@ -6,12 +6,14 @@ import type { ReplyElement } from './protocol/replies.js';
 import type { ExchangeStore } from './store/exchange-store.js';
 import { metrics } from './observability/metrics.js';
 import { log } from './log.js';
+import { detailedProblem, problem, type Problem } from './errors.js';
 
 export type ProcessorOptions = { slowRequestMs: number };
 
 function count(results: readonly ReplyElement[]): void {
   for (const result of results) {
     metrics.results.inc({ result: result.name });
+    if (result.code !== undefined) metrics.errors.inc({ code: result.code });
     if (result.name === 'opened') metrics.ordersOpened.inc();
     else if (result.name === 'canceled') metrics.cancels.inc();
   }
@@ -23,9 +25,13 @@ export function createRequestProcessor(store: ExchangeStore, options: ProcessorO
     const request = await parseRequestInSlices(body);
     const root = request.kind === 'error' ? 'invalid' : request.kind;
     let reply: string;
-    if (request.kind === 'error') {
+    const requestError = (why: Problem) => {
       metrics.results.inc({ result: 'error' });
-      reply = renderRequestError(request.message);
+      metrics.errors.inc({ code: why.code });
+      return renderRequestError(why);
+    };
+    if (request.kind === 'error') {
+      reply = requestError(detailedProblem('invalid_request', request.message));
     } else {
       try {
         const results = await dispatch(store, request);
@@ -34,7 +40,7 @@ export function createRequestProcessor(store: ExchangeStore, options: ProcessorO
       } catch (error) {
         // Handlers turn store failures into per-item errors; this is a last resort.
         log.error('unexpected failure processing a request', { error: error instanceof Error ? error.stack : String(error) });
-        reply = renderRequestError('internal error: the request could not be completed');
+        reply = requestError(problem('request_failed'));
       }
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;

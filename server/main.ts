@@ -13,7 +13,7 @@ import { createPool } from './store/pool.js';
 import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
-import { framingErrorKind, metrics, registerSources, registry } from './observability/metrics.js';
+import { metrics, registerSources, registry } from './observability/metrics.js';
 import { reachable } from './observability/http.js';
 import { startOperationsPort } from './admin/operations-port.js';
 import { exitOnStopSignal, onStopSignal } from './signals.js';
@@ -115,11 +115,11 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     },
     {
       processRequest: createRequestProcessor(store, { slowRequestMs: config.slowRequestMs }),
-      renderError: (reason) => {
+      renderError: (problem) => {
         // One line per connection problem (info: hostile clients must not flood warnings).
-        metrics.framingErrors.inc({ reason: framingErrorKind(reason) });
-        log.info('connection problem', { reason });
-        return renderRequestError(reason);
+        metrics.framingErrors.inc({ reason: problem.code });
+        log.info('connection problem', { code: problem.code, reason: problem.message });
+        return renderRequestError(problem);
       },
       isCompleteDocument,
     },

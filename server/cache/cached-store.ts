@@ -18,7 +18,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import type {
-  CancelResult, ExchangeStore, Fill, OrderStatus, PlaceOrderResult,
+  AddSharesRejection, CancelResult, ExchangeStore, Fill, OrderStatus, PlaceOrderResult,
 } from '../store/exchange-store.js';
 import { loadCacheSecret } from './cache-secret.js';
 import type { ReadCache } from './read-cache.js';
@@ -58,7 +58,7 @@ export class CachedExchangeStore implements ExchangeStore {
     return this.store.ensureSymbol(sym);
   }
 
-  addShares(accountId: string, sym: string, shares: string): Promise<string | null> {
+  addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null> {
     return this.store.addShares(accountId, sym, shares);
   }
 
@@ -82,7 +82,7 @@ export class CachedExchangeStore implements ExchangeStore {
   async cancelOrder(accountId: string, orderId: string): Promise<CancelResult> {
     // A final order can only ever answer "nothing open" (or "unknown" to other accounts).
     const cached = await this.finalOrder(orderId);
-    if (cached) return { outcome: cached.owner === accountId ? 'nothing open' : 'unknown order' };
+    if (cached) return { outcome: cached.owner === accountId ? 'nothing_open' : 'unknown_order' };
     const result = await this.store.cancelOrder(accountId, orderId);
     if (result.outcome === 'canceled') {
       // The cancel has committed; the order's status is now final.

@@ -2,15 +2,16 @@
 import type { AddShares, Attributes, CreateAccount, CreateRequest, InvalidCreateItem } from '../protocol/requests.js';
 import { element, errorElement, type ReplyElement } from '../protocol/replies.js';
 import type { ExchangeStore } from '../store/exchange-store.js';
-import { failureReason } from './failure.js';
+import { failureProblem } from './failure.js';
+import { detailedProblem, problem } from '../errors.js';
 
 async function createAccount(store: ExchangeStore, item: CreateAccount): Promise<ReplyElement> {
   const echo = [['id', item.accountId]] as const;
   try {
     const created = await store.createAccount(item.accountId, item.balance);
-    return created ? element('created', echo) : errorElement(echo, 'account already exists');
+    return created ? element('created', echo) : errorElement(echo, problem('account_exists'));
   } catch (error) {
-    return errorElement(echo, failureReason(error, 'create account'));
+    return errorElement(echo, failureProblem(error, 'create account'));
   }
 }
 
@@ -21,15 +22,15 @@ function sharesEcho(item: AddShares | InvalidCreateItem): Attributes {
 async function addShares(store: ExchangeStore, item: AddShares): Promise<ReplyElement> {
   const echo = sharesEcho(item);
   try {
-    const problem = await store.addShares(item.accountId, item.sym, item.shares);
-    return problem === null ? element('created', echo) : errorElement(echo, problem);
+    const rejection = await store.addShares(item.accountId, item.sym, item.shares);
+    return rejection === null ? element('created', echo) : errorElement(echo, problem(rejection));
   } catch (error) {
-    return errorElement(echo, failureReason(error, 'add shares'));
+    return errorElement(echo, failureProblem(error, 'add shares'));
   }
 }
 
 function invalid(item: InvalidCreateItem): ReplyElement {
-  return errorElement(item.echo, item.reason);
+  return errorElement(item.echo, detailedProblem('invalid_item', item.reason));
 }
 
 export async function handleCreate(store: ExchangeStore, request: CreateRequest): Promise<ReplyElement[]> {
@@ -44,8 +45,8 @@ export async function handleCreate(store: ExchangeStore, request: CreateRequest)
       try {
         await store.ensureSymbol(group.sym);
       } catch (error) {
-        const reason = failureReason(error, 'create symbol');
-        for (const item of group.items) results.push(errorElement(sharesEcho(item), reason));
+        const failure = failureProblem(error, 'create symbol');
+        for (const item of group.items) results.push(errorElement(sharesEcho(item), failure));
         continue;
       }
     }

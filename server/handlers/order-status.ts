@@ -3,9 +3,6 @@ import { canonicalDecimal } from '../protocol/decimal.js';
 import { element, type ReplyElement } from '../protocol/replies.js';
 import type { Fill } from '../store/exchange-store.js';
 
-/** Same message for unknown ids and other accounts' ids, so ids cannot be probed. */
-export const UNKNOWN_ORDER = 'no such order for this account';
-
 export function canceledElement(shares: string, time: string): ReplyElement {
   return element('canceled', [['shares', canonicalDecimal(shares)], ['time', time]]);
 }

@@ -2,7 +2,8 @@
 import type { OrderItem } from '../protocol/requests.js';
 import { element, errorElement, type ReplyElement } from '../protocol/replies.js';
 import { WriteTooLongError, type ExchangeStore } from '../store/exchange-store.js';
-import { failureReason } from './failure.js';
+import { failureProblem } from './failure.js';
+import { problem } from '../errors.js';
 import { metrics } from '../observability/metrics.js';
 
 /**
@@ -13,17 +14,15 @@ import { metrics } from '../observability/metrics.js';
  */
 export type OrderBudget = { timedOut: boolean };
 
-export const NOT_RUN_AFTER_TIME_LIMIT = 'not processed: an earlier order of this request ran past the write time limit';
-
 export async function handleOrder(store: ExchangeStore, accountId: string, item: OrderItem, budget: OrderBudget = { timedOut: false }): Promise<ReplyElement> {
-  if (budget.timedOut) return errorElement(item.echo, NOT_RUN_AFTER_TIME_LIMIT);
+  if (budget.timedOut) return errorElement(item.echo, problem('not_run_after_time_limit'));
   try {
     const result = await store.placeOrder(accountId, item.sym, item.amount, item.limit);
-    if (!result.opened) return errorElement(item.echo, result.reason);
+    if (!result.opened) return errorElement(item.echo, problem(result.rejection));
     metrics.fills.inc(result.fills);
     return element('opened', [...item.echo, ['id', result.orderId]]);
   } catch (error) {
     if (error instanceof WriteTooLongError) budget.timedOut = true;
-    return errorElement(item.echo, failureReason(error, 'order'));
+    return errorElement(item.echo, failureProblem(error, 'order'));
   }
 }

@@ -3,14 +3,16 @@ import type { QueryItem } from '../protocol/requests.js';
 import { canonicalDecimal } from '../protocol/decimal.js';
 import { element, errorElement, type ReplyElement } from '../protocol/replies.js';
 import type { ExchangeStore } from '../store/exchange-store.js';
-import { failureReason } from './failure.js';
-import { UNKNOWN_ORDER, canceledElement, executedElements } from './order-status.js';
+import { failureProblem } from './failure.js';
+import { canceledElement, executedElements } from './order-status.js';
+import { problem } from '../errors.js';
 
 export async function handleQuery(store: ExchangeStore, accountId: string, item: QueryItem): Promise<ReplyElement> {
-  if (item.orderId === null) return errorElement(item.echo, UNKNOWN_ORDER);
+  // Malformed, unknown and other accounts' ids get the same answer, so ids cannot be probed.
+  if (item.orderId === null) return errorElement(item.echo, problem('unknown_order'));
   try {
     const status = await store.orderStatus(accountId, item.orderId);
-    if (status === null) return errorElement(item.echo, UNKNOWN_ORDER);
+    if (status === null) return errorElement(item.echo, problem('unknown_order'));
     const children: ReplyElement[] = [];
     const open = canonicalDecimal(status.openShares);
     if (open !== '0') children.push(element('open', [['shares', open]]));
@@ -18,6 +20,6 @@ export async function handleQuery(store: ExchangeStore, accountId: string, item:
     children.push(...executedElements(status.fills));
     return element('status', item.echo, children);
   } catch (error) {
-    return errorElement(item.echo, failureReason(error, 'query'));
+    return errorElement(item.echo, failureProblem(error, 'query'));
   }
 }

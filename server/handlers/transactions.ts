@@ -3,7 +3,8 @@ import type { TransactionItem, TransactionsRequest } from '../protocol/requests.
 import { errorElement, type ReplyElement } from '../protocol/replies.js';
 import type { ExchangeStore } from '../store/exchange-store.js';
 import { handleCancel } from './cancel.js';
-import { failureReason } from './failure.js';
+import { failureProblem } from './failure.js';
+import { detailedProblem, problem, type Problem } from '../errors.js';
 import { handleOrder, type OrderBudget } from './order.js';
 import { handleQuery } from './query.js';
 
@@ -24,13 +25,14 @@ function runItem(store: ExchangeStore, accountId: string, item: ValidItem, budge
 }
 
 export async function handleTransactions(store: ExchangeStore, request: TransactionsRequest): Promise<ReplyElement[]> {
-  let accountProblem = request.accountIdProblem;
+  // Why no child can run, if none can: the account id is invalid or unknown, or the lookup failed.
+  let accountProblem: Problem | null = request.accountIdProblem === null ? null : detailedProblem('invalid_item', request.accountIdProblem);
   if (accountProblem === null && request.accountId !== null) {
     try {
       // Accounts are never deleted, so one check covers every child.
-      if (!(await store.accountExists(request.accountId))) accountProblem = 'unknown account';
+      if (!(await store.accountExists(request.accountId))) accountProblem = problem('unknown_account');
     } catch (error) {
-      accountProblem = failureReason(error, 'account lookup');
+      accountProblem = failureProblem(error, 'account lookup');
     }
   }
   // SPEC: no children is <results/> for an existing account, as <create/> is, and
@@ -38,7 +40,7 @@ export async function handleTransactions(store: ExchangeStore, request: Transact
   if (request.items.length === 0) {
     return accountProblem === null && request.accountId !== null
       ? []
-      : [errorElement(request.accountEcho, accountProblem ?? 'unknown account')];
+      : [errorElement(request.accountEcho, accountProblem ?? problem('unknown_account'))];
   }
   const results: ReplyElement[] = [];
   let replyElements = 0;
@@ -46,11 +48,11 @@ export async function handleTransactions(store: ExchangeStore, request: Transact
   for (const item of request.items) {
     if (replyElements >= MAX_REPLY_ELEMENTS) {
       // Many queries of orders with many fills would make a small request build a huge reply.
-      results.push(errorElement(item.echo, 'not processed: the reply to this request reached its size limit'));
+      results.push(errorElement(item.echo, problem('reply_limit')));
     } else if (accountProblem !== null || request.accountId === null) {
-      results.push(errorElement(item.echo, accountProblem ?? 'unknown account'));
+      results.push(errorElement(item.echo, accountProblem ?? problem('unknown_account')));
     } else if (item.kind === 'invalid') {
-      results.push(errorElement(item.echo, item.reason));
+      results.push(errorElement(item.echo, detailedProblem('invalid_item', item.reason)));
     } else {
       results.push(await runItem(store, request.accountId, item, budget));
     }

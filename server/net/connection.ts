@@ -6,6 +6,7 @@
 import type net from 'node:net';
 import { RequestFramer, frameReply, type FrameEvent, type ReplyFraming } from '../protocol/framing.js';
 import type { BudgetWaiter, ByteBudget } from './byte-budget.js';
+import { detailedProblem, type Problem } from '../errors.js';
 
 export type ConnectionOptions = {
   framing: ReplyFraming;
@@ -29,7 +30,7 @@ export type ConnectionHooks = {
   /** Answers one request body with a reply document; must not throw. */
   processRequest: (body: Buffer) => Promise<string>;
   /** The reply for a framing failure (bad length line, oversize, timeout). */
-  renderError: (reason: string) => string;
+  renderError: (problem: Problem) => string;
   isCompleteDocument: (body: Buffer) => boolean;
 };
 
@@ -120,13 +121,13 @@ export class Connection {
   }
 
   /** Closes a connection to make room for another: an error reply, then close soon. */
-  evict(reason: string): void {
+  evict(problem: Problem): void {
     if (this.closed) return;
     this.accepting = false;
     this.queue.length = 0;
     this.clearTimers();
     this.socket.resume();
-    this.socket.end(frameReply(this.hooks.renderError(reason), this.options.framing));
+    this.socket.end(frameReply(this.hooks.renderError(problem), this.options.framing));
     this.closeTimer ??= setTimeout(() => this.socket.destroy(), CLOSE_AFTER_REPLY_MS).unref();
     this.flowControl();
   }
@@ -216,7 +217,7 @@ export class Connection {
       this.framedCount += events.length;
       // A bare-mode connection exists for one request: closing without one deserves a reply.
       if (events.length === 0 && this.options.framing === 'bare' && this.sawData) {
-        events.push({ type: 'error', reason: 'empty request: connection closed before a request arrived' });
+        events.push({ type: 'error', problem: detailedProblem('truncated', 'empty request: connection closed before a request arrived') });
       }
       this.enqueue(events);
     }
@@ -269,7 +270,7 @@ export class Connection {
         const event = this.queue.shift() as FrameEvent;
         if (event.type === 'error') {
           this.queue.length = 0;
-          this.write(this.hooks.renderError(event.reason));
+          this.write(this.hooks.renderError(event.problem));
           break;
         }
         this.inProcessBytes = event.body.length;
@@ -394,7 +395,7 @@ export class Connection {
       this.startRequestTimer();
       return;
     }
-    this.enqueue([{ type: 'error', reason: `request not received in full within ${this.options.requestTimeoutMs} ms` }]);
+    this.enqueue([{ type: 'error', problem: detailedProblem('timeout', `request not received in full within ${this.options.requestTimeoutMs} ms`) }]);
   }
 
   private clearTimers(): void {

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { ByteBudget } from './byte-budget.js';
 import { Connection, type ConnectionHooks, type ConnectionOptions } from './connection.js';
 import { log } from '../log.js';
+import { problem } from '../errors.js';
 
 export type ListenerOptions = ConnectionOptions & {
   host: string;
@@ -50,7 +51,7 @@ export class ExchangeListener {
     if (victim === undefined) return false;
     // Counted out now: it closes within a second.
     this.connections.delete(victim);
-    victim.evict('server at its connection limit: connection closed to make room, before a request arrived');
+    victim.evict(problem('evicted'));
     return true;
   }
 

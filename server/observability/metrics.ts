@@ -27,7 +27,13 @@ export const metrics = {
   ordersOpened: new client.Counter({ name: 'exchange_orders_opened_total', help: 'Orders opened' }),
   fills: new client.Counter({ name: 'exchange_fills_total', help: 'Executions (one per resting order an incoming order traded with)' }),
   cancels: new client.Counter({ name: 'exchange_cancels_total', help: 'Orders canceled' }),
-  framingErrors: new client.Counter({ name: 'exchange_framing_errors_total', help: 'Connections ended by a framing error or timeout', labelNames: ['reason'] }),
+  errors: new client.Counter({
+    name: 'exchange_errors_total', help: 'Error reply elements (item and request level), by code (server/errors.ts)', labelNames: ['code'],
+  }),
+  /** The label is named reason for dashboards made before codes; its values are the codes. */
+  framingErrors: new client.Counter({
+    name: 'exchange_framing_errors_total', help: 'Connections ended by a framing error or timeout, by code (server/errors.ts)', labelNames: ['reason'],
+  }),
   writeBatchSize: new client.Histogram({
     name: 'exchange_write_batch_size', help: 'Writes (orders and cancels) committed per transaction', buckets: [1, 2, 4, 8, 16, 32, 64],
   }),
@@ -74,15 +80,6 @@ export function registerSources(sources: MetricSources): void {
       this.set({ state: 'waiting' }, pool.waiting);
     },
   });
-}
-
-/** The coarse kind of a framing failure, as a metric label. */
-export function framingErrorKind(reason: string): string {
-  if (reason.includes('connection limit')) return 'evicted';
-  if (reason.includes('within')) return 'timeout';
-  if (reason.startsWith('truncated') || reason.startsWith('empty')) return 'truncated';
-  if (reason.includes('exceeds the maximum')) return 'too_large';
-  return 'bad_length_line';
 }
 
 export const registry = client.register;

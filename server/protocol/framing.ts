@@ -11,13 +11,15 @@
  * as they arrive and asks them the questions its timers need answered.
  */
 
+import { detailedProblem, type Problem } from '../errors.js';
+
 /** SPEC's reply framings: 'bare' (the document, then close) or 'length' (framed like a request). */
 export type ReplyFraming = 'bare' | 'length';
 
 export type FrameEvent =
   | { type: 'request'; body: Buffer }
-  /** Fatal for the connection: reply with this reason, then close. */
-  | { type: 'error'; reason: string };
+  /** Fatal for the connection: reply with this error, then close. */
+  | { type: 'error'; problem: Problem };
 
 /** A length line longer than this (after leading blank space) is not a length line. */
 const MAX_LENGTH_LINE = 32;
@@ -183,10 +185,10 @@ export class RequestFramer {
     const short = this.takeCompleteShortBody(isCompleteDocument);
     if (short) return [short];
     if (this.expectedLength !== null) {
-      return [this.fail(`truncated request: connection closed after ${this.buffered.length} of ${this.expectedLength} bytes`)];
+      return [this.fail(detailedProblem('truncated', `truncated request: connection closed after ${this.buffered.length} of ${this.expectedLength} bytes`))];
     }
     const rest = this.buffered.joined();
-    if (rest.some((byte) => !isBlank(byte))) return [this.fail('truncated request: connection closed inside the length line')];
+    if (rest.some((byte) => !isBlank(byte))) return [this.fail(detailedProblem('truncated', 'truncated request: connection closed inside the length line'))];
     this.reset();
     return [];
   }
@@ -202,9 +204,9 @@ export class RequestFramer {
           break;
         }
         if (line.kind !== 'length') {
-          events.push(this.fail(line.kind === 'invalid' ? INVALID_LENGTH_LINE
-            : line.kind === 'too-long' ? 'invalid length line: too long'
-              : `request of ${line.declared} bytes exceeds the maximum of ${this.maxRequestBytes} bytes`));
+          events.push(this.fail(line.kind === 'invalid' ? detailedProblem('bad_length_line', INVALID_LENGTH_LINE)
+            : line.kind === 'too-long' ? detailedProblem('bad_length_line', 'invalid length line: too long')
+              : detailedProblem('too_large', `request of ${line.declared} bytes exceeds the maximum of ${this.maxRequestBytes} bytes`)));
           break;
         }
         this.buffered.consume(line.consumed);
@@ -224,10 +226,10 @@ export class RequestFramer {
     this.expectedLength = null;
   }
 
-  private fail(reason: string): FrameEvent {
+  private fail(problem: Problem): FrameEvent {
     this.failed = true;
     this.reset();
-    return { type: 'error', reason };
+    return { type: 'error', problem };
   }
 }
 

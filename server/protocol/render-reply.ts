@@ -6,6 +6,7 @@
  * 1 µs here. The output is byte-identical to xmlbuilder2's pretty
  * print, which the fuzz tests check against it (tests/support/reference-render.ts).
  */
+import type { Problem } from '../errors.js';
 import { errorElement, type ReplyElement } from './replies.js';
 import { withLegalXmlCharacters } from './xml-characters.js';
 
@@ -59,6 +60,6 @@ export function renderResults(results: readonly ReplyElement[]): string {
 }
 
 /** A request-level failure: `<results><error>why</error></results>`. */
-export function renderRequestError(reason: string): string {
-  return renderResults([errorElement([], reason)]);
+export function renderRequestError(problem: Problem): string {
+  return renderResults([errorElement([], problem)]);
 }

@@ -12,6 +12,7 @@ import { DEFAULT_RETRY_POLICY, RetriesExhaustedError, isRetryable, withRetry, ty
 import { OutcomePruner, awaitBatchOutcome, newBatchToken, type BatchRecord } from './write-outcome.js';
 import { log } from '../log.js';
 import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMark, type WalMarkRow } from './durability.js';
+import { ERROR_MESSAGES, type ErrorCode } from '../errors.js';
 
 export type Fill = { shares: string; price: string; time: string };
 export type OrderStatus = {
@@ -21,11 +22,15 @@ export type OrderStatus = {
   /** Oldest first. */
   fills: Fill[];
 };
+/** Why the matching functions (schema/002_matching.sql) refuse a write: codes of server/errors.ts. */
+export type OrderRejection = Extract<ErrorCode, 'unknown_account' | 'unknown_symbol' | 'insufficient_funds' | 'insufficient_shares'>;
+export type CancelRejection = Extract<ErrorCode, 'unknown_order' | 'nothing_open'>;
+export type AddSharesRejection = Extract<ErrorCode, 'unknown_account' | 'unknown_symbol'>;
 /** fills: how many resting orders the new order executed against at once. */
-export type PlaceOrderResult = { opened: true; orderId: string; fills: number } | { opened: false; reason: string };
+export type PlaceOrderResult = { opened: true; orderId: string; fills: number } | { opened: false; rejection: OrderRejection };
 export type CancelResult =
   | { outcome: 'canceled'; shares: string; time: string; fills: Fill[] }
-  | { outcome: 'unknown order' | 'nothing open' };
+  | { outcome: CancelRejection };
 
 export interface ExchangeStore {
   /** Names this database instance (new after a reset); caches key on it. */
@@ -33,8 +38,8 @@ export interface ExchangeStore {
   /** false when the account already exists. */
   createAccount(accountId: string, balance: string): Promise<boolean>;
   ensureSymbol(sym: string): Promise<void>;
-  /** null on success, else why not (the account does not exist). */
-  addShares(accountId: string, sym: string, shares: string): Promise<string | null>;
+  /** null on success, else why not (the account or the symbol does not exist). */
+  addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null>;
   accountExists(accountId: string): Promise<boolean>;
   placeOrder(accountId: string, sym: string, amount: string, limit: string): Promise<PlaceOrderResult>;
   /** null when the order does not exist or belongs to another account. */
@@ -69,7 +74,7 @@ export class WriteTooLongError extends Error {
 /** A write whose transaction failed and is known never to commit: nothing changed, safe to send again. */
 export class WriteNotAppliedError extends Error {
   constructor(readonly failure: unknown) {
-    super('not applied: the database failed while running it; nothing was changed, it is safe to send again');
+    super(ERROR_MESSAGES.write_not_applied);
     this.name = 'WriteNotAppliedError';
   }
 }
@@ -118,6 +123,19 @@ WITH w AS MATERIALIZED (
 SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
   FROM w ORDER BY w.n`;
 
+/**
+ * The one place SQL's answers become codes: the matching functions return codes of
+ * server/errors.ts, and one outside what the caller expects is a bug, never a reply.
+ */
+function codeFromSql<Code extends ErrorCode>(value: string | null, expected: readonly Code[]): Code {
+  const code = expected.find((each) => each === value);
+  if (code === undefined) throw new Error(`schema/002_matching.sql returned ${JSON.stringify(value)}, not one of ${expected.join(', ')}`);
+  return code;
+}
+const ORDER_REJECTIONS: readonly OrderRejection[] = ['unknown_account', 'unknown_symbol', 'insufficient_funds', 'insufficient_shares'];
+const CANCEL_REJECTIONS: readonly CancelRejection[] = ['unknown_order', 'nothing_open'];
+const ADD_SHARES_REJECTIONS: readonly AddSharesRejection[] = ['unknown_account', 'unknown_symbol'];
+
 function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalMark): WriteResult {
   if (!row) throw new Error('apply_writes returned too few rows');
   if (request.kind === 'order') {
@@ -125,7 +143,7 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalM
       kind: 'order',
       result: row.order_id
         ? { opened: true, orderId: row.order_id, fills: row.fill_count ?? 0 }
-        : { opened: false, reason: row.rejection ?? 'order not opened' },
+        : { opened: false, rejection: codeFromSql(row.rejection, ORDER_REJECTIONS) },
       wal,
     };
   }
@@ -133,7 +151,7 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalM
     const fills = (row.fills ?? []).map(([shares, price, time]) => ({ shares, price, time }));
     return { kind: 'cancel', result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills }, wal };
   }
-  return { kind: 'cancel', result: { outcome: row.outcome === 'nothing open' ? 'nothing open' : 'unknown order' }, wal };
+  return { kind: 'cancel', result: { outcome: codeFromSql(row.outcome, CANCEL_REJECTIONS) }, wal };
 }
 
 /**
@@ -272,12 +290,13 @@ export class PostgresExchangeStore implements ExchangeStore {
     await this.query('INSERT INTO symbols (sym) VALUES ($1) ON CONFLICT (sym) DO NOTHING', [sym]);
   }
 
-  async addShares(accountId: string, sym: string, shares: string): Promise<string | null> {
+  async addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null> {
     const result = await this.query<{ problem: string | null }>(
       'SELECT add_shares($1, $2, $3) AS problem',
       [accountId, sym, shares],
     );
-    return result.rows[0]?.problem ?? null;
+    const problem = result.rows[0]?.problem ?? null;
+    return problem === null ? null : codeFromSql(problem, ADD_SHARES_REJECTIONS);
   }
 
   /**

@@ -11,6 +11,7 @@ import { startServerProcess } from '../support/process.js';
 import { pick, seededRandom } from '../../client/random.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
+import { codeOfMessage, type ErrorCode } from '../../server/errors.js';
 import { createPool } from '../../server/store/pool.js';
 
 type Workload = { accounts: string[]; symbols: string[] };
@@ -63,6 +64,9 @@ async function runClient(send: Send, workload: Workload, seed: number, requests:
   }
 }
 
+/** Rejections a race may legitimately end in; any other error is a failure. */
+const BUSINESS_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds', 'insufficient_shares', 'nothing_open']);
+
 function countResult(node: ReplyNode, stats: RaceStats, account: string, myOrders: Array<{ account: string; id: string }>): void {
   if (node.name === 'opened') {
     stats.opened++;
@@ -70,7 +74,7 @@ function countResult(node: ReplyNode, stats: RaceStats, account: string, myOrder
   } else if (node.name === 'canceled') {
     stats.canceled++;
   } else if (node.name === 'error') {
-    if (/insufficient|nothing open/.test(node.text)) stats.rejected++;
+    if (BUSINESS_REJECTIONS.has(codeOfMessage(node.text))) stats.rejected++;
     else stats.failed++;
   }
 }
@@ -149,7 +153,7 @@ describe('concurrency: racing clients keep every invariant', function () {
       sendOnce(server.port, '<transactions id="401"><order sym="DS" amount="1" limit="100"/></transactions>')));
     const results = replies.flatMap(parseResults);
     expect(results.filter((node) => node.name === 'opened')).to.have.length(7);
-    expect(results.filter((node) => node.name === 'error' && node.text === 'insufficient funds')).to.have.length(13);
+    expect(results.filter((node) => node.name === 'error' && codeOfMessage(node.text) === 'insufficient_funds')).to.have.length(13);
     const balance = await server.pool.query<{ balance: string }>("SELECT balance::text FROM accounts WHERE id = '401'");
     expect(Number(balance.rows[0]?.balance)).to.equal(0);
   });

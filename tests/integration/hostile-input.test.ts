@@ -12,7 +12,7 @@
  */
 import { expect } from 'chai';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { UNKNOWN_ORDER } from '../../server/handlers/order-status.js';
+import { ERROR_MESSAGES } from '../../server/errors.js';
 import { LengthClient, frameRequest, sendRaw, sendRequest } from '../support/client.js';
 import type pg from 'pg';
 import { createTestDatabase } from '../support/database.js';
@@ -456,7 +456,7 @@ const CASES: Case[] = [
   ...BAD_ORDER_IDS.flatMap(([label, value]): Case[] => ['query', 'cancel'].map((kind) => ({
     name: `<${kind}> id ${label} (${JSON.stringify(value.slice(0, 12))}) is answered like an unknown id`,
     wire: () => frame(tx(`<${kind} id="${value}"/>`)),
-    expect: itemErrors([{ id: value }, UNKNOWN_ORDER]),
+    expect: itemErrors([{ id: value }, ERROR_MESSAGES.unknown_order]),
   }))),
 
   // --- length framing ---------------------------------------------------------

@@ -23,7 +23,10 @@ import fc from 'fast-check';
 import type pg from 'pg';
 import { createRequestProcessor } from '../../server/app.js';
 import { metrics } from '../../server/observability/metrics.js';
-import { PostgresExchangeStore, type CancelResult, type ExchangeStore, type OrderStatus, type PlaceOrderResult } from '../../server/store/exchange-store.js';
+import {
+  PostgresExchangeStore, type AddSharesRejection, type CancelResult, type ExchangeStore, type OrderStatus, type PlaceOrderResult,
+} from '../../server/store/exchange-store.js';
+import { codeOfMessage, type ErrorCode } from '../../server/errors.js';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
 import { findInvariantViolations } from '../../client/invariants.js';
@@ -226,7 +229,7 @@ class RecordingStore implements ExchangeStore {
     return this.inner.ensureSymbol(sym);
   }
 
-  addShares(accountId: string, sym: string, shares: string): Promise<string | null> {
+  addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null> {
     return this.inner.addShares(accountId, sym, shares);
   }
 
@@ -255,16 +258,16 @@ type Exchange = { pool: pg.Pool; store: RecordingStore; process: (xml: string) =
 // One sequence: names, id mapping, step times, and the comparison of replies.
 // ---------------------------------------------------------------------------------------
 
-/** The server's wording of each rejection; null: any non-empty reason (SPEC leaves it open). */
-const WORDING: Record<Rejection, readonly string[] | null> = {
-  'account already exists': ['account already exists'],
-  'unknown account': ['unknown account'],
-  'insufficient funds': ['insufficient funds'],
-  'insufficient shares': ['insufficient shares'],
+/** The server's error codes (server/errors.ts) for each rejection; null: any non-empty reason (SPEC leaves it open). */
+const WORDING: Record<Rejection, readonly ErrorCode[] | null> = {
+  'account already exists': ['account_exists'],
+  'unknown account': ['unknown_account'],
+  'insufficient funds': ['insufficient_funds'],
+  'insufficient shares': ['insufficient_shares'],
   // SPEC: rejected "because the seller holds no position in it".
-  'unknown symbol': ['unknown symbol', 'insufficient shares'],
-  'unknown order': ['no such order for this account'],
-  'nothing open': ['order has nothing open to cancel'],
+  'unknown symbol': ['unknown_symbol', 'insufficient_shares'],
+  'unknown order': ['unknown_order'],
+  'nothing open': ['nothing_open'],
   'no children': null,
 };
 
@@ -484,7 +487,8 @@ class Sequence {
     if (node.name === 'error') {
       const rejection = /^\((.*)\)$/.exec(want?.text ?? '')?.[1] as Rejection | undefined;
       const wording = rejection === undefined ? undefined : WORDING[rejection];
-      const known = wording === null ? node.text.length > 0 : wording?.includes(node.text) ?? false;
+      const code = codeOfMessage(node.text);
+      const known = wording === null ? node.text.length > 0 : code !== undefined && (wording?.includes(code) ?? false);
       shape.text = known ? want?.text : node.text;
     }
     return shape;

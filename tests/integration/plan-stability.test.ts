@@ -39,7 +39,7 @@ async function exerciseEveryPath(client: pg.PoolClient): Promise<void> {
   const cancels = (await client.query<{ outcome: string }>(APPLY, writeArrays([
     ['cancel', 'A', String(restingSell)], ['cancel', 'B', String(restingBuy)], ['cancel', 'B', String(restingSell)],
   ]))).rows.map((row) => row.outcome);
-  expect(cancels).to.deep.equal(['canceled', 'canceled', 'unknown order']);
+  expect(cancels).to.deep.equal(['canceled', 'canceled', 'unknown_order']);
   const statuses = await client.query(STATUSES, [['A', 'B', 'B'], [restingSell, restingBuy, restingSell]]);
   // Two orders with one fill each; the third lookup is another account's order: nothing.
   expect(statuses.rows.map((row: { n: number }) => row.n)).to.deep.equal([1, 2]);

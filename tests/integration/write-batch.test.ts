@@ -94,8 +94,8 @@ describe('a write batch decides what the same writes decide one by one', functio
     // What serial execution gives, spelled out (see the comments on WRITES).
     expect(singleRows.map((row) => row.rejection ?? row.outcome ?? `opened ${row.order_id} with ${row.fill_count} fill(s)`)).to.deep.equal([
       'opened 1 with 0 fill(s)', 'opened 2 with 1 fill(s)', 'opened 3 with 0 fill(s)', 'opened 4 with 1 fill(s)', 'opened 5 with 0 fill(s)',
-      'insufficient funds', 'insufficient shares', 'canceled', 'unknown order', 'unknown symbol',
-      'opened 6 with 0 fill(s)', 'insufficient shares',
+      'insufficient_funds', 'insufficient_shares', 'canceled', 'unknown_order', 'unknown_symbol',
+      'opened 6 with 0 fill(s)', 'insufficient_shares',
     ]);
     const [accounts, positions, , , symbols] = await state(single.pool);
     expect(accounts).to.deep.equal([{ id: 'A', balance: '78' }, { id: 'B', balance: '0' }]);
@@ -139,7 +139,7 @@ describe('a write batch decides what the same writes decide one by one', functio
     expect(paid.rows[0]?.fill_count).to.equal(200);
     expect(paid.scans).to.be.at.least(200);
     const unpaid = await indexScans([['order', 'poor', 'X', '5', '10']]);
-    expect(unpaid.rows[0]?.rejection).to.equal('insufficient funds');
+    expect(unpaid.rows[0]?.rejection).to.equal('insufficient_funds');
     expect(unpaid.scans).to.be.lessThan(5);
   });
 });

@@ -9,12 +9,13 @@ import { LengthClient } from './client.js';
 import { GrantLedger } from './ledger.js';
 import { parseResults, type ReplyNode } from './xml.js';
 import { pick, seededRandom } from '../../client/random.js';
+import { codeOfMessage, type ErrorCode } from '../../server/errors.js';
 
 export type SentOrder = { tag: number; account: string; sym: string; amount: string; limit: string; doomed: boolean };
 export type AckedOrder = SentOrder & { id: string };
 
-/** Error texts that say the order was certainly not applied. */
-const DEFINITIVE_REJECTION = /^(insufficient funds|insufficient shares|unknown symbol|unknown account|not applied)/;
+/** Errors that say the order was certainly not applied. */
+const DEFINITIVE_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds', 'insufficient_shares', 'unknown_symbol', 'unknown_account', 'not_applied']);
 
 /** What the clients were told about every order they sent, keyed by the order's unique limit. */
 export class OrderLedger {
@@ -241,7 +242,7 @@ export class LoadDriver {
         ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
         return true;
       }
-      if (node.name === 'error' && DEFINITIVE_REJECTION.test(node.text)) {
+      if (node.name === 'error' && DEFINITIVE_REJECTIONS.has(codeOfMessage(node.text))) {
         ledger.failed.set(order.limit, { order, reason: node.text });
         this.stats.rejected++;
         if (order.doomed) return true;
@@ -263,7 +264,7 @@ export class LoadDriver {
         ledger.sawFills(order.id, fills);
         return true;
       }
-      if (node.name === 'error' && node.text === 'order has nothing open to cancel') {
+      if (node.name === 'error' && codeOfMessage(node.text) === 'nothing_open') {
         // Final: no later read may show it open again.
         seen.set(order.id, { open: 0, fills: seen.get(order.id)?.fills ?? 0, final: true });
         return true;

@@ -6,12 +6,13 @@ import {
 import { isCompleteDocument } from '../../server/protocol/parse-request.js';
 import { renderResults } from '../../server/protocol/render-reply.js';
 import { element, errorElement } from '../../server/protocol/replies.js';
+import { detailedProblem } from '../../server/errors.js';
 
 
 type Shown = { type: 'request'; body: string } | { type: 'error'; reason: string };
 
 function show(events: FrameEvent[]): Shown[] {
-  return events.map((event) => (event.type === 'request' ? { type: 'request', body: event.body.toString('utf8') } : event));
+  return events.map((event) => (event.type === 'request' ? { type: 'request', body: event.body.toString('utf8') } : { type: 'error', reason: event.problem.message }));
 }
 
 function feed(framer: RequestFramer, chunks: Buffer[]): Shown[] {
@@ -423,7 +424,7 @@ describe('frameRequest', () => {
 
 describe('frameReply', () => {
   const ascii = renderResults([element('created', [['id', '1']])]);
-  const multibyte = renderResults([errorElement([['sym', 'é']], '€ and 😀')]);
+  const multibyte = renderResults([errorElement([['sym', 'é']], detailedProblem('invalid_item', '€ and 😀'))]);
 
   it('bare: the document alone', () => {
     const bytes = frameReply(ascii, 'bare');
@@ -447,13 +448,13 @@ describe('frameReply', () => {
   it('length: a framed reply reads back with the request framer (framed like a request)', () => {
     const framer = new RequestFramer(1 << 20);
     const events = framer.push(Buffer.concat([frameReply(ascii, 'length'), frameReply(multibyte, 'length')]));
-    expect(events.map((event) => (event.type === 'request' ? event.body.toString('utf8') : event.reason))).to.deep.equal([ascii, multibyte]);
+    expect(events.map((event) => (event.type === 'request' ? event.body.toString('utf8') : event.problem.message))).to.deep.equal([ascii, multibyte]);
   });
 });
 
 describe('ReplyDecoder', () => {
   const ONE = renderResults([element('created', [['id', '1']])]);
-  const TWO = renderResults([errorElement([['sym', 'é']], '€ and 😀')]);
+  const TWO = renderResults([errorElement([['sym', 'é']], detailedProblem('invalid_item', '€ and 😀'))]);
 
   type ShownReply = { type: 'reply'; xml: string } | { type: 'error'; code: string; serverFraming: ReplyFraming | null };
   const showReplies = (events: ReplyEvent[]): ShownReply[] => events.map((event) => (event.type === 'reply'

@@ -45,8 +45,8 @@ function runFramer(maxRequestBytes: number, chunks: Uint8Array[], callEnd: boole
       expect(failed, `no event after an error: ${JSON.stringify(event)}`).to.equal(false);
       if (event.type === 'error') {
         failed = true;
-        expect(event.reason).to.be.a('string').and.not.equal('');
-        events.push({ type: 'error', reason: event.reason });
+        expect(event.problem.message).to.be.a('string').and.not.equal('');
+        events.push({ type: 'error', reason: event.problem.message });
       } else {
         expect(Buffer.isBuffer(event.body)).to.equal(true);
         expect(event.body.length, 'a body never exceeds the maximum').to.be.at.most(maxRequestBytes);

@@ -1,6 +1,10 @@
 import { expect } from 'chai';
 import { renderRequestError, renderResults } from '../../server/protocol/render-reply.js';
-import { element, errorElement } from '../../server/protocol/replies.js';
+import { element, errorElement as errorWithCode } from '../../server/protocol/replies.js';
+import { detailedProblem, problem } from '../../server/errors.js';
+
+/** The rendering of an error depends only on its message. */
+const errorElement = (attributes: Parameters<typeof errorWithCode>[0], message: string) => errorWithCode(attributes, detailedProblem('invalid_item', message));
 import { parseResults } from '../support/xml.js';
 
 const DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>';
@@ -16,7 +20,7 @@ describe('renderResults', () => {
     const xml = renderResults([
       element('created', [['id', '123456']]),
       element('created', [['sym', 'SPY'], ['id', '123456']]),
-      errorElement([['id', '7']], 'account already exists'),
+      errorWithCode([['id', '7']], problem('account_exists')),
       element('opened', [['sym', 'SPY'], ['amount', '100'], ['limit', '145.67'], ['id', '1']]),
       element('status', [['id', '1']], [
         element('open', [['shares', '100']]),
@@ -86,11 +90,11 @@ describe('renderResults', () => {
 
 describe('renderRequestError', () => {
   it('renders <results><error>why</error></results>', () => {
-    expect(renderRequestError('malformed XML')).to.equal(`${DECLARATION}\n<results>\n  <error>malformed XML</error>\n</results>`);
+    expect(renderRequestError(detailedProblem('invalid_request', 'malformed XML'))).to.equal(`${DECLARATION}\n<results>\n  <error>malformed XML</error>\n</results>`);
   });
 
   it('escapes the reason', () => {
-    const xml = renderRequestError("unknown root element 'a<b' & more");
+    const xml = renderRequestError(detailedProblem('invalid_request', "unknown root element 'a<b' & more"));
     expect(xml).to.contain('<error>unknown root element \'a&lt;b\' &amp; more</error>');
     const nodes = parseResults(xml);
     expect(nodes).to.have.length(1);
@@ -98,6 +102,6 @@ describe('renderRequestError', () => {
   });
 
   it('stays well-formed when the reason quotes an illegal character', () => {
-    expect(renderRequestError("malformed XML: char '\u0001' is not expected.")).to.not.match(NOT_XML_CHAR);
+    expect(renderRequestError(detailedProblem('invalid_request', "malformed XML: char '\u0001' is not expected."))).to.not.match(NOT_XML_CHAR);
   });
 });
