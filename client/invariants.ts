@@ -23,15 +23,19 @@ export type ExpectedTotals = {
 export async function findInvariantViolations(pool: pg.Pool, expected: ExpectedTotals): Promise<string[]> {
   const violations: string[] = [];
   const scope = expected.accounts ?? null;
-  const cash = expected.cash === undefined ? null : await pool.query<{ ok: boolean; total: string }>(
-    `SELECT (a.total + b.reserved) = $1::numeric AS ok, (a.total + b.reserved)::text AS total
+  const cash =
+    expected.cash === undefined
+      ? null
+      : await pool.query<{ ok: boolean; total: string }>(
+          `SELECT (a.total + b.reserved) = $1::numeric AS ok, (a.total + b.reserved)::text AS total
        FROM (SELECT coalesce(sum(balance), 0) AS total FROM accounts
               WHERE $2::text[] IS NULL OR id = ANY($2)) a,
             (SELECT coalesce(sum(open_shares * limit_price), 0) AS reserved FROM orders
               WHERE amount > 0 AND ($2::text[] IS NULL OR account_id = ANY($2))) b`,
-    [expected.cash, scope],
-  );
-  if (cash && !cash.rows[0]?.ok) violations.push(`cash: balances + open buy reservations = ${cash.rows[0]?.total}, created ${expected.cash}`);
+          [expected.cash, scope],
+        );
+  if (cash && !cash.rows[0]?.ok)
+    violations.push(`cash: balances + open buy reservations = ${cash.rows[0]?.total}, created ${expected.cash}`);
 
   const shares = await pool.query<{ sym: string; total: string }>(
     `SELECT s.sym, (coalesce(p.held, 0) + coalesce(o.reserved, 0))::text AS total
@@ -43,7 +47,8 @@ export async function findInvariantViolations(pool: pg.Pool, expected: ExpectedT
     const created = expected.shares[row.sym];
     if (created === undefined) continue;
     const same = await pool.query<{ same: boolean }>('SELECT $1::numeric = $2::numeric AS same', [row.total, created]);
-    if (!same.rows[0]?.same) violations.push(`shares of ${row.sym}: positions + open sells = ${row.total}, created ${created}`);
+    if (!same.rows[0]?.same)
+      violations.push(`shares of ${row.sym}: positions + open sells = ${row.total}, created ${created}`);
   }
 
   const negatives = await pool.query<{ what: string }>(
@@ -58,7 +63,11 @@ export async function findInvariantViolations(pool: pg.Pool, expected: ExpectedT
        FROM orders o LEFT JOIN (SELECT order_id, sum(shares) AS filled FROM order_fills GROUP BY order_id) f ON f.order_id = o.id
       WHERE coalesce(f.filled, 0) + o.open_shares + coalesce(o.canceled_shares, 0) <> abs(o.amount)`,
   );
-  violations.push(...overfilled.rows.map((row) => `order ${row.id}: fills + open + canceled = ${row.accounted}, amount ${row.amount}`));
+  violations.push(
+    ...overfilled.rows.map(
+      (row) => `order ${row.id}: fills + open + canceled = ${row.accounted}, amount ${row.amount}`,
+    ),
+  );
 
   // Rule 3: each fill is at the limit of the order that was open first (the smaller id),
   // and within both limits.
@@ -92,6 +101,8 @@ export async function findInvariantViolations(pool: pg.Pool, expected: ExpectedT
      UNION ALL SELECT 'execution ' || e.id FROM executions e
       WHERE NOT EXISTS (SELECT FROM orders o WHERE o.id = e.buy_order_id) OR NOT EXISTS (SELECT FROM orders o WHERE o.id = e.sell_order_id)`,
   );
-  violations.push(...orphans.rows.map((row) => `${row.what} refers to an account, symbol or order that does not exist`));
+  violations.push(
+    ...orphans.rows.map((row) => `${row.what} refers to an account, symbol or order that does not exist`),
+  );
   return violations;
 }

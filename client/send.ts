@@ -51,7 +51,12 @@ async function requestFiles(args: string[]): Promise<Buffer[]> {
 
 function parseCommandLine() {
   return parseArgs({
-    options: { host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, help: { type: 'boolean' } },
+    options: {
+      host: { type: 'string' },
+      port: { type: 'string' },
+      framing: { type: 'string' },
+      help: { type: 'boolean' },
+    },
     allowPositionals: true,
   });
 }
@@ -71,7 +76,8 @@ async function main(): Promise<number> {
   const host = values.host ?? (process.env.EXCHANGE_HOST || '127.0.0.1');
   const portText = values.port ?? (process.env.EXCHANGE_PORT || '12345');
   const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) return usage(`--port must be a port number from 1 to 65535, not ${JSON.stringify(portText)}`);
+  if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
+    return usage(`--port must be a port number from 1 to 65535, not ${JSON.stringify(portText)}`);
   const framingText = values.framing ?? (process.env.REPLY_FRAMING || 'auto');
   const framing = parseFramingChoice(framingText);
   if (framing === null) return usage(`--framing must be auto, bare or length, not ${JSON.stringify(framingText)}`);

@@ -11,7 +11,15 @@ import pg from 'pg';
 import { findInvariantViolations } from './invariants.js';
 import { seededRandom } from './random.js';
 import { codeOfMessage, type ErrorCode } from '../server/errors.js';
-import { ConnectionError, describeFailure, openChannel, parseFramingChoice, type Framing, type FramingChoice, type RequestChannel } from './wire.js';
+import {
+  ConnectionError,
+  describeFailure,
+  openChannel,
+  parseFramingChoice,
+  type Framing,
+  type FramingChoice,
+  type RequestChannel,
+} from './wire.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A server that refuses connections this long is gone: the run stops instead of hammering it. */
@@ -61,9 +69,23 @@ Exit status: 0 on success; 1 when verification finds a violation, a request fail
 rejection), or the server could not be reached or went away; 2 on bad usage.`;
 
 type Options = {
-  host: string; port: number; framing: FramingChoice; connections: number; seconds: number; requests: number | null;
-  warmup: number; rate: number | null; accounts: number; symbols: number; cross: number; mix: [number, number, number]; seed: number;
-  databaseUrl: string | null; verify: boolean; json: boolean; csv: boolean;
+  host: string;
+  port: number;
+  framing: FramingChoice;
+  connections: number;
+  seconds: number;
+  requests: number | null;
+  warmup: number;
+  rate: number | null;
+  accounts: number;
+  symbols: number;
+  cross: number;
+  mix: [number, number, number];
+  seed: number;
+  databaseUrl: string | null;
+  verify: boolean;
+  json: boolean;
+  csv: boolean;
 };
 
 type OpenedOrder = { account: string; sym: string; id: string; amount: number; canceled: boolean };
@@ -74,10 +96,16 @@ const KINDS: readonly Kind[] = ['order', 'query', 'cancel'];
 type Latency = { count: number; p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
 
 type Summary = {
-  framing: Framing; connections: number; seconds: number; warmupSeconds: number;
+  framing: Framing;
+  connections: number;
+  seconds: number;
+  warmupSeconds: number;
   /** The --rate pacing in requests/s, or null for an unpaced closed loop. */
   rate: number | null;
-  requests: number; requestsPerSecond: number; orders: number; ordersPerSecond: number;
+  requests: number;
+  requestsPerSecond: number;
+  orders: number;
+  ordersPerSecond: number;
   latencyMs: Latency;
   latencyMsByKind: Record<Kind, Latency>;
   /** Failures by reason (whole run, warm-up included): each one is a failed request. */
@@ -94,10 +122,23 @@ function parseOptions(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
     options: {
-      host: { type: 'string' }, port: { type: 'string' }, framing: { type: 'string' }, connections: { type: 'string' },
-      seconds: { type: 'string' }, requests: { type: 'string' }, warmup: { type: 'string' }, rate: { type: 'string' }, accounts: { type: 'string' },
-      symbols: { type: 'string' }, cross: { type: 'string' }, mix: { type: 'string' }, seed: { type: 'string' },
-      'database-url': { type: 'string' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' }, csv: { type: 'boolean' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      framing: { type: 'string' },
+      connections: { type: 'string' },
+      seconds: { type: 'string' },
+      requests: { type: 'string' },
+      warmup: { type: 'string' },
+      rate: { type: 'string' },
+      accounts: { type: 'string' },
+      symbols: { type: 'string' },
+      cross: { type: 'string' },
+      mix: { type: 'string' },
+      seed: { type: 'string' },
+      'database-url': { type: 'string' },
+      'no-verify': { type: 'boolean' },
+      json: { type: 'boolean' },
+      csv: { type: 'boolean' },
       help: { type: 'boolean' },
     },
   });
@@ -105,7 +146,8 @@ function parseOptions(argv: string[]): Options | 'help' {
   if (values.help) return 'help';
   const number = (text: string | undefined, fallback: number, name: string, min: number, max: number): number => {
     const value = text === undefined ? fallback : Number(text);
-    if (!Number.isFinite(value) || value < min || value > max) throw new Error(`--${name} must be a number from ${min} to ${max}`);
+    if (!Number.isFinite(value) || value < min || value > max)
+      throw new Error(`--${name} must be a number from ${min} to ${max}`);
     return value;
   };
   const mix = (values.mix ?? '70:20:10').split(':').map(Number);
@@ -138,9 +180,12 @@ function parseOptions(argv: string[]): Options | 'help' {
 const CASH_PER_ACCOUNT = '1000000';
 const SHARES_PER_ACCOUNT = 10_000;
 
-
 /** Business rejections are expected under random load; anything else is a failure. */
-const EXPECTED_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds', 'insufficient_shares', 'nothing_open']);
+const EXPECTED_REJECTIONS = new Set<ErrorCode | undefined>([
+  'insufficient_funds',
+  'insufficient_shares',
+  'nothing_open',
+]);
 
 function newHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
@@ -149,7 +194,11 @@ function newHistogram(): hdr.Histogram {
 class Load {
   /** Latency in microseconds, measured requests only: all of them, and per kind. */
   readonly histogram = newHistogram();
-  readonly byKind: Record<Kind, hdr.Histogram> = { order: newHistogram(), query: newHistogram(), cancel: newHistogram() };
+  readonly byKind: Record<Kind, hdr.Histogram> = {
+    order: newHistogram(),
+    query: newHistogram(),
+    cancel: newHistogram(),
+  };
   readonly errors: Record<string, number> = {};
   readonly rejections: Record<string, number> = {};
   readonly orders: OpenedOrder[] = [];
@@ -167,7 +216,12 @@ class Load {
   readonly mid: number[];
 
   /** The framing the server speaks (detected during setup unless --framing named it). */
-  constructor(readonly options: Options, readonly framing: Framing, readonly accountIds: string[], readonly symbols: string[]) {
+  constructor(
+    readonly options: Options,
+    readonly framing: Framing,
+    readonly accountIds: string[],
+    readonly symbols: string[],
+  ) {
     this.mid = symbols.map(() => 10_000);
   }
 
@@ -229,7 +283,12 @@ function errorsOf(reply: string): string[] {
   return [...reply.matchAll(/<error[^>]*>([^<]*)<\/error>/g)].map((match) => match[1] ?? '');
 }
 
-async function setUp(channel: RequestChannel, options: Options, runTag: string, progress: Progress): Promise<{ accounts: string[]; symbols: string[] }> {
+async function setUp(
+  channel: RequestChannel,
+  options: Options,
+  runTag: string,
+  progress: Progress,
+): Promise<{ accounts: string[]; symbols: string[] }> {
   const started = performance.now();
   const accounts = Array.from({ length: options.accounts }, (_, index) => `${runTag}${String(index).padStart(6, '0')}`);
   const symbols = Array.from({ length: options.symbols }, (_, index) => `ST${runTag}X${index}`);
@@ -240,19 +299,25 @@ async function setUp(channel: RequestChannel, options: Options, runTag: string, 
   const advance = () => progress.update(`${what}: ${Math.round((++step / steps) * 100)}%`);
   for (let start = 0; start < accounts.length; start += 500) {
     const batch = accounts.slice(start, start + 500);
-    const reply = await channel.send(`<create>${batch.map((id) => `<account id="${id}" balance="${CASH_PER_ACCOUNT}"/>`).join('')}</create>`);
+    const reply = await channel.send(
+      `<create>${batch.map((id) => `<account id="${id}" balance="${CASH_PER_ACCOUNT}"/>`).join('')}</create>`,
+    );
     if (errorsOf(reply).length > 0) throw new Error(`creating accounts failed: ${errorsOf(reply)[0]}`);
     advance();
   }
   for (const sym of symbols) {
     for (let start = 0; start < accounts.length; start += 500) {
       const batch = accounts.slice(start, start + 500);
-      const reply = await channel.send(`<create><symbol sym="${sym}">${batch.map((id) => `<account id="${id}">${SHARES_PER_ACCOUNT}</account>`).join('')}</symbol></create>`);
+      const reply = await channel.send(
+        `<create><symbol sym="${sym}">${batch.map((id) => `<account id="${id}">${SHARES_PER_ACCOUNT}</account>`).join('')}</symbol></create>`,
+      );
       if (errorsOf(reply).length > 0) throw new Error(`creating shares failed: ${errorsOf(reply)[0]}`);
       advance();
     }
   }
-  progress.done(`${what}: done in ${((performance.now() - started) / 1000).toFixed(1)} s (server framing: ${channel.framing ?? 'unknown'})`);
+  progress.done(
+    `${what}: done in ${((performance.now() - started) / 1000).toFixed(1)} s (server framing: ${channel.framing ?? 'unknown'})`,
+  );
   return { accounts, symbols };
 }
 
@@ -396,10 +461,15 @@ async function verifyByProtocol(load: Load, progress: Progress): Promise<string[
         violations.push(`order ${order.id} acknowledged but not queryable: ${errorsOf(reply)[0] ?? reply}`);
         continue;
       }
-      const shares = (tag: string) => [...reply.matchAll(new RegExp(`<${tag} shares="([0-9.]+)"`, 'g'))].reduce((sum, match) => sum + Number(match[1]), 0);
+      const shares = (tag: string) =>
+        [...reply.matchAll(new RegExp(`<${tag} shares="([0-9.]+)"`, 'g'))].reduce(
+          (sum, match) => sum + Number(match[1]),
+          0,
+        );
       const executed = shares('executed');
       const accounted = executed + shares('open') + shares('canceled');
-      if (accounted !== Math.abs(order.amount)) violations.push(`order ${order.id}: executed + open + canceled = ${accounted}, amount ${order.amount}`);
+      if (accounted !== Math.abs(order.amount))
+        violations.push(`order ${order.id}: executed + open + canceled = ${accounted}, amount ${order.amount}`);
       const totals = filled.get(order.sym) ?? { bought: 0, sold: 0 };
       if (order.amount > 0) totals.bought += executed;
       else totals.sold += executed;
@@ -409,7 +479,8 @@ async function verifyByProtocol(load: Load, progress: Progress): Promise<string[
     channel.close();
   }
   for (const [sym, totals] of filled) {
-    if (totals.bought !== totals.sold) violations.push(`${sym}: ${totals.bought} shares bought but ${totals.sold} sold`);
+    if (totals.bought !== totals.sold)
+      violations.push(`${sym}: ${totals.bought} shares bought but ${totals.sold} sold`);
   }
   progress.done(`${what}: done`);
   return violations;
@@ -440,7 +511,9 @@ function startTicker(load: Load, progress: Progress, startedAt: number): () => v
     const rate = load.answered - last;
     last = load.answered;
     const failed = load.failedRequests > 0 ? `, ${load.failedRequests} failed` : '';
-    progress.update(`load: ${phase} ${elapsed.toFixed(0)} s: ${rate} req/s, ${load.requests} measured, ${load.orders.length} orders opened${failed}`);
+    progress.update(
+      `load: ${phase} ${elapsed.toFixed(0)} s: ${rate} req/s, ${load.requests} measured, ${load.orders.length} orders opened${failed}`,
+    );
   }, 1000);
   return () => clearInterval(timer);
 }
@@ -450,30 +523,53 @@ function latency(histogram: hdr.Histogram): Latency {
   const ms = (micros: number) => Math.round(Math.min(micros, histogram.maxValue)) / 1000;
   return {
     count: histogram.totalCount,
-    p50: ms(histogram.getValueAtPercentile(50)), p90: ms(histogram.getValueAtPercentile(90)),
-    p99: ms(histogram.getValueAtPercentile(99)), p999: ms(histogram.getValueAtPercentile(99.9)),
-    max: ms(histogram.maxValue), mean: ms(histogram.totalCount === 0 ? 0 : histogram.mean),
+    p50: ms(histogram.getValueAtPercentile(50)),
+    p90: ms(histogram.getValueAtPercentile(90)),
+    p99: ms(histogram.getValueAtPercentile(99)),
+    p999: ms(histogram.getValueAtPercentile(99.9)),
+    max: ms(histogram.maxValue),
+    mean: ms(histogram.totalCount === 0 ? 0 : histogram.mean),
   };
 }
 
 function summarize(load: Load, seconds: number, invariants: Summary['invariants']): Summary {
   const { options } = load;
   return {
-    framing: load.framing, connections: options.connections, seconds, warmupSeconds: options.warmup, rate: options.rate,
-    requests: load.requests, requestsPerSecond: load.requests / seconds,
-    orders: load.ordersSent, ordersPerSecond: load.ordersSent / seconds,
+    framing: load.framing,
+    connections: options.connections,
+    seconds,
+    warmupSeconds: options.warmup,
+    rate: options.rate,
+    requests: load.requests,
+    requestsPerSecond: load.requests / seconds,
+    orders: load.ordersSent,
+    ordersPerSecond: load.ordersSent / seconds,
     latencyMs: latency(load.histogram),
-    latencyMsByKind: { order: latency(load.byKind.order), query: latency(load.byKind.query), cancel: latency(load.byKind.cancel) },
-    errors: load.errors, rejections: load.rejections, failedRequests: load.failedRequests, serverGone: load.serverGone, invariants,
+    latencyMsByKind: {
+      order: latency(load.byKind.order),
+      query: latency(load.byKind.query),
+      cancel: latency(load.byKind.cancel),
+    },
+    errors: load.errors,
+    rejections: load.rejections,
+    failedRequests: load.failedRequests,
+    serverGone: load.serverGone,
+    invariants,
   };
 }
 
 const counts = (record: Record<string, number>): string =>
-  Object.keys(record).length === 0 ? 'none' : Object.entries(record).map(([reason, count]) => `${reason}: ${count}`).join('; ');
+  Object.keys(record).length === 0
+    ? 'none'
+    : Object.entries(record)
+        .map(([reason, count]) => `${reason}: ${count}`)
+        .join('; ');
 
 function printSummary(summary: Summary): void {
-  const row = (label: string, figures: Latency) => `  ${label.padEnd(7)}${[figures.count, figures.p50, figures.p90, figures.p99, figures.p999, figures.max]
-    .map((value) => String(value).padStart(9)).join('')}`;
+  const row = (label: string, figures: Latency) =>
+    `  ${label.padEnd(7)}${[figures.count, figures.p50, figures.p90, figures.p99, figures.p999, figures.max]
+      .map((value) => String(value).padStart(9))
+      .join('')}`;
   const invariants = summary.invariants;
   const lines = [
     `${summary.requests} requests in ${summary.seconds.toFixed(1)} s over ${summary.connections} ${summary.framing} connections (after ${summary.warmupSeconds} s warm-up)`,
@@ -484,7 +580,7 @@ function printSummary(summary: Summary): void {
     `business rejections (expected): ${counts(summary.rejections)}`,
     `failed requests: ${summary.failedRequests}${summary.failedRequests === 0 ? '' : ` (${counts(summary.errors)})`}`,
     ...(summary.serverGone === null ? [] : [`stopped early: ${summary.serverGone}`]),
-    `invariants (${invariants.checked}): ${invariants.checked === 'none' ? invariants.note ?? 'not checked' : invariants.violations.length === 0 ? 'all hold' : invariants.violations.join('; ')}`,
+    `invariants (${invariants.checked}): ${invariants.checked === 'none' ? (invariants.note ?? 'not checked') : invariants.violations.length === 0 ? 'all hold' : invariants.violations.join('; ')}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -492,9 +588,23 @@ function printSummary(summary: Summary): void {
 /** One header, then a row for all requests and one per kind; a field with a comma or quote is quoted. */
 function printCsv(summary: Summary): void {
   const header = ['kind', 'requests', 'requests_per_s', 'p50_ms', 'p90_ms', 'p99_ms', 'p999_ms', 'max_ms', 'mean_ms'];
-  const row = (label: string, figures: Latency) => [label, figures.count, (figures.count / summary.seconds).toFixed(1),
-    figures.p50, figures.p90, figures.p99, figures.p999, figures.max, figures.mean].join(',');
-  const lines = [header.join(','), row('all', summary.latencyMs), ...KINDS.map((kind) => row(kind, summary.latencyMsByKind[kind]))];
+  const row = (label: string, figures: Latency) =>
+    [
+      label,
+      figures.count,
+      (figures.count / summary.seconds).toFixed(1),
+      figures.p50,
+      figures.p90,
+      figures.p99,
+      figures.p999,
+      figures.max,
+      figures.mean,
+    ].join(',');
+  const lines = [
+    header.join(','),
+    row('all', summary.latencyMs),
+    ...KINDS.map((kind) => row(kind, summary.latencyMsByKind[kind])),
+  ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
@@ -546,18 +656,27 @@ async function main(): Promise<number> {
   };
   const warmupTimer = options.warmup === 0 ? null : setTimeout(startMeasuring, options.warmup * 1000);
   if (options.warmup === 0) startMeasuring();
-  const length = options.requests === null ? `${options.warmup} s warm-up, then ${options.seconds} s measured` : `${options.warmup} s warm-up, then ${options.requests} requests`;
+  const length =
+    options.requests === null
+      ? `${options.warmup} s warm-up, then ${options.seconds} s measured`
+      : `${options.warmup} s warm-up, then ${options.requests} requests`;
   progress.start(`load: ${options.connections} ${framing} connections, ${length}...`);
   const stopTicker = startTicker(load, progress, startedAt);
-  const stopAt = options.requests === null
-    ? () => load.serverGone !== null || Date.now() >= endAt
-    : () => load.serverGone !== null || (load.measuring && load.requests >= (options.requests as number));
+  const stopAt =
+    options.requests === null
+      ? () => load.serverGone !== null || Date.now() >= endAt
+      : () => load.serverGone !== null || (load.measuring && load.requests >= (options.requests as number));
   await Promise.all(Array.from({ length: options.connections }, (_, index) => runConnection(load, index, stopAt)));
   if (warmupTimer) clearTimeout(warmupTimer);
   phase('measured');
   stopTicker();
-  progress.done(load.serverGone === null ? `load: done, ${load.answered} requests answered` : `load: stopped: ${load.serverGone}`);
-  const seconds = options.requests === null && load.serverGone === null ? options.seconds : Math.max(0.001, (Date.now() - measureFrom) / 1000);
+  progress.done(
+    load.serverGone === null ? `load: done, ${load.answered} requests answered` : `load: stopped: ${load.serverGone}`,
+  );
+  const seconds =
+    options.requests === null && load.serverGone === null
+      ? options.seconds
+      : Math.max(0.001, (Date.now() - measureFrom) / 1000);
 
   let invariants: Summary['invariants'] = { checked: 'none', violations: [] };
   if (options.verify && options.databaseUrl) {
@@ -565,7 +684,11 @@ async function main(): Promise<number> {
   } else if (options.verify && load.serverGone === null) {
     invariants = { checked: 'protocol', violations: await verifyByProtocol(load, progress) };
   } else if (options.verify) {
-    invariants = { checked: 'none', violations: [], note: 'not checked: the server is gone (give --database-url to check in SQL)' };
+    invariants = {
+      checked: 'none',
+      violations: [],
+      note: 'not checked: the server is gone (give --database-url to check in SQL)',
+    };
   }
   const summary = summarize(load, seconds, invariants);
   if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);

@@ -5,7 +5,13 @@
  * replies with requests, and saying plainly what went wrong.
  */
 import net from 'node:net';
-import { ReplyDecoder, WireError, frameRequest, type ReplyEvent, type ReplyFraming } from '../server/protocol/framing.js';
+import {
+  ReplyDecoder,
+  WireError,
+  frameRequest,
+  type ReplyEvent,
+  type ReplyFraming,
+} from '../server/protocol/framing.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export { WireError, frameRequest };
@@ -29,7 +35,10 @@ export type ConnectionErrorCode = 'refused' | 'timeout' | 'unreachable' | 'lost'
 export class ConnectionError extends Error {
   override name = 'ConnectionError';
 
-  constructor(readonly code: ConnectionErrorCode, message: string) {
+  constructor(
+    readonly code: ConnectionErrorCode,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -46,7 +55,6 @@ export type ConnectOptions = {
 };
 
 const DEFAULTS: Required<ConnectOptions> = { retryRefusedForMs: 2_000, connectTimeoutMs: 5_000 };
-
 
 function connectOnce(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -119,14 +127,20 @@ class SocketChannel implements RequestChannel {
   private readonly waiting: Waiter[] = [];
   private failure: Error | null = null;
 
-  constructor(private readonly socket: net.Socket, framing: FramingChoice, where: string) {
+  constructor(
+    private readonly socket: net.Socket,
+    framing: FramingChoice,
+    where: string,
+  ) {
     this.decoder = new ReplyDecoder(framing);
     socket.on('data', (chunk: Buffer) => this.take(this.decoder.push(chunk)));
     socket.on('end', () => this.take(this.decoder.end()));
     socket.on('error', (error: NodeJS.ErrnoException) => {
       this.fail(new ConnectionError('lost', `connection to ${where} lost: ${error.code ?? error.message}`));
     });
-    socket.on('close', () => this.fail(new ConnectionError('lost', `the server at ${where} closed the connection before replying`)));
+    socket.on('close', () =>
+      this.fail(new ConnectionError('lost', `the server at ${where} closed the connection before replying`)),
+    );
   }
 
   get framing(): Framing | null {
@@ -168,7 +182,12 @@ class SocketChannel implements RequestChannel {
 }
 
 /** Length framing: one persistent connection; requests may be pipelined. */
-async function openPersistent(host: string, port: number, framing: FramingChoice, options: ConnectOptions): Promise<SocketChannel> {
+async function openPersistent(
+  host: string,
+  port: number,
+  framing: FramingChoice,
+  options: ConnectOptions,
+): Promise<SocketChannel> {
   return new SocketChannel(await connect(host, port, options), framing, `${host}:${port}`);
 }
 
@@ -176,7 +195,11 @@ async function openPersistent(host: string, port: number, framing: FramingChoice
 class OneShotChannel implements RequestChannel {
   readonly framing = 'bare' as const;
 
-  constructor(private readonly host: string, private readonly port: number, private readonly options: ConnectOptions) {}
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly options: ConnectOptions,
+  ) {}
 
   async send(xml: string | Buffer): Promise<string> {
     const channel = await openPersistent(this.host, this.port, 'bare', this.options);
@@ -195,7 +218,11 @@ class DetectingChannel implements RequestChannel {
   private settled: RequestChannel | null = null;
   private detecting: Promise<unknown> | null = null;
 
-  constructor(private readonly host: string, private readonly port: number, private readonly options: ConnectOptions) {}
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly options: ConnectOptions,
+  ) {}
 
   get framing(): Framing | null {
     return this.settled?.framing ?? null;
@@ -229,7 +256,12 @@ class DetectingChannel implements RequestChannel {
  * A channel to the server. 'length' connects at once (so an unreachable server shows here);
  * 'bare' and 'auto' connect per request or on the first one.
  */
-export async function openChannel(framing: FramingChoice, host: string, port: number, options: ConnectOptions = {}): Promise<RequestChannel> {
+export async function openChannel(
+  framing: FramingChoice,
+  host: string,
+  port: number,
+  options: ConnectOptions = {},
+): Promise<RequestChannel> {
   if (framing === 'length') return openPersistent(host, port, 'length', options);
   if (framing === 'bare') return new OneShotChannel(host, port, options);
   return new DetectingChannel(host, port, options);

@@ -64,7 +64,12 @@ async function seed(pool: pg.Pool): Promise<void> {
 
 type Figures = { label: string; median: number; p95: number; max: number; bytes: number };
 
-async function measure(base: string, path: string, rounds: number, headers: Record<string, string> = {}): Promise<Figures> {
+async function measure(
+  base: string,
+  path: string,
+  rounds: number,
+  headers: Record<string, string> = {},
+): Promise<Figures> {
   const times: number[] = [];
   let bytes = 0;
   for (let round = 0; round < rounds; round++) {
@@ -92,9 +97,14 @@ async function apiFigures(rounds: number): Promise<void> {
     await applySchema(pool);
     let started = performance.now();
     await seed(pool);
-    console.log(`seeded ${OPEN_ORDERS + 900} open orders, ${EXECUTIONS} executions in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    console.log(
+      `seeded ${OPEN_ORDERS + 900} open orders, ${EXECUTIONS} executions in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    );
     const operations = await startOperationsPort({
-      port: 0, host: '127.0.0.1', databaseUrl: url, adminToken: TOKEN,
+      port: 0,
+      host: '127.0.0.1',
+      databaseUrl: url,
+      adminToken: TOKEN,
       metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
       health: async () => ({ server: 'listening', postgres: 'ok', redis: 'off' }),
     });
@@ -103,14 +113,25 @@ async function apiFigures(rounds: number): Promise<void> {
     try {
       started = performance.now();
       await (await fetch(`${base}/api/symbols`)).text();
-      console.log(`first /api/symbols (sums the volume of all ${EXECUTIONS} executions once): ${(performance.now() - started).toFixed(1)} ms\n`);
+      console.log(
+        `first /api/symbols (sums the volume of all ${EXECUTIONS} executions once): ${(performance.now() - started).toFixed(1)} ms\n`,
+      );
       const auth = { authorization: `Bearer ${TOKEN}` };
-      console.log(`${'endpoint'.padEnd(36)}${'p50 ms'.padStart(8)}${'p95 ms'.padStart(8)}${'max ms'.padStart(8)}${'bytes'.padStart(9)}`);
+      console.log(
+        `${'endpoint'.padEnd(36)}${'p50 ms'.padStart(8)}${'p95 ms'.padStart(8)}${'max ms'.padStart(8)}${'bytes'.padStart(9)}`,
+      );
       for (const [path, headers] of [
-        ['/api/book/S0?depth=20', {}], ['/api/book/S0?depth=1000', {}],
-        ['/api/trades/S0?limit=50', {}], ['/api/trades/S1?limit=1000', {}], ['/api/trades/RARE?limit=50', {}],
-        ['/api/symbols', {}], ['/api/accounts/1', auth], ['/api/accounts/1?orders=1000', auth], ['/api/accounts/500', auth],
-        ['/api/stats', {}], ['/', {}],
+        ['/api/book/S0?depth=20', {}],
+        ['/api/book/S0?depth=1000', {}],
+        ['/api/trades/S0?limit=50', {}],
+        ['/api/trades/S1?limit=1000', {}],
+        ['/api/trades/RARE?limit=50', {}],
+        ['/api/symbols', {}],
+        ['/api/accounts/1', auth],
+        ['/api/accounts/1?orders=1000', auth],
+        ['/api/accounts/500', auth],
+        ['/api/stats', {}],
+        ['/', {}],
       ] as Array<[string, Record<string, string>]>) {
         console.log(row(await measure(base, path, rounds, headers)));
       }
@@ -159,7 +180,10 @@ async function writeCost(rounds: number): Promise<void> {
           let total = 0;
           for (const values of orderBatches(round, BATCHES)) {
             const started = process.hrtime.bigint();
-            await client.query('SELECT count(*) FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[])', values);
+            await client.query(
+              'SELECT count(*) FROM apply_writes($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::bigint[])',
+              values,
+            );
             total += Number(process.hrtime.bigint() - started) / 1e3;
           }
           timings[variant].push(total / (BATCHES * 64));
@@ -172,12 +196,20 @@ async function writeCost(rounds: number): Promise<void> {
     }
   }
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
-  console.log(`\nmatcher, µs per order (${BATCHES} batches of 64 random orders, half crossing; ${rounds} rounds, alternating):`);
-  console.log(`  with the operator indexes:    median ${median(timings.with).toFixed(1)}  (${timings.with.map((v) => v.toFixed(1)).join(', ')})`);
-  console.log(`  without them:                 median ${median(timings.without).toFixed(1)}  (${timings.without.map((v) => v.toFixed(1)).join(', ')})`);
+  console.log(
+    `\nmatcher, µs per order (${BATCHES} batches of 64 random orders, half crossing; ${rounds} rounds, alternating):`,
+  );
+  console.log(
+    `  with the operator indexes:    median ${median(timings.with).toFixed(1)}  (${timings.with.map((v) => v.toFixed(1)).join(', ')})`,
+  );
+  console.log(
+    `  without them:                 median ${median(timings.without).toFixed(1)}  (${timings.without.map((v) => v.toFixed(1)).join(', ')})`,
+  );
 }
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '30' }, 'write-cost': { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '30' }, 'write-cost': { type: 'boolean', default: false } },
+});
 configureLog('warn', 'pretty');
 try {
   await apiFigures(Number(values.rounds));

@@ -34,9 +34,21 @@ function attributes(size: number): string {
 }
 
 const SHAPES: Array<{ name: string; xml: string; runs: number }> = [
-  { name: 'one order (stress client shape)', xml: `<?xml version="1.0" encoding="UTF-8"?>\n<transactions id="123">${order}</transactions>`, runs: 20_000 },
-  { name: 'order, query and cancel', xml: `<transactions id="123">${order}<query id="17"/><cancel id="17"/></transactions>`, runs: 20_000 },
-  { name: 'create: account and symbol', xml: '<create><account id="1" balance="1000"/><symbol sym="SPY"><account id="1">100</account></symbol></create>', runs: 20_000 },
+  {
+    name: 'one order (stress client shape)',
+    xml: `<?xml version="1.0" encoding="UTF-8"?>\n<transactions id="123">${order}</transactions>`,
+    runs: 20_000,
+  },
+  {
+    name: 'order, query and cancel',
+    xml: `<transactions id="123">${order}<query id="17"/><cancel id="17"/></transactions>`,
+    runs: 20_000,
+  },
+  {
+    name: 'create: account and symbol',
+    xml: '<create><account id="1" balance="1000"/><symbol sym="SPY"><account id="1">100</account></symbol></create>',
+    runs: 20_000,
+  },
   { name: '100 orders (4.6 KB)', xml: `<transactions id="123">${order.repeat(100)}</transactions>`, runs: 1_000 },
   { name: '9,000 orders (410 KB)', xml: `<transactions id="123">${order.repeat(9_000)}</transactions>`, runs: 10 },
   { name: '1 MiB: one element of ~100,000 attributes', xml: attributes(1024 * 1024), runs: 3 },
@@ -59,5 +71,7 @@ for (const shape of SHAPES) {
     perRequest.push(Number(process.hrtime.bigint() - started) / 1e3 / shape.runs);
   }
   const format = (us: number): string => (us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${us.toFixed(1)} µs`);
-  console.log(`${shape.name.padEnd(44)} ${String(body.length).padStart(8)} B  ${format(median(perRequest)).padStart(10)}  (lowest ${format(Math.min(...perRequest))})`);
+  console.log(
+    `${shape.name.padEnd(44)} ${String(body.length).padStart(8)} B  ${format(median(perRequest)).padStart(10)}  (lowest ${format(Math.min(...perRequest))})`,
+  );
 }

@@ -32,8 +32,10 @@ Environment: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/exchange).
 
 const { values } = parseArgs({
   options: {
-    tries: { type: 'string', default: '5' }, base: { type: 'string', default: '95' },
-    functions: { type: 'string', default: 'apply_writes' }, help: { type: 'boolean' },
+    tries: { type: 'string', default: '5' },
+    base: { type: 'string', default: '95' },
+    functions: { type: 'string', default: 'apply_writes' },
+    help: { type: 'boolean' },
   },
 });
 if (values.help) {
@@ -43,7 +45,12 @@ if (values.help) {
 const tries = Number(values.tries);
 const base = Number(values.base);
 const functions = values.functions.split(',');
-if (!Number.isInteger(tries) || tries < 1 || !Number.isFinite(base) || !functions.every((name) => /^[a-z_][a-z0-9_]*$/.test(name))) {
+if (
+  !Number.isInteger(tries) ||
+  tries < 1 ||
+  !Number.isFinite(base) ||
+  !functions.every((name) => /^[a-z_][a-z0-9_]*$/.test(name))
+) {
   console.error(HELP);
   process.exit(2);
 }
@@ -65,18 +72,34 @@ const CANCELS_SQL = `
   SELECT array_agg('cancel'::text ORDER BY id) AS kinds, array_agg(account_id ORDER BY id) AS accounts, array_agg(NULL::text) AS syms,
          array_agg(NULL::numeric) AS amounts, array_agg(NULL::numeric) AS limits, array_agg(id ORDER BY id) AS ids
     FROM (SELECT id, account_id FROM orders WHERE open_shares > 0 ORDER BY id DESC LIMIT ${ORDERS}) o`;
-const applySql = (name: string) => `SELECT count(*)::int AS writes, count(order_id)::int AS opened, coalesce(sum(fill_count), 0)::int AS fills,
+const applySql = (
+  name: string,
+) => `SELECT count(*)::int AS writes, count(order_id)::int AS opened, coalesce(sum(fill_count), 0)::int AS fills,
          count(*) FILTER (WHERE outcome = 'canceled')::int AS canceled
     FROM ${name}($1, $2, $3, $4, $5, $6)`;
 
-type Batch = { kinds: string[]; accounts: string[]; syms: string[]; amounts: string[]; limits: string[]; ids: string[] };
+type Batch = {
+  kinds: string[];
+  accounts: string[];
+  syms: string[];
+  amounts: string[];
+  limits: string[];
+  ids: string[];
+};
 type Outcome = { writes: number; opened: number; fills: number; canceled: number };
 
 async function timed(client: pg.Client, batch: Batch, name: string): Promise<{ micros: number; outcome: Outcome }> {
   await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
   try {
     const started = process.hrtime.bigint();
-    const result = await client.query<Outcome>(applySql(name), [batch.kinds, batch.accounts, batch.syms, batch.amounts, batch.limits, batch.ids]);
+    const result = await client.query<Outcome>(applySql(name), [
+      batch.kinds,
+      batch.accounts,
+      batch.syms,
+      batch.amounts,
+      batch.limits,
+      batch.ids,
+    ]);
     const micros = Number(process.hrtime.bigint() - started) / 1000;
     return { micros, outcome: result.rows[0] as Outcome };
   } finally {
@@ -87,8 +110,10 @@ async function timed(client: pg.Client, batch: Batch, name: string): Promise<{ m
 function summary(name: string, perWrite: number[], outcome: Outcome): string {
   const sorted = [...perWrite].sort((a, b) => a - b);
   const median = sorted[Math.floor((sorted.length - 1) / 2)] as number;
-  return `${name.padEnd(8 + Math.max(...functions.map((each) => each.length)))} ${median.toFixed(1).padStart(7)} µs/write median, ${(sorted[0] as number).toFixed(1)} lowest`
-    + `  (${outcome.writes} writes: ${outcome.opened} opened, ${outcome.fills} fills, ${outcome.canceled} canceled)`;
+  return (
+    `${name.padEnd(8 + Math.max(...functions.map((each) => each.length)))} ${median.toFixed(1).padStart(7)} µs/write median, ${(sorted[0] as number).toFixed(1)} lowest` +
+    `  (${outcome.writes} writes: ${outcome.opened} opened, ${outcome.fills} fills, ${outcome.canceled} canceled)`
+  );
 }
 
 async function main(): Promise<void> {
@@ -98,7 +123,8 @@ async function main(): Promise<void> {
     const vacuum = () => client.query('VACUUM orders, executions, accounts, positions');
     const orders = (await client.query<Batch>(ORDERS_SQL, [base, null])).rows[0] as Batch;
     const slices: Batch[] = [];
-    for (let slice = 0; slice * BATCH < ORDERS; slice += 1) slices.push((await client.query<Batch>(ORDERS_SQL, [base, slice])).rows[0] as Batch);
+    for (let slice = 0; slice * BATCH < ORDERS; slice += 1)
+      slices.push((await client.query<Batch>(ORDERS_SQL, [base, slice])).rows[0] as Batch);
     const cancels = (await client.query<Batch>(CANCELS_SQL)).rows[0] as Batch;
 
     const results: Record<string, { perWrite: number[]; outcome: Outcome }> = {};

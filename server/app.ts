@@ -19,7 +19,10 @@ function count(results: readonly ReplyElement[]): void {
   }
 }
 
-export function createRequestProcessor(store: ExchangeStore, options: ProcessorOptions = { slowRequestMs: 1_000 }): (body: Buffer) => Promise<string> {
+export function createRequestProcessor(
+  store: ExchangeStore,
+  options: ProcessorOptions = { slowRequestMs: 1_000 },
+): (body: Buffer) => Promise<string> {
   return async (body) => {
     const started = process.hrtime.bigint();
     const request = await parseRequestInSlices(body);
@@ -39,7 +42,9 @@ export function createRequestProcessor(store: ExchangeStore, options: ProcessorO
         reply = renderResults(results);
       } catch (error) {
         // Handlers turn store failures into per-item errors; this is a last resort.
-        log.error('unexpected failure processing a request', { error: error instanceof Error ? error.stack : String(error) });
+        log.error('unexpected failure processing a request', {
+          error: error instanceof Error ? error.stack : String(error),
+        });
         reply = requestError(problem('request_failed'));
       }
     }

@@ -90,60 +90,152 @@ const SETTINGS: Setting[] = [
   { key: 'port', env: 'PORT', flag: 'port', default: '12345', help: 'TCP port to listen on', parse: integer(0, 65535) },
   { key: 'host', env: 'HOST', flag: 'host', default: '0.0.0.0', help: 'address to listen on', parse: (text) => text },
   {
-    key: 'databaseUrl', env: 'DATABASE_URL', flag: 'database-url', default: '',
-    help: 'PostgreSQL URL; unset: an embedded PostgreSQL under --data-dir', parse: optionalText,
+    key: 'databaseUrl',
+    env: 'DATABASE_URL',
+    flag: 'database-url',
+    default: '',
+    help: 'PostgreSQL URL; unset: an embedded PostgreSQL under --data-dir',
+    parse: optionalText,
   },
-  { key: 'redisUrl', env: 'REDIS_URL', flag: 'redis-url', default: '', help: 'Redis URL for the read cache; unset: no cache', parse: optionalText },
-  { key: 'cacheTtlSeconds', env: 'CACHE_TTL_SECONDS', flag: 'cache-ttl-seconds', default: '3600', help: 'lifetime of a cache entry', parse: integer(1, 30 * 86_400) },
-  { key: 'cacheTimeoutMs', env: 'CACHE_TIMEOUT_MS', flag: 'cache-timeout-ms', default: '50', help: 'a cache call slower than this is a miss', parse: integer(1, 10_000) },
   {
-    key: 'replyFraming', env: 'REPLY_FRAMING', flag: 'reply-framing', default: 'bare',
+    key: 'redisUrl',
+    env: 'REDIS_URL',
+    flag: 'redis-url',
+    default: '',
+    help: 'Redis URL for the read cache; unset: no cache',
+    parse: optionalText,
+  },
+  {
+    key: 'cacheTtlSeconds',
+    env: 'CACHE_TTL_SECONDS',
+    flag: 'cache-ttl-seconds',
+    default: '3600',
+    help: 'lifetime of a cache entry',
+    parse: integer(1, 30 * 86_400),
+  },
+  {
+    key: 'cacheTimeoutMs',
+    env: 'CACHE_TIMEOUT_MS',
+    flag: 'cache-timeout-ms',
+    default: '50',
+    help: 'a cache call slower than this is a miss',
+    parse: integer(1, 10_000),
+  },
+  {
+    key: 'replyFraming',
+    env: 'REPLY_FRAMING',
+    flag: 'reply-framing',
+    default: 'bare',
     help: "'bare' (reply, then close) or 'length' (length-prefixed replies, persistent connections)",
     parse: (text) => {
       if (text !== 'bare' && text !== 'length') throw new ConfigError("must be 'bare' or 'length'");
       return text;
     },
   },
-  { key: 'maxRequestBytes', env: 'MAX_REQUEST_BYTES', flag: 'max-request-bytes', default: '1048576', help: 'largest request body accepted', parse: integer(64, 64 * 1024 * 1024) },
-  { key: 'requestTimeoutMs', env: 'REQUEST_TIMEOUT_MS', flag: 'request-timeout-ms', default: '10000', help: 'a request must arrive whole within this long of its first byte', parse: integer(100, 3_600_000) },
-  { key: 'idleTimeoutMs', env: 'IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', default: '60000', help: 'close connections idle this long', parse: integer(100, 86_400_000) },
-  { key: 'graceMs', env: 'GRACE_MS', flag: 'grace-ms', default: '100', help: 'wait this long before processing a complete document shorter than its declared length', parse: integer(1, 10_000) },
-  { key: 'maxConnections', env: 'MAX_CONNECTIONS', flag: 'max-connections', default: '10000', help: 'concurrent connections accepted', parse: integer(1, 1_000_000) },
   {
-    key: 'maxBufferedBytes', env: 'MAX_BUFFERED_BYTES', flag: 'max-buffered-bytes', default: String(64 * 1024 * 1024),
+    key: 'maxRequestBytes',
+    env: 'MAX_REQUEST_BYTES',
+    flag: 'max-request-bytes',
+    default: '1048576',
+    help: 'largest request body accepted',
+    parse: integer(64, 64 * 1024 * 1024),
+  },
+  {
+    key: 'requestTimeoutMs',
+    env: 'REQUEST_TIMEOUT_MS',
+    flag: 'request-timeout-ms',
+    default: '10000',
+    help: 'a request must arrive whole within this long of its first byte',
+    parse: integer(100, 3_600_000),
+  },
+  {
+    key: 'idleTimeoutMs',
+    env: 'IDLE_TIMEOUT_MS',
+    flag: 'idle-timeout-ms',
+    default: '60000',
+    help: 'close connections idle this long',
+    parse: integer(100, 86_400_000),
+  },
+  {
+    key: 'graceMs',
+    env: 'GRACE_MS',
+    flag: 'grace-ms',
+    default: '100',
+    help: 'wait this long before processing a complete document shorter than its declared length',
+    parse: integer(1, 10_000),
+  },
+  {
+    key: 'maxConnections',
+    env: 'MAX_CONNECTIONS',
+    flag: 'max-connections',
+    default: '10000',
+    help: 'concurrent connections accepted',
+    parse: integer(1, 1_000_000),
+  },
+  {
+    key: 'maxBufferedBytes',
+    env: 'MAX_BUFFERED_BYTES',
+    flag: 'max-buffered-bytes',
+    default: String(64 * 1024 * 1024),
     help: 'bytes a server process holds for its clients (requests not yet answered, replies not yet sent); beyond it connections stop reading and wait their turn',
     parse: integer(64 * 1024, 64 * 1024 * 1024 * 1024),
   },
   {
-    key: 'metricsPort', env: 'METRICS_PORT', flag: 'metrics-port', default: '',
+    key: 'metricsPort',
+    env: 'METRICS_PORT',
+    flag: 'metrics-port',
+    default: '',
     help: 'HTTP port for /metrics (Prometheus), /healthz, the dashboard (/) and the operator API (/api/...); unset: off',
     parse: (text) => (text.length === 0 ? null : integer(1, 65535)(text)),
   },
   {
-    key: 'metricsHost', env: 'METRICS_HOST', flag: 'metrics-host', default: '127.0.0.1',
-    help: 'address of the METRICS_PORT listener (0.0.0.0: every interface, e.g. for Prometheus in another container)', parse: (text) => text,
+    key: 'metricsHost',
+    env: 'METRICS_HOST',
+    flag: 'metrics-host',
+    default: '127.0.0.1',
+    help: 'address of the METRICS_PORT listener (0.0.0.0: every interface, e.g. for Prometheus in another container)',
+    parse: (text) => text,
   },
   {
-    key: 'adminToken', env: 'ADMIN_TOKEN', flag: null, default: '',
+    key: 'adminToken',
+    env: 'ADMIN_TOKEN',
+    flag: null,
+    default: '',
     help: `bearer token for the private operator API (/api/accounts/ID), at least ${MIN_ADMIN_TOKEN_LENGTH} characters; unset: that API answers 404`,
     parse: (text) => {
       if (text.length === 0) return null;
       if (text.length < MIN_ADMIN_TOKEN_LENGTH || !/^[\x21-\x7e]+$/.test(text)) {
-        throw new ConfigError(`must be at least ${MIN_ADMIN_TOKEN_LENGTH} printable ASCII characters without spaces (try: openssl rand -hex 32)`);
+        throw new ConfigError(
+          `must be at least ${MIN_ADMIN_TOKEN_LENGTH} printable ASCII characters without spaces (try: openssl rand -hex 32)`,
+        );
       }
       return text;
     },
   },
-  { key: 'slowRequestMs', env: 'SLOW_REQUEST_MS', flag: 'slow-request-ms', default: '1000', help: 'log requests slower than this', parse: integer(1, 3_600_000) },
+  {
+    key: 'slowRequestMs',
+    env: 'SLOW_REQUEST_MS',
+    flag: 'slow-request-ms',
+    default: '1000',
+    help: 'log requests slower than this',
+    parse: integer(1, 3_600_000),
+  },
   {
     // One per 4 cores (see defaultWorkers). Up to 4: each worker holds up to DB_POOL_SIZE
     // PostgreSQL connections, and on a big host a container limited to a few CPUs still sees
     // every core.
-    key: 'workers', env: 'WORKERS', flag: 'workers', default: String(defaultWorkers(os.availableParallelism())),
-    help: `server processes sharing the port (node:cluster); the default is one per ${CORES_PER_WORKER} cores, at least 1, at most ${MAX_DEFAULT_WORKERS}`, parse: integer(1, 256),
+    key: 'workers',
+    env: 'WORKERS',
+    flag: 'workers',
+    default: String(defaultWorkers(os.availableParallelism())),
+    help: `server processes sharing the port (node:cluster); the default is one per ${CORES_PER_WORKER} cores, at least 1, at most ${MAX_DEFAULT_WORKERS}`,
+    parse: integer(1, 256),
   },
   {
-    key: 'writeFlush', env: 'WRITE_FLUSH', flag: 'write-flush', default: 'auto',
+    key: 'writeFlush',
+    env: 'WRITE_FLUSH',
+    flag: 'write-flush',
+    default: 'auto',
     help: "'auto' (a write batch waits for its WAL flush under the write lock unless other writers wait for it) or 'after-lock' (never under the lock; replies wait for a shared flush)",
     parse: (text) => {
       if (text !== 'auto' && text !== 'after-lock') throw new ConfigError("must be 'auto' or 'after-lock'");
@@ -151,18 +243,60 @@ const SETTINGS: Setting[] = [
     },
   },
   {
-    key: 'writeTimeoutMs', env: 'WRITE_TIMEOUT_MS', flag: 'write-timeout-ms', default: '5000',
-    help: 'the longest one write batch may hold the exchange\'s write lock; a write that alone takes longer (an order crossing too many resting orders) is refused, changing nothing',
+    key: 'writeTimeoutMs',
+    env: 'WRITE_TIMEOUT_MS',
+    flag: 'write-timeout-ms',
+    default: '5000',
+    help: "the longest one write batch may hold the exchange's write lock; a write that alone takes longer (an order crossing too many resting orders) is refused, changing nothing",
     parse: integer(100, 600_000),
   },
-  { key: 'dbPoolSize', env: 'DB_POOL_SIZE', flag: 'db-pool-size', default: '10', help: 'PostgreSQL connections per server process', parse: integer(1, 1000) },
-  { key: 'dataDir', env: 'DATA_DIR', flag: 'data-dir', default: 'data/postgres', help: 'embedded PostgreSQL data directory (kept across restarts)', parse: (text) => path.resolve(text) },
-  { key: 'embeddedPgPort', env: 'EMBEDDED_PG_PORT', flag: 'embedded-pg-port', default: '54329', help: 'port of the embedded PostgreSQL', parse: integer(1, 65535) },
-  { key: 'shutdownTimeoutMs', env: 'SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', default: '10000', help: 'on SIGINT/SIGTERM, wait this long for in-flight requests', parse: integer(0, 600_000) },
-  { key: 'logLevel', env: 'LOG_LEVEL', flag: 'log-level', default: 'info', help: `least severe log level written: ${LOG_LEVELS.join(', ')}`, parse: oneOf(LOG_LEVELS) },
   {
-    key: 'logFormat', env: 'LOG_FORMAT', flag: 'log-format', default: 'auto',
-    help: "'pretty' (one readable line per event), 'json' (JSON lines), or 'auto': pretty on a terminal, JSON otherwise", parse: oneOf(LOG_FORMATS),
+    key: 'dbPoolSize',
+    env: 'DB_POOL_SIZE',
+    flag: 'db-pool-size',
+    default: '10',
+    help: 'PostgreSQL connections per server process',
+    parse: integer(1, 1000),
+  },
+  {
+    key: 'dataDir',
+    env: 'DATA_DIR',
+    flag: 'data-dir',
+    default: 'data/postgres',
+    help: 'embedded PostgreSQL data directory (kept across restarts)',
+    parse: (text) => path.resolve(text),
+  },
+  {
+    key: 'embeddedPgPort',
+    env: 'EMBEDDED_PG_PORT',
+    flag: 'embedded-pg-port',
+    default: '54329',
+    help: 'port of the embedded PostgreSQL',
+    parse: integer(1, 65535),
+  },
+  {
+    key: 'shutdownTimeoutMs',
+    env: 'SHUTDOWN_TIMEOUT_MS',
+    flag: 'shutdown-timeout-ms',
+    default: '10000',
+    help: 'on SIGINT/SIGTERM, wait this long for in-flight requests',
+    parse: integer(0, 600_000),
+  },
+  {
+    key: 'logLevel',
+    env: 'LOG_LEVEL',
+    flag: 'log-level',
+    default: 'info',
+    help: `least severe log level written: ${LOG_LEVELS.join(', ')}`,
+    parse: oneOf(LOG_LEVELS),
+  },
+  {
+    key: 'logFormat',
+    env: 'LOG_FORMAT',
+    flag: 'log-format',
+    default: 'auto',
+    help: "'pretty' (one readable line per event), 'json' (JSON lines), or 'auto': pretty on a terminal, JSON otherwise",
+    parse: oneOf(LOG_FORMATS),
   },
 ];
 
@@ -187,10 +321,17 @@ export function helpText(): string {
 export type ParsedCommandLine = { help: true } | { help: false; config: Config };
 
 export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedCommandLine {
-  const options = Object.fromEntries(SETTINGS.flatMap((setting) => (setting.flag === null ? [] : [[setting.flag, { type: 'string' as const }]])));
+  const options = Object.fromEntries(
+    SETTINGS.flatMap((setting) => (setting.flag === null ? [] : [[setting.flag, { type: 'string' as const }]])),
+  );
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean' } }, strict: true, allowPositionals: false }));
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: { ...options, help: { type: 'boolean' } },
+      strict: true,
+      allowPositionals: false,
+    }));
   } catch (error) {
     throw new ConfigError(`${(error as Error).message} (see --help)`);
   }
@@ -198,7 +339,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Par
   const config: Partial<Record<keyof Config, unknown>> = {};
   for (const setting of SETTINGS) {
     const flagValue = setting.flag === null ? undefined : values[setting.flag];
-    const text = typeof flagValue === 'string' ? flagValue : env[setting.env] ?? setting.default;
+    const text = typeof flagValue === 'string' ? flagValue : (env[setting.env] ?? setting.default);
     try {
       config[setting.key] = setting.parse(text.trim());
     } catch (error) {

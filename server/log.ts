@@ -23,7 +23,14 @@ function createLogger(level: LogLevel, format: LogFormat): pino.Logger {
   if (format === 'pretty' || (format === 'auto' && process.stderr.isTTY)) {
     return pino(
       { level, base: { pid: process.pid } },
-      pretty({ destination: 2, sync: true, singleLine: true, colorize: Boolean(process.stderr.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname' }),
+      pretty({
+        destination: 2,
+        sync: true,
+        singleLine: true,
+        colorize: Boolean(process.stderr.isTTY),
+        translateTime: 'SYS:HH:MM:ss.l',
+        ignore: 'hostname',
+      }),
     );
   }
   return pino(
@@ -38,7 +45,10 @@ function createLogger(level: LogLevel, format: LogFormat): pino.Logger {
   );
 }
 
-let logger = createLogger(fromEnvironment('LOG_LEVEL', LOG_LEVELS, 'info'), fromEnvironment('LOG_FORMAT', LOG_FORMATS, 'auto'));
+let logger = createLogger(
+  fromEnvironment('LOG_LEVEL', LOG_LEVELS, 'info'),
+  fromEnvironment('LOG_FORMAT', LOG_FORMATS, 'auto'),
+);
 
 /** Applies the checked configuration (the logger before it read the environment leniently). */
 export function configureLog(level: LogLevel, format: LogFormat): void {

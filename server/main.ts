@@ -22,9 +22,15 @@ async function run(config: Config): Promise<void> {
   // A worker's database was chosen (and its schema applied) by the primary.
   if (cluster.isWorker) return serve(config, config.databaseUrl as string, null, false);
   if (config.databaseUrl !== null) return start(config, config.databaseUrl, null);
-  log.info('DATABASE_URL unset: starting embedded PostgreSQL', { dataDir: config.dataDir, port: config.embeddedPgPort });
+  log.info('DATABASE_URL unset: starting embedded PostgreSQL', {
+    dataDir: config.dataDir,
+    port: config.embeddedPgPort,
+  });
   const embedded = await startEmbeddedPostgres(config.dataDir, config.embeddedPgPort);
-  log.info(`embedded PostgreSQL ${embedded.version} running; data is kept in this directory across restarts`, { dataDir: config.dataDir, postgresPid: embedded.pid });
+  log.info(`embedded PostgreSQL ${embedded.version} running; data is kept in this directory across restarts`, {
+    dataDir: config.dataDir,
+    postgresPid: embedded.pid,
+  });
   try {
     await start(config, embedded.url, embedded);
   } catch (error) {
@@ -49,15 +55,18 @@ function shownDatabaseUrl(databaseUrl: string, embedded: EmbeddedDatabase | null
 /** The one line a user needs once the server is up: where to connect, how it frames replies, what it runs on. */
 function logReady(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): void {
   const address = `${config.host}:${config.port}`;
-  log.info(`ready: listening on ${address}, ${config.replyFraming} reply framing, ${config.workers} process${config.workers === 1 ? '' : 'es'}`, {
-    listen: address,
-    replyFraming: config.replyFraming,
-    workers: config.workers,
-    database: shownDatabaseUrl(databaseUrl, embedded),
-    redis: config.redisUrl === null ? 'off' : shownDatabaseUrl(config.redisUrl, null),
-    metrics: config.metricsPort === null ? 'off' : `http://${config.metricsHost}:${config.metricsPort}/metrics`,
-    dashboard: config.metricsPort === null ? 'off' : `http://${config.metricsHost}:${config.metricsPort}/`,
-  });
+  log.info(
+    `ready: listening on ${address}, ${config.replyFraming} reply framing, ${config.workers} process${config.workers === 1 ? '' : 'es'}`,
+    {
+      listen: address,
+      replyFraming: config.replyFraming,
+      workers: config.workers,
+      database: shownDatabaseUrl(databaseUrl, embedded),
+      redis: config.redisUrl === null ? 'off' : shownDatabaseUrl(config.redisUrl, null),
+      metrics: config.metricsPort === null ? 'off' : `http://${config.metricsHost}:${config.metricsPort}/metrics`,
+      dashboard: config.metricsPort === null ? 'off' : `http://${config.metricsHost}:${config.metricsPort}/`,
+    },
+  );
 }
 
 async function start(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null): Promise<void> {
@@ -69,13 +78,23 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
     await pool.end();
   }
   runWorkers({
-    workers: config.workers, databaseUrl, redisUrl: config.redisUrl, metricsPort: config.metricsPort, metricsHost: config.metricsHost, adminToken: config.adminToken,
+    workers: config.workers,
+    databaseUrl,
+    redisUrl: config.redisUrl,
+    metricsPort: config.metricsPort,
+    metricsHost: config.metricsHost,
+    adminToken: config.adminToken,
     onListening: () => logReady(config, databaseUrl, embedded),
     onStopped: () => embedded?.stop(),
   });
 }
 
-async function serve(config: Config, databaseUrl: string, embedded: EmbeddedDatabase | null, migrate: boolean): Promise<void> {
+async function serve(
+  config: Config,
+  databaseUrl: string,
+  embedded: EmbeddedDatabase | null,
+  migrate: boolean,
+): Promise<void> {
   const pool = createPool({
     databaseUrl,
     maxConnections: config.dbPoolSize,
@@ -89,13 +108,19 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
     isolation: 'read committed',
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
   });
-  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool, { writeTimeoutMs: config.writeTimeoutMs });
+  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool, {
+    writeTimeoutMs: config.writeTimeoutMs,
+  });
   let cache: RedisReadCache | null = null;
   let store: ExchangeStore = database;
   if (config.redisUrl === null) {
     log.info('REDIS_URL unset: running without a cache; every read goes to PostgreSQL');
   } else {
-    cache = new RedisReadCache({ url: config.redisUrl, ttlSeconds: config.cacheTtlSeconds, commandTimeoutMs: config.cacheTimeoutMs });
+    cache = new RedisReadCache({
+      url: config.redisUrl,
+      ttlSeconds: config.cacheTtlSeconds,
+      commandTimeoutMs: config.cacheTimeoutMs,
+    });
     store = await CachedExchangeStore.create(database, cache, pool);
     log.info('read-through cache on Redis', { ttlSeconds: config.cacheTtlSeconds });
   }
@@ -133,34 +158,43 @@ async function serve(config: Config, databaseUrl: string, embedded: EmbeddedData
   });
   const address = await listener.listen().catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'EADDRINUSE') {
-      throw new Error(`cannot listen on ${config.host}:${config.port}: the port is already in use (another server running there? choose another with PORT or --port)`);
+      throw new Error(
+        `cannot listen on ${config.host}:${config.port}: the port is already in use (another server running there? choose another with PORT or --port)`,
+      );
     }
     if (error.code === 'EACCES') throw new Error(`cannot listen on ${config.host}:${config.port}: permission denied`);
     throw error;
   });
-  log.info('exchange server listening', { host: address.address, port: address.port, replyFraming: config.replyFraming });
+  log.info('exchange server listening', {
+    host: address.address,
+    port: address.port,
+    replyFraming: config.replyFraming,
+  });
   if (!cluster.isWorker) logReady({ ...config, port: address.port }, databaseUrl, embedded);
   // In a multi-process server the primary serves the (aggregated) metrics.
   // Health checks use a connection of their own: behind busy request traffic the
   // shared pool would make a healthy database look unreachable.
-  const healthPool = config.metricsPort !== null && !cluster.isWorker
-    ? createPool({ databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 })
-    : null;
-  const operations = healthPool !== null
-    ? await startOperationsPort({
-      port: config.metricsPort as number,
-      host: config.metricsHost,
-      databaseUrl,
-      adminToken: config.adminToken,
-      metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-      health: async () => ({
-        // Started after the listener: this process listens.
-        server: 'listening' as const,
-        postgres: (await reachable(() => healthPool.query('SELECT 1'))) ? 'ok' : 'unreachable',
-        redis: cache === null ? 'off' : (await reachable(() => (cache as RedisReadCache).ping())) ? 'ok' : 'unreachable',
-      }),
-    })
-    : null;
+  const healthPool =
+    config.metricsPort !== null && !cluster.isWorker
+      ? createPool({ databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 })
+      : null;
+  const operations =
+    healthPool !== null
+      ? await startOperationsPort({
+          port: config.metricsPort as number,
+          host: config.metricsHost,
+          databaseUrl,
+          adminToken: config.adminToken,
+          metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+          health: async () => ({
+            // Started after the listener: this process listens.
+            server: 'listening' as const,
+            postgres: (await reachable(() => healthPool.query('SELECT 1'))) ? 'ok' : 'unreachable',
+            redis:
+              cache === null ? 'off' : (await reachable(() => (cache as RedisReadCache).ping())) ? 'ok' : 'unreachable',
+          }),
+        })
+      : null;
 
   const stopEverything = async (signal: string): Promise<void> => {
     log.info('shutting down', { signal });

@@ -43,7 +43,10 @@ async function serveOperations(options: WorkersOptions, listening: () => number)
   const aggregator = new AggregatorRegistry();
   const pool = createPool({ databaseUrl: options.databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 });
   // Its own client, so /healthz says what Redis does, not what the primary lacks (it has no cache).
-  const redis = options.redisUrl === null ? null : new RedisReadCache({ url: options.redisUrl, ttlSeconds: 1, commandTimeoutMs: 1_000 });
+  const redis =
+    options.redisUrl === null
+      ? null
+      : new RedisReadCache({ url: options.redisUrl, ttlSeconds: 1, commandTimeoutMs: 1_000 });
   const closeClients = async () => {
     await pool.end().catch(() => undefined);
     await redis?.close();
@@ -86,7 +89,10 @@ export function runWorkers(options: WorkersOptions): void {
   const fork = (): Worker => cluster.fork({ DATABASE_URL: options.databaseUrl });
   for (let index = 0; index < options.workers; index++) fork();
   log.info('started workers', { workers: options.workers });
-  const closeOperations = options.metricsPort === null ? Promise.resolve(async () => undefined) : serveOperations(options, () => listening.size);
+  const closeOperations =
+    options.metricsPort === null
+      ? Promise.resolve(async () => undefined)
+      : serveOperations(options, () => listening.size);
 
   cluster.on('listening', (worker) => {
     listening.add(worker.id);
@@ -101,26 +107,31 @@ export function runWorkers(options: WorkersOptions): void {
 
   const stopAll = async (): Promise<void> => {
     const workers = Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
-    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
-      if (worker.isDead()) return resolve();
-      // A worker still starting was seen to miss a SIGTERM now and then (it went on to
-      // listen, and the primary waited for it forever): repeat the signal until it exits
-      // (a worker shuts down once, however many arrive), and kill it past the deadline.
-      const deadline = Date.now() + WORKER_STOP_DEADLINE_MS;
-      const again = setInterval(() => {
-        if (Date.now() > deadline) {
-          log.error('a worker did not stop in time; killing it', { workerPid: worker.process.pid });
-          worker.process.kill('SIGKILL');
-        } else {
-          worker.process.kill('SIGTERM');
-        }
-      }, 1_000);
-      worker.once('exit', () => {
-        clearInterval(again);
-        resolve();
-      });
-      worker.process.kill('SIGTERM');
-    })));
+    await Promise.all(
+      workers.map(
+        (worker) =>
+          new Promise<void>((resolve) => {
+            if (worker.isDead()) return resolve();
+            // A worker still starting was seen to miss a SIGTERM now and then (it went on to
+            // listen, and the primary waited for it forever): repeat the signal until it exits
+            // (a worker shuts down once, however many arrive), and kill it past the deadline.
+            const deadline = Date.now() + WORKER_STOP_DEADLINE_MS;
+            const again = setInterval(() => {
+              if (Date.now() > deadline) {
+                log.error('a worker did not stop in time; killing it', { workerPid: worker.process.pid });
+                worker.process.kill('SIGKILL');
+              } else {
+                worker.process.kill('SIGTERM');
+              }
+            }, 1_000);
+            worker.once('exit', () => {
+              clearInterval(again);
+              resolve();
+            });
+            worker.process.kill('SIGTERM');
+          }),
+      ),
+    );
     await (await closeOperations)();
     await options.onStopped();
   };
@@ -136,7 +147,8 @@ export function runWorkers(options: WorkersOptions): void {
       // No worker ever listened: the others will fail the same way (the port is taken, the
       // address cannot be bound). Say why and exit, whatever WORKERS is.
       stopping = true;
-      const reason = startFailures.get(worker.id) ?? `a worker exited with ${signal ?? `code ${code}`} before listening`;
+      const reason =
+        startFailures.get(worker.id) ?? `a worker exited with ${signal ?? `code ${code}`} before listening`;
       log.error('failed to start', { error: reason });
       void stopAll().finally(() => process.exit(1));
       return;
@@ -145,7 +157,12 @@ export function runWorkers(options: WorkersOptions): void {
     restartDelayMs = now - lastExit > 30_000 ? 100 : Math.min(restartDelayMs * 2, 10_000);
     lastExit = now;
     // A worker that crashed takes only its own connections with it; replace it.
-    log.error('worker died; starting a replacement', { workerPid: worker.process.pid, code, signal, inMs: restartDelayMs });
+    log.error('worker died; starting a replacement', {
+      workerPid: worker.process.pid,
+      code,
+      signal,
+      inMs: restartDelayMs,
+    });
     setTimeout(() => {
       if (!stopping) fork();
     }, restartDelayMs);

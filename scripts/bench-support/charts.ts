@@ -43,7 +43,12 @@ const coresAxis = {
 /** One layer of a layered chart, taken from vega-lite's own spec type. */
 type LayerSpec = Extract<TopLevelSpec, { layer: unknown }>['layer'][number];
 type Labelled = { cores: number; mean: number; label: string };
-type ColorEncoding = { field: string; type: 'nominal'; title: string | null; scale: { domain: string[]; range: string[] } };
+type ColorEncoding = {
+  field: string;
+  type: 'nominal';
+  title: string | null;
+  scale: { domain: string[]; range: string[] };
+};
 
 /**
  * Text layers printing each mean beside its point: left of the first core count and right of
@@ -56,16 +61,34 @@ function valueLabels<T extends Labelled>(labelled: T[], color: ColorEncoding): L
     mark: { type: 'text', align, dx: align === 'left' ? 13 : -13, dy: -9 },
     encoding: { x: coresAxis, y: { field: 'mean', type: 'quantitative' }, text: { field: 'label' }, color },
   });
-  return [layer(labelled.filter((item) => item.cores === firstCores), 'right'), layer(labelled.filter((item) => item.cores !== firstCores), 'left')];
+  return [
+    layer(
+      labelled.filter((item) => item.cores === firstCores),
+      'right',
+    ),
+    layer(
+      labelled.filter((item) => item.cores !== firstCores),
+      'left',
+    ),
+  ];
 }
 
 /** The mean of each series as a line with points, and its min–max range as error bars. */
-function meanWithRange(bars: Array<{ cores: number; min: number; max: number; mean: number }>, yTitle: string, color: ColorEncoding): LayerSpec[] {
+function meanWithRange(
+  bars: Array<{ cores: number; min: number; max: number; mean: number }>,
+  yTitle: string,
+  color: ColorEncoding,
+): LayerSpec[] {
   return [
     {
       data: { values: bars },
       mark: { type: 'errorbar', ticks: { size: 14 }, thickness: 1.5 },
-      encoding: { x: coresAxis, y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } }, y2: { field: 'max' }, color },
+      encoding: {
+        x: coresAxis,
+        y: { field: 'min', type: 'quantitative', title: yTitle, scale: { zero: true } },
+        y2: { field: 'max' },
+        color,
+      },
     },
     {
       data: { values: bars },
@@ -83,13 +106,17 @@ function throughputSpec(data: SweepData): TopLevelSpec {
   // requests/s is only worth a line when the workload sends more than orders.
   const showRequests = configs.some((row) => Math.abs(row.requests.mean - row.orders.mean) > 0.01 * row.orders.mean);
   const series = showRequests ? [ordersSeries, requestsSeries, pgbenchSeries] : [ordersSeries, pgbenchSeries];
-  const bars = configs.filter((row) => !Number.isNaN(row.orders.mean)).flatMap((row) => [
-    { cores: row.cpus.length, series: ordersSeries, ...row.orders },
-    ...(showRequests ? [{ cores: row.cpus.length, series: requestsSeries, ...row.requests }] : []),
-  ]);
+  const bars = configs
+    .filter((row) => !Number.isNaN(row.orders.mean))
+    .flatMap((row) => [
+      { cores: row.cpus.length, series: ordersSeries, ...row.orders },
+      ...(showRequests ? [{ cores: row.cpus.length, series: requestsSeries, ...row.requests }] : []),
+    ]);
   const runs = passedRuns(data.records).flatMap((record) => [
     { cores: record.step.cpus.length, series: ordersSeries, value: record.stress.ordersPerSecond },
-    ...(showRequests ? [{ cores: record.step.cpus.length, series: requestsSeries, value: record.stress.requestsPerSecond }] : []),
+    ...(showRequests
+      ? [{ cores: record.step.cpus.length, series: requestsSeries, value: record.stress.requestsPerSecond }]
+      : []),
   ]);
   const color = {
     field: 'series',
@@ -128,12 +155,17 @@ function throughputSpec(data: SweepData): TopLevelSpec {
         encoding: { y: { field: 'tps', type: 'quantitative', title: yTitle }, color },
       },
       {
-        data: { values: [{ series: pgbenchSeries, tps: pgbench.mean, label: `pgbench ${pgbench.mean.toFixed(0)} tps` }] },
+        data: {
+          values: [{ series: pgbenchSeries, tps: pgbench.mean, label: `pgbench ${pgbench.mean.toFixed(0)} tps` }],
+        },
         mark: { type: 'text', align: 'left', baseline: 'top', dx: 4, dy: 6, x: 0 },
         encoding: { y: { field: 'tps', type: 'quantitative' }, text: { field: 'label' }, color },
       },
       ...meanWithRange(bars, yTitle, color),
-      ...valueLabels(bars.map((bar) => ({ ...bar, label: bar.mean.toFixed(0) })), color),
+      ...valueLabels(
+        bars.map((bar) => ({ ...bar, label: bar.mean.toFixed(0) })),
+        color,
+      ),
       {
         data: { values: runs },
         mark: { type: 'point', size: 25, opacity: 0.6 },
@@ -144,10 +176,12 @@ function throughputSpec(data: SweepData): TopLevelSpec {
 }
 
 function latencySpec(data: SweepData): TopLevelSpec {
-  const bars = data.configs.filter((row) => !Number.isNaN(row.p50.mean)).flatMap((row) => [
-    { cores: row.cpus.length, percentile: 'p50 (median)', ...row.p50 },
-    { cores: row.cpus.length, percentile: 'p99', ...row.p99 },
-  ]);
+  const bars = data.configs
+    .filter((row) => !Number.isNaN(row.p50.mean))
+    .flatMap((row) => [
+      { cores: row.cpus.length, percentile: 'p50 (median)', ...row.p50 },
+      { cores: row.cpus.length, percentile: 'p99', ...row.p99 },
+    ]);
   const runs = passedRuns(data.records).flatMap((record) => [
     { cores: record.step.cpus.length, percentile: 'p50 (median)', value: record.stress.latencyMs.p50 },
     { cores: record.step.cpus.length, percentile: 'p99', value: record.stress.latencyMs.p99 },
@@ -175,7 +209,10 @@ function latencySpec(data: SweepData): TopLevelSpec {
     height: 300,
     layer: [
       ...meanWithRange(bars, yTitle, color),
-      ...valueLabels(bars.map((bar) => ({ ...bar, label: `${bar.mean.toFixed(1)} ms` })), color),
+      ...valueLabels(
+        bars.map((bar) => ({ ...bar, label: `${bar.mean.toFixed(1)} ms` })),
+        color,
+      ),
       {
         data: { values: runs },
         mark: { type: 'point', size: 25, opacity: 0.6 },

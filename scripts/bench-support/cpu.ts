@@ -4,7 +4,9 @@ import os from 'node:os';
 
 /** CPU ids this process may run on; in a container they need not start at 0. */
 export function allowedCpus(): number[] {
-  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('Cpus_allowed_list:'));
+  const line = readFileSync('/proc/self/status', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Cpus_allowed_list:'));
   if (!line) return Array.from({ length: os.availableParallelism() }, (_, index) => index);
   const cpus: number[] = [];
   for (const part of line.split(':')[1]?.trim().split(',') ?? []) {
@@ -41,7 +43,11 @@ function readProcessTicks(pid: number): ProcessTicks | null {
 
 export function cpuSnapshot(): CpuSnapshot {
   const cpuLine = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cpuLine.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cpuLine
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
   const busyTicks = user + nice + system + irq + softirq + steal;
   const processes = new Map<number, ProcessTicks>();
   for (const entry of readdirSync('/proc')) {
@@ -64,7 +70,13 @@ function descendsFrom(pid: number, ancestor: number, processes: Map<number, Proc
  * CPU between two snapshots: the server's process tree (user + sys), PostgreSQL's processes,
  * the client's process tree, and the rest of the machine.
  */
-export function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: number, clientPid: number, postmasterPid: number | null = null): CpuUse {
+export function cpuUse(
+  before: CpuSnapshot,
+  after: CpuSnapshot,
+  serverPid: number,
+  clientPid: number,
+  postmasterPid: number | null = null,
+): CpuUse {
   const seconds = (after.atMs - before.atMs) / 1000;
   const use = { server: 0, postgres: 0, client: 0 };
   for (const [pid, now] of after.processes) {
@@ -73,7 +85,8 @@ export function cpuUse(before: CpuSnapshot, after: CpuSnapshot, serverPid: numbe
     if (descendsFrom(pid, serverPid, after.processes)) use.server += delta;
     // The benchmark's PostgreSQL server when its postmaster is known (a shared machine runs others),
     // else every PostgreSQL process.
-    else if (now.comm === 'postgres' && (postmasterPid === null || descendsFrom(pid, postmasterPid, after.processes))) use.postgres += delta;
+    else if (now.comm === 'postgres' && (postmasterPid === null || descendsFrom(pid, postmasterPid, after.processes)))
+      use.postgres += delta;
     else if (descendsFrom(pid, clientPid, after.processes)) use.client += delta;
   }
   const busyShare = (after.busyTicks - before.busyTicks) / Math.max(1, after.totalTicks - before.totalTicks);

@@ -70,7 +70,9 @@ export async function databaseCounters(name: string): Promise<DatabaseCounters |
         [name],
       );
       const row = result.rows[0];
-      return row ? { sessions: Number(row.sessions), rollbacks: Number(row.rollbacks), commits: Number(row.commits) } : null;
+      return row
+        ? { sessions: Number(row.sessions), rollbacks: Number(row.rollbacks), commits: Number(row.commits) }
+        : null;
     });
   } catch {
     return null; // pg_stat_database.sessions is PostgreSQL 14+

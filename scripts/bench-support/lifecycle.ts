@@ -20,7 +20,7 @@ export async function runBenchmark(main: () => Promise<number>): Promise<never> 
   try {
     exitCode = await main();
   } catch (error) {
-    progress(`failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+    progress(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   } finally {
     stopAllChildren();
     await dropAllDatabases();

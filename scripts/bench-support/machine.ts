@@ -3,10 +3,21 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { withAdmin } from './databases.js';
 
-export type Machine = { cpuModel: string; cores: number; memoryGiB: number; postgres: string; node: string; kernel: string; pgSettings: string };
+export type Machine = {
+  cpuModel: string;
+  cores: number;
+  memoryGiB: number;
+  postgres: string;
+  node: string;
+  kernel: string;
+  pgSettings: string;
+};
 
 export async function describeMachine(): Promise<Machine> {
-  const cpuModel = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
+  const cpuModel =
+    /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ??
+    os.cpus()[0]?.model ??
+    'unknown';
   const { version, settings } = await withAdmin(async (client) => {
     const versionRow = await client.query<{ version: string }>('SELECT version()');
     const settingRows = await client.query<{ name: string; setting: string; unit: string | null }>(

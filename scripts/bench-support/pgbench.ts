@@ -9,7 +9,14 @@ const pgbenchBinary = process.env.PGBENCH ?? (existsSync('/usr/bin/pgbench') ? '
 /** Host, port and user for pgbench, taken from the admin URL so both hit the same server. */
 function pgbenchConnection(): { args: string[]; env: NodeJS.ProcessEnv } {
   const url = new URL(ADMIN_URL);
-  const args = ['-h', url.hostname || '127.0.0.1', '-p', url.port || '5432', '-U', decodeURIComponent(url.username) || 'postgres'];
+  const args = [
+    '-h',
+    url.hostname || '127.0.0.1',
+    '-p',
+    url.port || '5432',
+    '-U',
+    decodeURIComponent(url.username) || 'postgres',
+  ];
   // Same durability as the server (its pool sets synchronous_commit=on): a commit waits for the WAL flush.
   const env: NodeJS.ProcessEnv = { ...process.env, PGOPTIONS: '-c synchronous_commit=on' };
   if (url.password) env.PGPASSWORD = decodeURIComponent(url.password);

@@ -35,7 +35,9 @@ export async function runServerUnderLoad(run: ServerRun): Promise<ServerRunResul
   const timestamp = new Date().toISOString();
   try {
     const server = await startServer(run.cpus, run.workers, url);
-    progress(`${run.label} (cpu ${run.cpus.join(',')}, ${run.workers} worker(s)): server up on port ${server.port}; stressing ${run.load.warmup} + ${run.load.seconds} s`);
+    progress(
+      `${run.label} (cpu ${run.cpus.join(',')}, ${run.workers} worker(s)): server up on port ${server.port}; stressing ${run.load.warmup} + ${run.load.seconds} s`,
+    );
     let outcome: StressOutcome;
     try {
       outcome = await runStressClient(run.load, server, url);
@@ -48,8 +50,13 @@ export async function runServerUnderLoad(run: ServerRun): Promise<ServerRunResul
     const failure = describeFailure(outcome, shutdown);
     if (failure) {
       progress(`${run.label}: FAILED: ${failure}`);
-      process.stderr.write(`stress client stderr:\n${outcome.stderrTail}\nserver warnings/errors:\n${shutdown.problems.slice(0, 20).join('\n')}\n`);
-    } else progress(`${run.label}: ${outcome.result?.ordersPerSecond.toFixed(0)} orders/s, p99 ${outcome.result?.latencyMs.p99.toFixed(1)} ms`);
+      process.stderr.write(
+        `stress client stderr:\n${outcome.stderrTail}\nserver warnings/errors:\n${shutdown.problems.slice(0, 20).join('\n')}\n`,
+      );
+    } else
+      progress(
+        `${run.label}: ${outcome.result?.ordersPerSecond.toFixed(0)} orders/s, p99 ${outcome.result?.latencyMs.p99.toFixed(1)} ms`,
+      );
     return { timestamp, outcome, shutdown, database, failure };
   } finally {
     await dropDatabase(run.database);
@@ -60,8 +67,13 @@ function describeFailure(outcome: StressOutcome, shutdown: ServerShutdown): stri
   const problems: string[] = [];
   if (outcome.exitCode !== 0) problems.push(`stress client exited with ${outcome.exitCode}`);
   // The error kinds say why (connection refused, timeouts, server errors), so put the commonest in the reason.
-  const errorKinds = Object.entries(outcome.result?.errors ?? {}).sort((a, b) => b[1] - a[1]).slice(0, 3);
-  if ((outcome.result?.failedRequests ?? 0) > 0) problems.push(`${outcome.result?.failedRequests} failed requests (${errorKinds.map(([kind, count]) => `${kind}: ${count}`).join('; ')})`);
+  const errorKinds = Object.entries(outcome.result?.errors ?? {})
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3);
+  if ((outcome.result?.failedRequests ?? 0) > 0)
+    problems.push(
+      `${outcome.result?.failedRequests} failed requests (${errorKinds.map(([kind, count]) => `${kind}: ${count}`).join('; ')})`,
+    );
   if (!outcome.result) problems.push('no stress JSON');
   const violations = outcome.result?.invariants.violations ?? [];
   if (violations.length > 0) problems.push(`invariant violations: ${violations.slice(0, 5).join('; ')}`);

@@ -48,10 +48,12 @@ export async function startServer(cpus: number[], workers: number, databaseUrl: 
   };
   delete env.REDIS_URL; // measure the server and PostgreSQL, not a cache
   // taskset execs node, so the pid is the server's, and cluster workers inherit the CPU mask.
-  const child = track(spawn('taskset', ['-c', cpus.join(','), process.execPath, SERVER_ENTRY], {
-    env,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  }));
+  const child = track(
+    spawn('taskset', ['-c', cpus.join(','), process.execPath, SERVER_ENTRY], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
   let log = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     log += chunk.toString();
@@ -75,7 +77,9 @@ export async function startServer(cpus: number[], workers: number, databaseUrl: 
 
   const stop = async (): Promise<ServerShutdown> => {
     // Nobody but us should stop it; if it is gone already, its last lines say why (a signal, a crash).
-    const exitedEarly = exited ? `server exited before the run ended; its last lines: ${log.trim().split('\n').slice(-3).join(' | ')}` : null;
+    const exitedEarly = exited
+      ? `server exited before the run ended; its last lines: ${log.trim().split('\n').slice(-3).join(' | ')}`
+      : null;
     if (!exited) child.kill('SIGTERM');
     const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     // 'close', not 'exit': the shutdown log lines may still be in the stderr pipe at exit.

@@ -34,7 +34,8 @@ export function parseStressJson(stdout: string): StressResult {
   if (!isRecord(latency) || !isRecord(invariants)) throw new Error('stress JSON lacks latencyMs or invariants');
   const checked = invariants.checked;
   const violations = invariants.violations;
-  if (checked !== 'sql' && checked !== 'protocol' && checked !== 'none') throw new Error(`stress JSON: invariants.checked is ${String(checked)}`);
+  if (checked !== 'sql' && checked !== 'protocol' && checked !== 'none')
+    throw new Error(`stress JSON: invariants.checked is ${String(checked)}`);
   if (!Array.isArray(violations)) throw new Error('stress JSON: invariants.violations is not an array');
   const field = (record: Record<string, unknown>, key: string): number => numberField(record, key, 'stress JSON');
   return {
@@ -50,7 +51,11 @@ export function parseStressJson(stdout: string): StressResult {
       max: field(latency, 'max'),
       mean: field(latency, 'mean'),
     },
-    errors: isRecord(errors) ? Object.fromEntries(Object.entries(errors).filter((entry): entry is [string, number] => typeof entry[1] === 'number')) : {},
+    errors: isRecord(errors)
+      ? Object.fromEntries(
+          Object.entries(errors).filter((entry): entry is [string, number] => typeof entry[1] === 'number'),
+        )
+      : {},
     failedRequests: field(parsed, 'failedRequests'),
     invariants: { checked, violations: violations.map(String) },
   };
@@ -66,27 +71,45 @@ export type StressLoad = {
   workload: string[];
 };
 
-export type StressOutcome = { result: StressResult | null; exitCode: number | null; stderrTail: string; cpu: CpuUse | null; postgres: PgWindow | null };
+export type StressOutcome = {
+  result: StressResult | null;
+  exitCode: number | null;
+  stderrTail: string;
+  cpu: CpuUse | null;
+  postgres: PgWindow | null;
+};
 
 /** The stress client's command line (without the node binary), as run and as reports state it. */
 export function stressArgs(load: StressLoad, port: number | string, databaseUrl: string): string[] {
   return [
     load.client,
-    '--port', String(port),
-    '--framing', 'length',
-    '--connections', String(load.connections),
-    '--seconds', String(load.seconds),
-    '--warmup', String(load.warmup),
+    '--port',
+    String(port),
+    '--framing',
+    'length',
+    '--connections',
+    String(load.connections),
+    '--seconds',
+    String(load.seconds),
+    '--warmup',
+    String(load.warmup),
     ...load.workload,
     '--json',
     // With the database URL the client checks the SPEC invariants in SQL after the run.
-    '--database-url', databaseUrl,
+    '--database-url',
+    databaseUrl,
   ];
 }
 
-export async function runStressClient(load: StressLoad, server: { pid: number; port: number }, databaseUrl: string): Promise<StressOutcome> {
+export async function runStressClient(
+  load: StressLoad,
+  server: { pid: number; port: number },
+  databaseUrl: string,
+): Promise<StressOutcome> {
   const postmaster = await postmasterPid(databaseUrl);
-  const child = track(spawn(process.execPath, stressArgs(load, server.port, databaseUrl), { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const child = track(
+    spawn(process.execPath, stressArgs(load, server.port, databaseUrl), { stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
   let stdout = '';
   let stderr = '';
   // CPU use and PostgreSQL's work over exactly the measured window, which the client marks on stderr (--json).
@@ -121,7 +144,9 @@ export async function runStressClient(load: StressLoad, server: { pid: number; p
   try {
     result = parseStressJson(stdout);
   } catch (error) {
-    progress(`could not read the stress client's JSON (${error instanceof Error ? error.message : String(error)}); stdout was: ${stdout.slice(0, 500)}`);
+    progress(
+      `could not read the stress client's JSON (${error instanceof Error ? error.message : String(error)}); stdout was: ${stdout.slice(0, 500)}`,
+    );
   }
   return { result, exitCode, stderrTail, cpu, postgres: await pgWindow };
 }

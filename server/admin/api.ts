@@ -31,7 +31,12 @@ export const DEFAULTS = { depth: 20, trades: 50, openOrders: 100 } as const;
 const JSON_HEADERS = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' };
 
 function json(status: number, value: unknown, headers: Record<string, string> = {}): HttpReply {
-  return { status, contentType: 'application/json; charset=utf-8', body: `${JSON.stringify(value)}\n`, headers: { ...JSON_HEADERS, ...headers } };
+  return {
+    status,
+    contentType: 'application/json; charset=utf-8',
+    body: `${JSON.stringify(value)}\n`,
+    headers: { ...JSON_HEADERS, ...headers },
+  };
 }
 
 function problem(status: number, message: string, headers: Record<string, string> = {}): HttpReply {
@@ -72,7 +77,8 @@ export function operatorRoutes(options: OperatorApiOptions): (request: HttpReque
     const [resource, argument, ...rest] = parts;
     if (rest.length > 0) return problem(404, 'not found');
     if (resource === 'symbols' && argument === undefined) return json(200, await reads.symbols());
-    if (resource === 'stats' && argument === undefined) return json(200, { intervalSeconds: 1, points: options.history() });
+    if (resource === 'stats' && argument === undefined)
+      return json(200, { intervalSeconds: 1, points: options.history() });
     if (resource === 'book' && argument !== undefined) {
       const sym = symbolIn(argument);
       const book = await reads.book(sym, count(request.url, 'depth', DEFAULTS.depth, READ_LIMITS.depth));
@@ -85,7 +91,8 @@ export function operatorRoutes(options: OperatorApiOptions): (request: HttpReque
     }
     if (resource === 'accounts' && argument !== undefined) {
       // Off without a configured token: as if the endpoint did not exist.
-      if (adminToken === null) return problem(404, 'the account API is off: the server was started without ADMIN_TOKEN');
+      if (adminToken === null)
+        return problem(404, 'the account API is off: the server was started without ADMIN_TOKEN');
       // The same answer for a missing and a wrong token.
       if (!tokenMatches(adminToken, request.headers.authorization)) {
         return problem(401, 'this endpoint needs the operator token: Authorization: Bearer <ADMIN_TOKEN>', {
@@ -95,7 +102,10 @@ export function operatorRoutes(options: OperatorApiOptions): (request: HttpReque
       const id = pathPart(argument);
       const why = accountIdProblem(id);
       if (why !== null) throw new BadRequest(why);
-      const account = await reads.account(id, count(request.url, 'orders', DEFAULTS.openOrders, READ_LIMITS.openOrders));
+      const account = await reads.account(
+        id,
+        count(request.url, 'orders', DEFAULTS.openOrders, READ_LIMITS.openOrders),
+      );
       return account === null ? problem(404, `unknown account ${id}`) : json(200, account);
     }
     return problem(404, 'not found: /api/symbols, /api/book/SYM, /api/trades/SYM, /api/accounts/ID, /api/stats');

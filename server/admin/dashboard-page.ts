@@ -265,13 +265,15 @@ const SCRIPT = `'use strict';
 })();
 `;
 
-const ICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M0 16V9h4V5h4v11z" fill="#3fb950"/><path d="M8 16V7h4V3h4v13z" fill="#f85149"/></svg>';
+const ICON =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M0 16V9h4V5h4v11z" fill="#3fb950"/><path d="M8 16V7h4V3h4v13z" fill="#f85149"/></svg>';
 
 type Asset = { contentType: string; body: string; headers: Record<string, string> };
 
 // The page runs only its own script and style; it is never framed by another site.
 const PAGE_HEADERS = {
-  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'",
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'cache-control': 'no-cache',
 };

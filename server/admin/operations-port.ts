@@ -42,7 +42,11 @@ export async function startOperationsPort(options: OperationsPortOptions): Promi
     const server = await startOperationsServer(options.port, options.host, {
       metrics: options.metrics,
       health: options.health,
-      routes: operatorRoutes({ reads: new OperatorReads(pool), adminToken: options.adminToken, history: () => history.history() }),
+      routes: operatorRoutes({
+        reads: new OperatorReads(pool),
+        adminToken: options.adminToken,
+        history: () => history.history(),
+      }),
     });
     history.start();
     log.info('metrics, health, dashboard and operator API on HTTP', {

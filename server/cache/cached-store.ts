@@ -18,7 +18,12 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import type {
-  AddSharesRejection, CancelResult, ExchangeStore, Fill, OrderStatus, PlaceOrderResult,
+  AddSharesRejection,
+  CancelResult,
+  ExchangeStore,
+  Fill,
+  OrderStatus,
+  PlaceOrderResult,
 } from '../store/exchange-store.js';
 import { loadCacheSecret } from './cache-secret.js';
 import type { ReadCache } from './read-cache.js';
@@ -42,7 +47,11 @@ export class CachedExchangeStore implements ExchangeStore {
    * The key prefix names the database instance: `exchange:<instance id>:`; the signing
    * secret is read from the same database (the pool of the store).
    */
-  static async create(store: ExchangeStore, cache: ReadCache, pool: Pick<pg.Pool, 'query'>): Promise<CachedExchangeStore> {
+  static async create(
+    store: ExchangeStore,
+    cache: ReadCache,
+    pool: Pick<pg.Pool, 'query'>,
+  ): Promise<CachedExchangeStore> {
     return new CachedExchangeStore(store, cache, `exchange:${await store.instanceId()}:`, await loadCacheSecret(pool));
   }
 
@@ -149,7 +158,7 @@ type Fields = Record<string, unknown>;
 function fields(value: unknown, names: readonly string[]): Fields | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
   const keys = Object.keys(value);
-  return keys.length === names.length && names.every((name) => keys.includes(name)) ? value as Fields : null;
+  return keys.length === names.length && names.every((name) => keys.includes(name)) ? (value as Fields) : null;
 }
 
 function text(value: unknown, pattern: RegExp): string | null {

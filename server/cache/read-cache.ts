@@ -107,7 +107,10 @@ export class RedisReadCache implements ReadCache {
   private withinTimeout<T>(call: Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis call took over ${this.options.commandTimeoutMs} ms`)), this.options.commandTimeoutMs);
+      timer = setTimeout(
+        () => reject(new Error(`redis call took over ${this.options.commandTimeoutMs} ms`)),
+        this.options.commandTimeoutMs,
+      );
     });
     call.catch(() => undefined); // a late failure after the deadline is not unhandled
     return Promise.race([call, deadline]).finally(() => clearTimeout(timer));
@@ -129,6 +132,9 @@ export class RedisReadCache implements ReadCache {
     const now = Date.now();
     if (now - this.lastErrorLog < 5_000) return;
     this.lastErrorLog = now;
-    log.warn(message, { error: error instanceof Error ? error.message : String(error), errorsSoFar: this.counters.errors });
+    log.warn(message, {
+      error: error instanceof Error ? error.message : String(error),
+      errorsSoFar: this.counters.errors,
+    });
   }
 }

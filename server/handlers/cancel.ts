@@ -12,7 +12,10 @@ export async function handleCancel(store: ExchangeStore, accountId: string, item
   try {
     const result = await store.cancelOrder(accountId, item.orderId);
     if (result.outcome !== 'canceled') return errorElement(item.echo, problem(result.outcome));
-    return element('canceled', item.echo, [canceledElement(result.shares, result.time), ...executedElements(result.fills)]);
+    return element('canceled', item.echo, [
+      canceledElement(result.shares, result.time),
+      ...executedElements(result.fills),
+    ]);
   } catch (error) {
     return errorElement(item.echo, failureProblem(error, 'cancel'));
   }

@@ -16,7 +16,12 @@ async function createAccount(store: ExchangeStore, item: CreateAccount): Promise
 }
 
 function sharesEcho(item: AddShares | InvalidCreateItem): Attributes {
-  return item.kind === 'invalid' ? item.echo : [['sym', item.sym], ['id', item.accountId]];
+  return item.kind === 'invalid'
+    ? item.echo
+    : [
+        ['sym', item.sym],
+        ['id', item.accountId],
+      ];
 }
 
 async function addShares(store: ExchangeStore, item: AddShares): Promise<ReplyElement> {

@@ -14,7 +14,12 @@ import { metrics } from '../observability/metrics.js';
  */
 export type OrderBudget = { timedOut: boolean };
 
-export async function handleOrder(store: ExchangeStore, accountId: string, item: OrderItem, budget: OrderBudget = { timedOut: false }): Promise<ReplyElement> {
+export async function handleOrder(
+  store: ExchangeStore,
+  accountId: string,
+  item: OrderItem,
+  budget: OrderBudget = { timedOut: false },
+): Promise<ReplyElement> {
   if (budget.timedOut) return errorElement(item.echo, problem('not_run_after_time_limit'));
   try {
     const result = await store.placeOrder(accountId, item.sym, item.amount, item.limit);

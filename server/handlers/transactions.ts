@@ -26,7 +26,8 @@ function runItem(store: ExchangeStore, accountId: string, item: ValidItem, budge
 
 export async function handleTransactions(store: ExchangeStore, request: TransactionsRequest): Promise<ReplyElement[]> {
   // Why no child can run, if none can: the account id is invalid or unknown, or the lookup failed.
-  let accountProblem: Problem | null = request.accountIdProblem === null ? null : detailedProblem('invalid_item', request.accountIdProblem);
+  let accountProblem: Problem | null =
+    request.accountIdProblem === null ? null : detailedProblem('invalid_item', request.accountIdProblem);
   if (accountProblem === null && request.accountId !== null) {
     try {
       // Accounts are never deleted, so one check covers every child.

@@ -181,7 +181,8 @@ export class Connection {
       budgetLimit = !ownLimit && !this.budget.fits(1, this.charged);
     } else if (!admitted) {
       if (unanswered > 0 && unanswered + declared > limit) ownLimit = true;
-      else if (this.budget.fits(unanswered + Math.max(declared, held) + output - this.charged, this.charged)) admitted = true;
+      else if (this.budget.fits(unanswered + Math.max(declared, held) + output - this.charged, this.charged))
+        admitted = true;
       else budgetLimit = true;
     }
     this.admittedAt = admitted ? this.framedCount : -1;
@@ -217,7 +218,10 @@ export class Connection {
       this.framedCount += events.length;
       // A bare-mode connection exists for one request: closing without one deserves a reply.
       if (events.length === 0 && this.options.framing === 'bare' && this.sawData) {
-        events.push({ type: 'error', problem: detailedProblem('truncated', 'empty request: connection closed before a request arrived') });
+        events.push({
+          type: 'error',
+          problem: detailedProblem('truncated', 'empty request: connection closed before a request arrived'),
+        });
       }
       this.enqueue(events);
     }
@@ -356,9 +360,8 @@ export class Connection {
     if (partial || this.options.framing === 'bare') this.startRequestTimer();
     else this.stopRequestTimer();
     if (this.graceTimer) clearTimeout(this.graceTimer);
-    this.graceTimer = this.framer.partialBodyBytes() > 0
-      ? setTimeout(() => this.onGraceElapsed(), this.options.graceMs)
-      : null;
+    this.graceTimer =
+      this.framer.partialBodyBytes() > 0 ? setTimeout(() => this.onGraceElapsed(), this.options.graceMs) : null;
   }
 
   private onGraceElapsed(): void {
@@ -395,7 +398,12 @@ export class Connection {
       this.startRequestTimer();
       return;
     }
-    this.enqueue([{ type: 'error', problem: detailedProblem('timeout', `request not received in full within ${this.options.requestTimeoutMs} ms`) }]);
+    this.enqueue([
+      {
+        type: 'error',
+        problem: detailedProblem('timeout', `request not received in full within ${this.options.requestTimeoutMs} ms`),
+      },
+    ]);
   }
 
   private clearTimers(): void {

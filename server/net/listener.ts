@@ -18,7 +18,10 @@ export class ExchangeListener {
   private readonly connections = new Set<Connection>();
   readonly budget: ByteBudget;
 
-  constructor(private readonly options: ListenerOptions, hooks: ConnectionHooks) {
+  constructor(
+    private readonly options: ListenerOptions,
+    hooks: ConnectionHooks,
+  ) {
     this.budget = new ByteBudget(options.maxBufferedBytes);
     // allowHalfOpen: a client may shut down its sending side and still read the reply.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket) => {
@@ -64,7 +67,8 @@ export class ExchangeListener {
     const now = Date.now();
     if (now - this.lastRefusedLog < 5_000) return;
     log.warn('connections refused: connection limit reached, every connection has sent a request', {
-      maxConnections: this.options.maxConnections, refused: this.refusedSinceLog,
+      maxConnections: this.options.maxConnections,
+      refused: this.refusedSinceLog,
     });
     this.refusedSinceLog = 0;
     this.lastRefusedLog = now;

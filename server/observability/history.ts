@@ -78,7 +78,10 @@ function increase(now: number, before: number): number {
 export function pointBetween(before: Sample, after: Sample): HistoryPoint {
   const seconds = Math.max((after.time - before.time) / 1000, 0.001);
   const earlier = new Map(before.buckets);
-  const buckets = after.buckets.map(([bound, count]): [number, number] => [bound, increase(count, earlier.get(bound) ?? 0)]);
+  const buckets = after.buckets.map(([bound, count]): [number, number] => [
+    bound,
+    increase(count, earlier.get(bound) ?? 0),
+  ]);
   const toMs = (seconds: number | null) => (seconds === null ? null : Math.round(seconds * 1e6) / 1e3);
   return {
     time: after.time,
@@ -95,7 +98,10 @@ export class MetricsHistory {
   private timer: NodeJS.Timeout | null = null;
   private busy = false;
 
-  constructor(private readonly scrape: () => Promise<string>, private readonly intervalMs = 1_000) {}
+  constructor(
+    private readonly scrape: () => Promise<string>,
+    private readonly intervalMs = 1_000,
+  ) {}
 
   start(): void {
     if (this.timer) return;

@@ -20,7 +20,12 @@ export function isHealthy(health: HealthReport): boolean {
   return health.server === 'listening' && health.postgres === 'ok';
 }
 
-export type HttpReply = { status: number; contentType: string; body: string | Buffer; headers?: Record<string, string> };
+export type HttpReply = {
+  status: number;
+  contentType: string;
+  body: string | Buffer;
+  headers?: Record<string, string>;
+};
 
 /** What the routes see of a request: method, parsed URL (path and query), and its headers. */
 export type HttpRequest = { method: string; url: URL; headers: http.IncomingHttpHeaders };
@@ -32,9 +37,18 @@ export type OperationsEndpoints = {
   routes?: (request: HttpRequest) => Promise<HttpReply | null>;
 };
 
-export function startOperationsServer(port: number, host: string, endpoints: OperationsEndpoints): Promise<http.Server> {
+export function startOperationsServer(
+  port: number,
+  host: string,
+  endpoints: OperationsEndpoints,
+): Promise<http.Server> {
   const server = http.createServer((request, response) => {
-    const reply = (status: number, contentType: string, body: string | Buffer, headers: Record<string, string> = {}) => {
+    const reply = (
+      status: number,
+      contentType: string,
+      body: string | Buffer,
+      headers: Record<string, string> = {},
+    ) => {
       response.writeHead(status, { 'content-type': contentType, ...headers });
       response.end(body);
     };
@@ -53,7 +67,11 @@ export function startOperationsServer(port: number, host: string, endpoints: Ope
         const health = await endpoints.health();
         return reply(isHealthy(health) ? 200 : 503, 'application/json', `${JSON.stringify(health)}\n`);
       }
-      return reply(404, 'text/plain', `not found: try /metrics or /healthz${endpoints.routes ? ', / (dashboard) or /api/symbols' : ''}\n`);
+      return reply(
+        404,
+        'text/plain',
+        `not found: try /metrics or /healthz${endpoints.routes ? ', / (dashboard) or /api/symbols' : ''}\n`,
+      );
     };
     route().catch((error: unknown) => {
       log.warn('operations endpoint failed', { url: request.url, error: String(error) });
@@ -76,7 +94,13 @@ export async function reachable(check: () => Promise<unknown>, timeoutMs = 1_000
     timer = setTimeout(() => resolve(false), timeoutMs);
   });
   try {
-    return await Promise.race([check().then(() => true as const, () => false as const), timeout]);
+    return await Promise.race([
+      check().then(
+        () => true as const,
+        () => false as const,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

@@ -19,26 +19,48 @@ if (cluster.isWorker) new client.AggregatorRegistry();
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 export const metrics = {
-  requests: new client.Counter({ name: 'exchange_requests_total', help: 'Requests processed, by root element', labelNames: ['root'] }),
-  requestDuration: new client.Histogram({
-    name: 'exchange_request_duration_seconds', help: 'Time from a whole request to its reply, by root element', labelNames: ['root'], buckets: latencyBuckets,
+  requests: new client.Counter({
+    name: 'exchange_requests_total',
+    help: 'Requests processed, by root element',
+    labelNames: ['root'],
   }),
-  results: new client.Counter({ name: 'exchange_results_total', help: 'Reply elements, by name (created, opened, status, canceled, error)', labelNames: ['result'] }),
+  requestDuration: new client.Histogram({
+    name: 'exchange_request_duration_seconds',
+    help: 'Time from a whole request to its reply, by root element',
+    labelNames: ['root'],
+    buckets: latencyBuckets,
+  }),
+  results: new client.Counter({
+    name: 'exchange_results_total',
+    help: 'Reply elements, by name (created, opened, status, canceled, error)',
+    labelNames: ['result'],
+  }),
   ordersOpened: new client.Counter({ name: 'exchange_orders_opened_total', help: 'Orders opened' }),
-  fills: new client.Counter({ name: 'exchange_fills_total', help: 'Executions (one per resting order an incoming order traded with)' }),
+  fills: new client.Counter({
+    name: 'exchange_fills_total',
+    help: 'Executions (one per resting order an incoming order traded with)',
+  }),
   cancels: new client.Counter({ name: 'exchange_cancels_total', help: 'Orders canceled' }),
   errors: new client.Counter({
-    name: 'exchange_errors_total', help: 'Error reply elements (item and request level), by code (server/errors.ts)', labelNames: ['code'],
+    name: 'exchange_errors_total',
+    help: 'Error reply elements (item and request level), by code (server/errors.ts)',
+    labelNames: ['code'],
   }),
   /** The label is named reason for dashboards made before codes; its values are the codes. */
   framingErrors: new client.Counter({
-    name: 'exchange_framing_errors_total', help: 'Connections ended by a framing error or timeout, by code (server/errors.ts)', labelNames: ['reason'],
+    name: 'exchange_framing_errors_total',
+    help: 'Connections ended by a framing error or timeout, by code (server/errors.ts)',
+    labelNames: ['reason'],
   }),
   writeBatchSize: new client.Histogram({
-    name: 'exchange_write_batch_size', help: 'Writes (orders and cancels) committed per transaction', buckets: [1, 2, 4, 8, 16, 32, 64],
+    name: 'exchange_write_batch_size',
+    help: 'Writes (orders and cancels) committed per transaction',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
   }),
   readBatchSize: new client.Histogram({
-    name: 'exchange_read_batch_size', help: 'Order-status lookups read per statement', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    name: 'exchange_read_batch_size',
+    help: 'Order-status lookups read per statement',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
   }),
 };
 
@@ -55,24 +77,65 @@ export type MetricSources = {
 export function registerSources(sources: MetricSources): void {
   const counterFrom = (name: string, help: string, read: () => number | null) =>
     new client.Counter({
-      name, help,
+      name,
+      help,
       collect() {
         const value = read();
         this.reset();
         if (value !== null) this.inc(value);
       },
     });
-  counterFrom('exchange_serialization_retries_total', 'Transactions retried after 40001/40P01', () => sources.retries().retries);
-  counterFrom('exchange_retries_exhausted_total', 'Transactions given up after every retry (not applied)', () => sources.retries().exhausted);
+  counterFrom(
+    'exchange_serialization_retries_total',
+    'Transactions retried after 40001/40P01',
+    () => sources.retries().retries,
+  );
+  counterFrom(
+    'exchange_retries_exhausted_total',
+    'Transactions given up after every retry (not applied)',
+    () => sources.retries().exhausted,
+  );
   counterFrom('exchange_cache_hits_total', 'Redis cache hits', () => sources.cache()?.hits ?? null);
-  counterFrom('exchange_cache_misses_total', 'Redis cache misses (including Redis failures)', () => sources.cache()?.misses ?? null);
-  counterFrom('exchange_cache_errors_total', 'Redis errors (each answered from PostgreSQL)', () => sources.cache()?.errors ?? null);
-  counterFrom('exchange_cache_rejected_total', 'Redis entries refused (wrong shape or signature) and removed; also misses', () => sources.cache()?.rejected ?? null);
-  new client.Gauge({ name: 'exchange_open_connections', help: 'Client connections open', collect() { this.set(sources.openConnections()); } });
-  new client.Gauge({ name: 'exchange_buffered_bytes', help: 'Request and reply bytes held for clients (MAX_BUFFERED_BYTES)', collect() { this.set(sources.buffered().bytes); } });
-  new client.Gauge({ name: 'exchange_connections_waiting_for_memory', help: 'Connections not read from until the buffered bytes fall', collect() { this.set(sources.buffered().waiting); } });
+  counterFrom(
+    'exchange_cache_misses_total',
+    'Redis cache misses (including Redis failures)',
+    () => sources.cache()?.misses ?? null,
+  );
+  counterFrom(
+    'exchange_cache_errors_total',
+    'Redis errors (each answered from PostgreSQL)',
+    () => sources.cache()?.errors ?? null,
+  );
+  counterFrom(
+    'exchange_cache_rejected_total',
+    'Redis entries refused (wrong shape or signature) and removed; also misses',
+    () => sources.cache()?.rejected ?? null,
+  );
   new client.Gauge({
-    name: 'exchange_db_pool_connections', help: 'PostgreSQL pool connections, by state', labelNames: ['state'],
+    name: 'exchange_open_connections',
+    help: 'Client connections open',
+    collect() {
+      this.set(sources.openConnections());
+    },
+  });
+  new client.Gauge({
+    name: 'exchange_buffered_bytes',
+    help: 'Request and reply bytes held for clients (MAX_BUFFERED_BYTES)',
+    collect() {
+      this.set(sources.buffered().bytes);
+    },
+  });
+  new client.Gauge({
+    name: 'exchange_connections_waiting_for_memory',
+    help: 'Connections not read from until the buffered bytes fall',
+    collect() {
+      this.set(sources.buffered().waiting);
+    },
+  });
+  new client.Gauge({
+    name: 'exchange_db_pool_connections',
+    help: 'PostgreSQL pool connections, by state',
+    labelNames: ['state'],
     collect() {
       const pool = sources.pool();
       this.set({ state: 'total' }, pool.total);

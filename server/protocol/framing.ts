@@ -24,7 +24,11 @@ export type FrameEvent =
 /** A length line longer than this (after leading blank space) is not a length line. */
 const MAX_LENGTH_LINE = 32;
 
-const SPACE = 0x20, TAB = 0x09, CR = 0x0d, LF = 0x0a, LESS_THAN = 0x3c;
+const SPACE = 0x20,
+  TAB = 0x09,
+  CR = 0x0d,
+  LF = 0x0a,
+  LESS_THAN = 0x3c;
 
 function isBlank(byte: number): boolean {
   return byte === SPACE || byte === TAB || byte === CR || byte === LF;
@@ -65,7 +69,10 @@ function parseLengthLine(head: Buffer, maxBytes: number): LengthLine {
   // Checked whether or not the newline has arrived, so chunking never changes the outcome.
   if (Math.min(end, line.length) > MAX_LENGTH_LINE) return { kind: 'too-long' };
   if (end === line.length) return { kind: 'need-more', blank: start };
-  const text = line.subarray(0, digits).toString('ascii').replace(/^0+(?=\d)/, '');
+  const text = line
+    .subarray(0, digits)
+    .toString('ascii')
+    .replace(/^0+(?=\d)/, '');
   if (text.length > 15 || Number(text) > maxBytes) return { kind: 'too-large', declared: text };
   return { kind: 'length', length: Number(text), consumed: start + end + 1 };
 }
@@ -122,11 +129,15 @@ export function withoutRepeatedLengthLine(body: Buffer): Buffer {
   if (digits === 0) return body;
   // The same tail as a length line: spaces, tabs or a CR may come before the newline.
   let end = digits;
-  while (end < body.length && end <= MAX_LENGTH_LINE && (body[end] === SPACE || body[end] === TAB || body[end] === CR)) end++;
+  while (end < body.length && end <= MAX_LENGTH_LINE && (body[end] === SPACE || body[end] === TAB || body[end] === CR))
+    end++;
   if (end > MAX_LENGTH_LINE || body[end] !== LF) return body;
   const rest = body.length - (end + 1);
   // Compared as text, so no number of digits can overflow.
-  const declared = body.subarray(0, digits).toString('ascii').replace(/^0+(?=\d)/, '');
+  const declared = body
+    .subarray(0, digits)
+    .toString('ascii')
+    .replace(/^0+(?=\d)/, '');
   return declared === String(rest) ? body.subarray(end + 1) : body;
 }
 
@@ -185,10 +196,18 @@ export class RequestFramer {
     const short = this.takeCompleteShortBody(isCompleteDocument);
     if (short) return [short];
     if (this.expectedLength !== null) {
-      return [this.fail(detailedProblem('truncated', `truncated request: connection closed after ${this.buffered.length} of ${this.expectedLength} bytes`))];
+      return [
+        this.fail(
+          detailedProblem(
+            'truncated',
+            `truncated request: connection closed after ${this.buffered.length} of ${this.expectedLength} bytes`,
+          ),
+        ),
+      ];
     }
     const rest = this.buffered.joined();
-    if (rest.some((byte) => !isBlank(byte))) return [this.fail(detailedProblem('truncated', 'truncated request: connection closed inside the length line'))];
+    if (rest.some((byte) => !isBlank(byte)))
+      return [this.fail(detailedProblem('truncated', 'truncated request: connection closed inside the length line'))];
     this.reset();
     return [];
   }
@@ -204,9 +223,18 @@ export class RequestFramer {
           break;
         }
         if (line.kind !== 'length') {
-          events.push(this.fail(line.kind === 'invalid' ? detailedProblem('bad_length_line', INVALID_LENGTH_LINE)
-            : line.kind === 'too-long' ? detailedProblem('bad_length_line', 'invalid length line: too long')
-              : detailedProblem('too_large', `request of ${line.declared} bytes exceeds the maximum of ${this.maxRequestBytes} bytes`)));
+          events.push(
+            this.fail(
+              line.kind === 'invalid'
+                ? detailedProblem('bad_length_line', INVALID_LENGTH_LINE)
+                : line.kind === 'too-long'
+                  ? detailedProblem('bad_length_line', 'invalid length line: too long')
+                  : detailedProblem(
+                      'too_large',
+                      `request of ${line.declared} bytes exceeds the maximum of ${this.maxRequestBytes} bytes`,
+                    ),
+            ),
+          );
           break;
         }
         this.buffered.consume(line.consumed);
@@ -266,7 +294,11 @@ export type WireErrorCode =
 export class WireError extends Error {
   override name = 'WireError';
 
-  constructor(readonly code: WireErrorCode, message: string, readonly serverFraming: ReplyFraming | null = null) {
+  constructor(
+    readonly code: WireErrorCode,
+    message: string,
+    readonly serverFraming: ReplyFraming | null = null,
+  ) {
     super(message);
   }
 }
@@ -298,7 +330,10 @@ export class ReplyDecoder {
   /** Whether the first non-blank byte (which tells the framing) has been checked. */
   private firstByteChecked = false;
 
-  constructor(private readonly expected: ReplyFraming | 'auto', private readonly maxReplyBytes = DEFAULT_MAX_REPLY_BYTES) {
+  constructor(
+    private readonly expected: ReplyFraming | 'auto',
+    private readonly maxReplyBytes = DEFAULT_MAX_REPLY_BYTES,
+  ) {
     this.detected = expected === 'auto' ? null : expected;
   }
 
@@ -321,7 +356,11 @@ export class ReplyDecoder {
     }
     if (this.detected !== 'length') {
       if (this.buffered.length > this.maxReplyBytes) {
-        return [this.fail(new WireError('reply-too-large', `reply exceeds the client's maximum of ${this.maxReplyBytes} bytes`))];
+        return [
+          this.fail(
+            new WireError('reply-too-large', `reply exceeds the client's maximum of ${this.maxReplyBytes} bytes`),
+          ),
+        ];
       }
       // A bare reply is everything until the server closes the connection.
       return [];
@@ -334,8 +373,13 @@ export class ReplyDecoder {
     if (this.failed) return [];
     if (this.detected === 'length') {
       if (this.expectedLength === null && this.buffered.joined().every((byte) => isBlank(byte))) return [];
-      const got = this.expectedLength === null ? 'inside a length line' : `after ${this.buffered.length} of ${this.expectedLength} bytes`;
-      return [this.fail(new WireError('truncated', `the server closed the connection in the middle of a reply (${got})`))];
+      const got =
+        this.expectedLength === null
+          ? 'inside a length line'
+          : `after ${this.buffered.length} of ${this.expectedLength} bytes`;
+      return [
+        this.fail(new WireError('truncated', `the server closed the connection in the middle of a reply (${got})`)),
+      ];
     }
     if (this.buffered.joined().every((byte) => isBlank(byte))) {
       return [this.fail(new WireError('no-reply', 'the server closed the connection without replying'))];
@@ -355,12 +399,20 @@ export class ReplyDecoder {
     this.firstByteChecked = true;
     const speaks: ReplyFraming | null = first === LESS_THAN ? 'bare' : isDigit(first) ? 'length' : null;
     if (speaks === null) {
-      return new WireError('not-a-reply', `the reply is neither a length line nor an XML document: it starts ${preview(head)}`);
+      return new WireError(
+        'not-a-reply',
+        `the reply is neither a length line nor an XML document: it starts ${preview(head)}`,
+      );
     }
     if (this.detected === null) this.detected = speaks;
     if (speaks !== this.detected) {
-      const what = speaks === 'bare' ? 'an XML document without a length line' : 'a length line before the XML document';
-      return new WireError('wrong-framing', `the server speaks ${speaks} reply framing, not ${this.expected} (its reply starts with ${what})`, speaks);
+      const what =
+        speaks === 'bare' ? 'an XML document without a length line' : 'a length line before the XML document';
+      return new WireError(
+        'wrong-framing',
+        `the server speaks ${speaks} reply framing, not ${this.expected} (its reply starts with ${what})`,
+        speaks,
+      );
     }
     return null;
   }
@@ -376,11 +428,25 @@ export class ReplyDecoder {
           break;
         }
         if (line.kind === 'too-large') {
-          events.push(this.fail(new WireError('reply-too-large', `reply of ${line.declared} bytes exceeds the client's maximum of ${this.maxReplyBytes} bytes`)));
+          events.push(
+            this.fail(
+              new WireError(
+                'reply-too-large',
+                `reply of ${line.declared} bytes exceeds the client's maximum of ${this.maxReplyBytes} bytes`,
+              ),
+            ),
+          );
           break;
         }
         if (line.kind !== 'length') {
-          events.push(this.fail(new WireError('bad-length-line', `invalid reply length line: expected a decimal byte count, got ${preview(head)}`)));
+          events.push(
+            this.fail(
+              new WireError(
+                'bad-length-line',
+                `invalid reply length line: expected a decimal byte count, got ${preview(head)}`,
+              ),
+            ),
+          );
           break;
         }
         this.buffered.consume(line.consumed);

@@ -8,12 +8,24 @@
  */
 import { SaxesParser } from 'saxes';
 import type {
-  AddShares, Attributes, CreateAccount, CreateGroup, CreateRequest, InvalidCreateItem,
-  Request, TransactionItem, TransactionsRequest,
+  AddShares,
+  Attributes,
+  CreateAccount,
+  CreateGroup,
+  CreateRequest,
+  InvalidCreateItem,
+  Request,
+  TransactionItem,
+  TransactionsRequest,
 } from './requests.js';
 import {
-  accountIdProblem, amountProblem, balanceProblem, isPossibleOrderId,
-  limitProblem, sharesProblem, symbolProblem,
+  accountIdProblem,
+  amountProblem,
+  balanceProblem,
+  isPossibleOrderId,
+  limitProblem,
+  sharesProblem,
+  symbolProblem,
 } from './fields.js';
 import { hasIllegalXmlCharacter } from './xml-characters.js';
 
@@ -52,7 +64,10 @@ const ASCII_COMPATIBLE_LABEL = /^(us-ascii|iso-8859-1)$/i;
 const MAX_REASON_LENGTH = 200;
 
 function fail(message: string): RequestParseError {
-  return { kind: 'error', message: message.length > MAX_REASON_LENGTH ? `${message.slice(0, MAX_REASON_LENGTH)}...` : message };
+  return {
+    kind: 'error',
+    message: message.length > MAX_REASON_LENGTH ? `${message.slice(0, MAX_REASON_LENGTH)}...` : message,
+  };
 }
 
 /** Thrown from the parser's handlers to stop reading a document we refuse anyway. */
@@ -76,9 +91,10 @@ function malformed(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   const match = /^(\d+):(\d+): (.*?)\.?$/s.exec(message);
   if (!match) return `malformed XML: ${message}`;
-  const what = match[3] === 'malformed character entity'
-    ? 'character reference malformed or to a character not allowed in XML'
-    : match[3] as string;
+  const what =
+    match[3] === 'malformed character entity'
+      ? 'character reference malformed or to a character not allowed in XML'
+      : (match[3] as string);
   return `malformed XML: ${what} (line ${match[1]}, column ${match[2]})`;
 }
 
@@ -191,7 +207,8 @@ function itemsAdded(open: readonly XmlElement[]): number {
 export function isCompleteDocument(body: Uint8Array): boolean {
   // Cheap test first: a complete document's last non-blank byte is '>'.
   let last = body.length - 1;
-  while (last >= 0 && (body[last] === 0x20 || body[last] === 0x0a || body[last] === 0x0d || body[last] === 0x09)) last--;
+  while (last >= 0 && (body[last] === 0x20 || body[last] === 0x0a || body[last] === 0x0d || body[last] === 0x09))
+    last--;
   if (last < 0 || body[last] !== 0x3e) return false;
   return !isParseError(readDocument(body));
 }
@@ -262,7 +279,10 @@ function parseCreate(root: XmlElement): CreateRequest | RequestParseError {
     } else if (name === 'symbol') {
       groups.push(parseSymbol(child, attributes));
     } else {
-      groups.push({ kind: 'account', item: { kind: 'invalid', echo: [], reason: `unknown element <${shortName(name)}> in <create>` } });
+      groups.push({
+        kind: 'account',
+        item: { kind: 'invalid', echo: [], reason: `unknown element <${shortName(name)}> in <create>` },
+      });
     }
   }
   return { kind: 'create', groups };
@@ -270,11 +290,12 @@ function parseCreate(root: XmlElement): CreateRequest | RequestParseError {
 
 function parseCreateAccount(node: XmlElement, attributes: Record<string, string>): CreateAccount | InvalidCreateItem {
   const echo = echoOf(attributes, ['id']);
-  const problem = accountIdProblem(attributes.id)
-    ?? balanceProblem(attributes.balance)
-    ?? unexpectedAttribute(attributes, ['id', 'balance'])
-    ?? (node.children.length > 0 ? '<account> in <create> takes no children' : null)
-    ?? (hasText(node) ? '<account> in <create> takes no text' : null);
+  const problem =
+    accountIdProblem(attributes.id) ??
+    balanceProblem(attributes.balance) ??
+    unexpectedAttribute(attributes, ['id', 'balance']) ??
+    (node.children.length > 0 ? '<account> in <create> takes no children' : null) ??
+    (hasText(node) ? '<account> in <create> takes no text' : null);
   if (problem) return { kind: 'invalid', echo, reason: problem };
   return { kind: 'account', accountId: attributes.id as string, balance: attributes.balance as string };
 }
@@ -287,20 +308,28 @@ function parseSymbol(node: XmlElement, attributes: Record<string, string>): Crea
     return {
       kind: 'symbol',
       sym: null,
-      items: [{ kind: 'invalid', echo: echoOf(attributes, ['sym']), reason: symProblem ?? '<symbol> needs at least one <account>' }],
+      items: [
+        {
+          kind: 'invalid',
+          echo: echoOf(attributes, ['sym']),
+          reason: symProblem ?? '<symbol> needs at least one <account>',
+        },
+      ],
     };
   }
   const items: Array<AddShares | InvalidCreateItem> = children.map((child) => {
     const childName = child.name;
     const childAttributes = child.attributes;
     const echo: Attributes = [...echoOf(attributes, ['sym']), ...echoOf(childAttributes, ['id'])];
-    if (childName !== 'account') return { kind: 'invalid', echo, reason: `unknown element <${shortName(childName)}> in <symbol>` };
+    if (childName !== 'account')
+      return { kind: 'invalid', echo, reason: `unknown element <${shortName(childName)}> in <symbol>` };
     const shares = child.text.trim();
-    const problem = symProblem
-      ?? accountIdProblem(childAttributes.id)
-      ?? unexpectedAttribute(childAttributes, ['id'])
-      ?? (child.children.length > 0 ? '<account> in <symbol> holds only a number' : null)
-      ?? sharesProblem(shares);
+    const problem =
+      symProblem ??
+      accountIdProblem(childAttributes.id) ??
+      unexpectedAttribute(childAttributes, ['id']) ??
+      (child.children.length > 0 ? '<account> in <symbol> holds only a number' : null) ??
+      sharesProblem(shares);
     if (problem) return { kind: 'invalid', echo, reason: problem };
     return { kind: 'shares', sym: sym as string, accountId: childAttributes.id as string, shares };
   });
@@ -326,15 +355,20 @@ const ORDER_ATTRIBUTES = ['sym', 'amount', 'limit'] as const;
 function parseTransactionItem(node: XmlElement): TransactionItem {
   const name = node.name;
   const attributes = node.attributes;
-  const nested = node.children.length > 0 ? `<${shortName(name)}> takes no children`
-    : hasText(node) ? `<${shortName(name)}> takes no text` : null;
+  const nested =
+    node.children.length > 0
+      ? `<${shortName(name)}> takes no children`
+      : hasText(node)
+        ? `<${shortName(name)}> takes no text`
+        : null;
   if (name === 'order') {
     const echo = echoOf(attributes, ORDER_ATTRIBUTES);
-    const problem = symbolProblem(attributes.sym)
-      ?? amountProblem(attributes.amount)
-      ?? limitProblem(attributes.limit)
-      ?? unexpectedAttribute(attributes, ORDER_ATTRIBUTES)
-      ?? nested;
+    const problem =
+      symbolProblem(attributes.sym) ??
+      amountProblem(attributes.amount) ??
+      limitProblem(attributes.limit) ??
+      unexpectedAttribute(attributes, ORDER_ATTRIBUTES) ??
+      nested;
     if (problem) return { kind: 'invalid', echo, reason: problem };
     return {
       kind: 'order',
@@ -346,9 +380,8 @@ function parseTransactionItem(node: XmlElement): TransactionItem {
   }
   if (name === 'query' || name === 'cancel') {
     const echo = echoOf(attributes, ['id']);
-    const problem = (attributes.id === undefined ? 'missing id' : null)
-      ?? unexpectedAttribute(attributes, ['id'])
-      ?? nested;
+    const problem =
+      (attributes.id === undefined ? 'missing id' : null) ?? unexpectedAttribute(attributes, ['id']) ?? nested;
     if (problem) return { kind: 'invalid', echo, reason: problem };
     // A malformed id is answered exactly like an unknown one (by the handler), so ids cannot be probed.
     const orderId = isPossibleOrderId(attributes.id) ? (attributes.id as string) : null;

@@ -15,6 +15,12 @@ export function withLegalXmlCharacters(text: string): string {
 }
 
 export function isLegalXmlCodePoint(code: number): boolean {
-  return code === 0x9 || code === 0xa || code === 0xd
-    || (code >= 0x20 && code <= 0xd7ff) || (code >= 0xe000 && code <= 0xfffd) || (code >= 0x10000 && code <= 0x10ffff);
+  return (
+    code === 0x9 ||
+    code === 0xa ||
+    code === 0xd ||
+    (code >= 0x20 && code <= 0xd7ff) ||
+    (code >= 0xe000 && code <= 0xfffd) ||
+    (code >= 0x10000 && code <= 0x10ffff)
+  );
 }

@@ -127,10 +127,12 @@ export class DurabilityBarrier {
   private flushAfterNow(): Promise<void> {
     if (!this.inFlight) return (this.inFlight = this.runFlush());
     if (!this.next) {
-      this.next = this.inFlight.catch(() => undefined).then(() => {
-        this.next = null;
-        return (this.inFlight = this.runFlush());
-      });
+      this.next = this.inFlight
+        .catch(() => undefined)
+        .then(() => {
+          this.next = null;
+          return (this.inFlight = this.runFlush());
+        });
     }
     return this.next;
   }

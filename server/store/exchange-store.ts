@@ -8,10 +8,24 @@
 import pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
-import { DEFAULT_RETRY_POLICY, RetriesExhaustedError, isRetryable, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
+import {
+  DEFAULT_RETRY_POLICY,
+  RetriesExhaustedError,
+  isRetryable,
+  withRetry,
+  type RetryCounters,
+  type RetryPolicy,
+} from './retry.js';
 import { OutcomePruner, awaitBatchOutcome, newBatchToken, type BatchRecord } from './write-outcome.js';
 import { log } from '../log.js';
-import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMark, type WalMarkRow } from './durability.js';
+import {
+  DurabilityBarrier,
+  WAL_MARK_COLUMNS,
+  walFlusher,
+  walMarkOf,
+  type WalMark,
+  type WalMarkRow,
+} from './durability.js';
 import { ERROR_MESSAGES, type ErrorCode } from '../errors.js';
 
 export type Fill = { shares: string; price: string; time: string };
@@ -23,11 +37,16 @@ export type OrderStatus = {
   fills: Fill[];
 };
 /** Why the matching functions (schema/002_matching.sql) refuse a write: codes of server/errors.ts. */
-export type OrderRejection = Extract<ErrorCode, 'unknown_account' | 'unknown_symbol' | 'insufficient_funds' | 'insufficient_shares'>;
+export type OrderRejection = Extract<
+  ErrorCode,
+  'unknown_account' | 'unknown_symbol' | 'insufficient_funds' | 'insufficient_shares'
+>;
 export type CancelRejection = Extract<ErrorCode, 'unknown_order' | 'nothing_open'>;
 export type AddSharesRejection = Extract<ErrorCode, 'unknown_account' | 'unknown_symbol'>;
 /** fills: how many resting orders the new order executed against at once. */
-export type PlaceOrderResult = { opened: true; orderId: string; fills: number } | { opened: false; rejection: OrderRejection };
+export type PlaceOrderResult =
+  | { opened: true; orderId: string; fills: number }
+  | { opened: false; rejection: OrderRejection };
 export type CancelResult =
   | { outcome: 'canceled'; shares: string; time: string; fills: Fill[] }
   | { outcome: CancelRejection };
@@ -66,7 +85,9 @@ const DEFAULT_OUTCOME_LOOKUP_MS = 30_000;
 /** A write that did not finish within the write time limit: rolled back, nothing changed. */
 export class WriteTooLongError extends Error {
   constructor(readonly limitMs: number) {
-    super(`not applied: it took longer than the ${limitMs} ms one write may hold the exchange (an order crossing too many resting orders); nothing was changed`);
+    super(
+      `not applied: it took longer than the ${limitMs} ms one write may hold the exchange (an order crossing too many resting orders); nothing was changed`,
+    );
     this.name = 'WriteTooLongError';
   }
 }
@@ -91,17 +112,25 @@ type WriteRequest =
   | { kind: 'order'; accountId: string; sym: string; amount: string; limit: string }
   | { kind: 'cancel'; accountId: string; orderId: string };
 /** wal: what the reply must wait for before it may be sent (see durability.ts). */
-type WriteResult = ({ kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult }) & { wal: WalMark };
+type WriteResult = ({ kind: 'order'; result: PlaceOrderResult } | { kind: 'cancel'; result: CancelResult }) & {
+  wal: WalMark;
+};
 type WriteRow = {
-  order_id: string | null; rejection: string | null; fill_count: number | null;
-  outcome: string | null; shares_canceled: string | null; time_canceled: string | null;
+  order_id: string | null;
+  rejection: string | null;
+  fill_count: number | null;
+  outcome: string | null;
+  shares_canceled: string | null;
+  time_canceled: string | null;
   /** [shares, price, time] per fill, oldest first. */
   fills: Array<[string, string, string]> | null;
 };
 
 /** A PostgreSQL array literal ({"a","b",NULL}) as an SQL string literal. */
 function arrayLiteral(values: Array<string | null>): string {
-  const elements = values.map((value) => (value === null ? 'NULL' : `"${value.replace(/[\\"]/g, (character) => `\\${character}`)}"`));
+  const elements = values.map((value) =>
+    value === null ? 'NULL' : `"${value.replace(/[\\"]/g, (character) => `\\${character}`)}"`,
+  );
   return pg.escapeLiteral(`{${elements.join(',')}}`);
 }
 
@@ -129,10 +158,16 @@ SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.ti
  */
 function codeFromSql<Code extends ErrorCode>(value: string | null, expected: readonly Code[]): Code {
   const code = expected.find((each) => each === value);
-  if (code === undefined) throw new Error(`schema/002_matching.sql returned ${JSON.stringify(value)}, not one of ${expected.join(', ')}`);
+  if (code === undefined)
+    throw new Error(`schema/002_matching.sql returned ${JSON.stringify(value)}, not one of ${expected.join(', ')}`);
   return code;
 }
-const ORDER_REJECTIONS: readonly OrderRejection[] = ['unknown_account', 'unknown_symbol', 'insufficient_funds', 'insufficient_shares'];
+const ORDER_REJECTIONS: readonly OrderRejection[] = [
+  'unknown_account',
+  'unknown_symbol',
+  'insufficient_funds',
+  'insufficient_shares',
+];
 const CANCEL_REJECTIONS: readonly CancelRejection[] = ['unknown_order', 'nothing_open'];
 const ADD_SHARES_REJECTIONS: readonly AddSharesRejection[] = ['unknown_account', 'unknown_symbol'];
 
@@ -149,7 +184,11 @@ function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalM
   }
   if (row.outcome === 'canceled' && row.shares_canceled !== null && row.time_canceled !== null) {
     const fills = (row.fills ?? []).map(([shares, price, time]) => ({ shares, price, time }));
-    return { kind: 'cancel', result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills }, wal };
+    return {
+      kind: 'cancel',
+      result: { outcome: 'canceled', shares: row.shares_canceled, time: row.time_canceled, fills },
+      wal,
+    };
   }
   return { kind: 'cancel', result: { outcome: codeFromSql(row.outcome, CANCEL_REJECTIONS) }, wal };
 }
@@ -192,7 +231,8 @@ type StatusLookup = { accountId: string; orderId: string };
  * One row per fill (one with null fill columns for an order without fills); n is the lookup's
  * position, from 1 (null on the one row of a batch that found no order).
  */
-type StatusRow = FillRow & WalMarkRow & { n: number | null; open_shares: string; canceled_shares: string | null; canceled_at: string | null };
+type StatusRow = FillRow &
+  WalMarkRow & { n: number | null; open_shares: string; canceled_shares: string | null; canceled_at: string | null };
 
 function fillsOf(rows: FillRow[]): Fill[] {
   const fills: Fill[] = [];
@@ -210,9 +250,10 @@ function statusOf(rows: StatusRow[] | undefined): OrderStatus | null {
   if (!rows || !first) return null;
   return {
     openShares: first.open_shares,
-    canceled: first.canceled_shares !== null && first.canceled_at !== null
-      ? { shares: first.canceled_shares, time: first.canceled_at }
-      : null,
+    canceled:
+      first.canceled_shares !== null && first.canceled_at !== null
+        ? { shares: first.canceled_shares, time: first.canceled_at }
+        : null,
     fills: fillsOf(rows),
   };
 }
@@ -222,9 +263,14 @@ export class PostgresExchangeStore implements ExchangeStore {
   private readonly knownAccounts = new Set<string>();
   /** Connections that have apply_batch prepared (a prepared statement lives as long as its session). */
   private readonly preparedClients = new WeakSet<pg.PoolClient>();
-  private readonly writes = new BatchQueue<WriteRequest, WriteResult>((batch) => this.applyWrites(batch), MAX_WRITES_PER_TRANSACTION);
+  private readonly writes = new BatchQueue<WriteRequest, WriteResult>(
+    (batch) => this.applyWrites(batch),
+    MAX_WRITES_PER_TRANSACTION,
+  );
   private readonly statusReads = new BatchQueue<StatusLookup, { status: OrderStatus | null; wal: WalMark }>(
-    (batch) => this.readStatuses(batch), MAX_READS_PER_STATEMENT);
+    (batch) => this.readStatuses(batch),
+    MAX_READS_PER_STATEMENT,
+  );
   /** Replies wait here until what they reveal is on disk. */
   readonly durability: DurabilityBarrier;
 
@@ -272,7 +318,9 @@ export class PostgresExchangeStore implements ExchangeStore {
   }
 
   async instanceId(): Promise<string> {
-    const result = await this.read(() => this.pool.query<{ instance_id: string }>('SELECT instance_id FROM exchange_instance'));
+    const result = await this.read(() =>
+      this.pool.query<{ instance_id: string }>('SELECT instance_id FROM exchange_instance'),
+    );
     const row = result.rows[0];
     if (!row) throw new Error('exchange_instance row missing: schema not applied');
     return row.instance_id;
@@ -291,10 +339,11 @@ export class PostgresExchangeStore implements ExchangeStore {
   }
 
   async addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null> {
-    const result = await this.query<{ problem: string | null }>(
-      'SELECT add_shares($1, $2, $3) AS problem',
-      [accountId, sym, shares],
-    );
+    const result = await this.query<{ problem: string | null }>('SELECT add_shares($1, $2, $3) AS problem', [
+      accountId,
+      sym,
+      shares,
+    ]);
     const problem = result.rows[0]?.problem ?? null;
     return problem === null ? null : codeFromSql(problem, ADD_SHARES_REJECTIONS);
   }
@@ -368,7 +417,8 @@ export class PostgresExchangeStore implements ExchangeStore {
     const timedOut = committed === null && isQueryCanceled(failure) && Date.now() - started >= this.writeTimeoutMs;
     const outcome = await awaitBatchOutcome(this.pool, token, this.outcomeLookupMs);
     log.warn('write batch failed; its outcome was looked up', {
-      writes: batch.length, error: failure instanceof Error ? failure.message : String(failure),
+      writes: batch.length,
+      error: failure instanceof Error ? failure.message : String(failure),
       outcome: outcome === null ? 'unknown' : outcome.committed ? 'committed' : 'not committed',
     });
     if (outcome === null) return batch.map(() => ({ status: 'rejected', reason: failure }));
@@ -382,7 +432,10 @@ export class PostgresExchangeStore implements ExchangeStore {
       }
     }
     // Nothing of the batch was applied, and it never will be: its writes may run again.
-    if (timedOut) return batch.length === 1 ? [{ status: 'rejected', reason: new WriteTooLongError(this.writeTimeoutMs) }] : this.eachAlone(batch);
+    if (timedOut)
+      return batch.length === 1
+        ? [{ status: 'rejected', reason: new WriteTooLongError(this.writeTimeoutMs) }]
+        : this.eachAlone(batch);
     if (reruns > 0) return this.runWrites(batch, reruns - 1);
     if (batch.length > 1) return this.eachAlone(batch);
     return [{ status: 'rejected', reason: new WriteNotAppliedError(failure) }];
@@ -403,24 +456,46 @@ export class PostgresExchangeStore implements ExchangeStore {
    */
   private async recoveredResults(batch: WriteRequest[], record: BatchRecord): Promise<WriteResult[]> {
     const canceledIds = batch.flatMap((request, index) =>
-      (request.kind === 'cancel' && record.outcomes[index] === 'canceled' ? [request.orderId] : []));
+      request.kind === 'cancel' && record.outcomes[index] === 'canceled' ? [request.orderId] : [],
+    );
     const canceled = new Map<string, WriteRow>();
     if (canceledIds.length > 0) {
-      const result = await this.read(() => this.pool.query<WriteRow & { id: string }>(
-        `SELECT o.id::text AS id, o.canceled_shares AS shares_canceled, o.canceled_at AS time_canceled,
+      const result = await this.read(() =>
+        this.pool.query<WriteRow & { id: string }>(
+          `SELECT o.id::text AS id, o.canceled_shares AS shares_canceled, o.canceled_at AS time_canceled,
                 (SELECT jsonb_agg(jsonb_build_array(f.shares::text, f.price::text, f.executed_at::text) ORDER BY f.execution_id)
                    FROM order_fills f WHERE f.order_id = o.id) AS fills
-           FROM orders o WHERE o.id = ANY ($1::bigint[])`, [canceledIds]));
+           FROM orders o WHERE o.id = ANY ($1::bigint[])`,
+          [canceledIds],
+        ),
+      );
       for (const row of result.rows) canceled.set(row.id, { ...row, outcome: 'canceled' });
     }
     const noMark: WalMark = { needed: 0n, flushed: 0n, epoch: '' };
     return batch.map((request, index) => {
       const orderId = record.orderIds[index] ?? null;
       const outcome = record.outcomes[index] ?? null;
-      const row: WriteRow = request.kind === 'order'
-        ? { order_id: orderId, rejection: outcome, fill_count: 0, outcome: null, shares_canceled: null, time_canceled: null, fills: null }
-        // Keyed as PostgreSQL prints the id: the request may have sent it with leading zeros.
-        : canceled.get(BigInt(request.orderId).toString()) ?? { order_id: null, rejection: null, fill_count: null, outcome, shares_canceled: null, time_canceled: null, fills: null };
+      const row: WriteRow =
+        request.kind === 'order'
+          ? {
+              order_id: orderId,
+              rejection: outcome,
+              fill_count: 0,
+              outcome: null,
+              shares_canceled: null,
+              time_canceled: null,
+              fills: null,
+            }
+          : // Keyed as PostgreSQL prints the id: the request may have sent it with leading zeros.
+            (canceled.get(BigInt(request.orderId).toString()) ?? {
+              order_id: null,
+              rejection: null,
+              fill_count: null,
+              outcome,
+              shares_canceled: null,
+              time_canceled: null,
+              fills: null,
+            });
       return writeResult(request, row, noMark);
     });
   }
@@ -452,49 +527,55 @@ EXECUTE apply_batch(${pg.escapeLiteral(token)}, ${column((request) => request.ki
   ${column((request) => (request.kind === 'cancel' ? request.orderId : null))});
 COMMIT;
 SELECT ${WAL_MARK_COLUMNS};`;
-    const attempt = () => withRetry(async () => {
-      const client = await this.pool.connect();
-      let healthy = true;
-      // A checked-out client has no pool error listener: a connection dying between two
-      // of our queries would otherwise be an uncaught 'error' event and kill the process.
-      const onError = () => {
-        healthy = false;
-      };
-      client.on('error', onError);
-      try {
-        if (!this.preparedClients.has(client)) {
-          // Its own round trip, before the batch's message, so the lock is not held meanwhile.
-          await client.query(PREPARE_APPLY_BATCH);
-          this.preparedClients.add(client);
-        }
-        const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
-        const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
-        const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
-        if (!selected || !mark) throw new Error('the write transaction returned no batch result');
-        return { rows: selected.rows, wal: walMarkOf(mark) };
-      } catch (error) {
-        // A statement that failed left the transaction open and aborted (the rest of the
-        // message was skipped): roll it back. A lost connection is discarded instead.
-        // A prepared statement that failed is made again on the next use.
-        if (isPreparedStatementError(error)) this.preparedClients.delete(client);
-        if (isRetryable(error) || isStatementError(error)) {
-          // A client whose ROLLBACK failed may still be inside the aborted transaction.
-          await client.query('ROLLBACK').catch(() => {
+    const attempt = () =>
+      withRetry(
+        async () => {
+          const client = await this.pool.connect();
+          let healthy = true;
+          // A checked-out client has no pool error listener: a connection dying between two
+          // of our queries would otherwise be an uncaught 'error' event and kill the process.
+          const onError = () => {
             healthy = false;
-          });
-          // A plan that no longer fits (0A000) leaves the statement in place: drop it so it can be made again.
-          if (healthy && isPreparedStatementError(error)) await client.query('DEALLOCATE apply_batch').catch(() => undefined);
-        } else {
-          healthy = false;
-        }
-        throw error;
-      } finally {
-        // A client whose connection failed is discarded, not returned to the pool; it keeps
-        // our listener, since a dying connection can report more errors after release.
-        if (healthy) client.off('error', onError);
-        client.release(!healthy);
-      }
-    }, this.retryPolicy, this.retryCounters);
+          };
+          client.on('error', onError);
+          try {
+            if (!this.preparedClients.has(client)) {
+              // Its own round trip, before the batch's message, so the lock is not held meanwhile.
+              await client.query(PREPARE_APPLY_BATCH);
+              this.preparedClients.add(client);
+            }
+            const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
+            const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
+            const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
+            if (!selected || !mark) throw new Error('the write transaction returned no batch result');
+            return { rows: selected.rows, wal: walMarkOf(mark) };
+          } catch (error) {
+            // A statement that failed left the transaction open and aborted (the rest of the
+            // message was skipped): roll it back. A lost connection is discarded instead.
+            // A prepared statement that failed is made again on the next use.
+            if (isPreparedStatementError(error)) this.preparedClients.delete(client);
+            if (isRetryable(error) || isStatementError(error)) {
+              // A client whose ROLLBACK failed may still be inside the aborted transaction.
+              await client.query('ROLLBACK').catch(() => {
+                healthy = false;
+              });
+              // A plan that no longer fits (0A000) leaves the statement in place: drop it so it can be made again.
+              if (healthy && isPreparedStatementError(error))
+                await client.query('DEALLOCATE apply_batch').catch(() => undefined);
+            } else {
+              healthy = false;
+            }
+            throw error;
+          } finally {
+            // A client whose connection failed is discarded, not returned to the pool; it keeps
+            // our listener, since a dying connection can report more errors after release.
+            if (healthy) client.off('error', onError);
+            client.release(!healthy);
+          }
+        },
+        this.retryPolicy,
+        this.retryCounters,
+      );
     // A connection that lost the prepared statement (nothing committed) prepares it again, once.
     return attempt().catch((error: unknown) => {
       if (!isPreparedStatementError(error)) throw error;
@@ -519,21 +600,25 @@ SELECT ${WAL_MARK_COLUMNS};`;
    * snapshot sees a prefix of their serial order. At READ COMMITTED the read
    * takes no predicate locks, which every later write would otherwise check.
    */
-  private async readStatuses(batch: StatusLookup[]): Promise<Array<PromiseSettledResult<{ status: OrderStatus | null; wal: WalMark }>>> {
+  private async readStatuses(
+    batch: StatusLookup[],
+  ): Promise<Array<PromiseSettledResult<{ status: OrderStatus | null; wal: WalMark }>>> {
     metrics.readBatchSize.observe(batch.length);
-    const result = await this.read(() => this.statusReadPool.query<StatusRow>({
-      name: 'order-statuses',
-      // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
-      // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.
-      // The WAL mark, taken after the statement's snapshot, covers every commit it can see;
-      // the outer join gives it a row even when no lookup found an order.
-      text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at, m.wal_needed, m.wal_flushed, m.wal_epoch
+    const result = await this.read(() =>
+      this.statusReadPool.query<StatusRow>({
+        name: 'order-statuses',
+        // order_statuses (schema/002_matching.sql) keeps one guarded plan per session.
+        // The function returns rows in order; WITH ORDINALITY makes this statement promise it too.
+        // The WAL mark, taken after the statement's snapshot, covers every commit it can see;
+        // the outer join gives it a row even when no lookup found an order.
+        text: `SELECT s.n, s.open_shares, s.canceled_shares, s.canceled_at, s.shares, s.price, s.executed_at, m.wal_needed, m.wal_flushed, m.wal_epoch
                FROM (SELECT ${WAL_MARK_COLUMNS}) m
                LEFT JOIN LATERAL order_statuses($1::text[], $2::bigint[]) WITH ORDINALITY
                     AS s(n, open_shares, canceled_shares, canceled_at, shares, price, executed_at, k) ON true
               ORDER BY s.k`,
-      values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
-    }));
+        values: [batch.map((lookup) => lookup.accountId), batch.map((lookup) => lookup.orderId)],
+      }),
+    );
     const markRow = result.rows[0];
     if (!markRow) throw new Error('the status read returned no WAL position');
     const wal = walMarkOf(markRow);
@@ -544,6 +629,9 @@ SELECT ${WAL_MARK_COLUMNS};`;
       if (rows) rows.push(row);
       else rowsByLookup.set(row.n, [row]);
     }
-    return batch.map((_, index) => ({ status: 'fulfilled', value: { status: statusOf(rowsByLookup.get(index + 1)), wal } }));
+    return batch.map((_, index) => ({
+      status: 'fulfilled',
+      value: { status: statusOf(rowsByLookup.get(index + 1)), wal },
+    }));
   }
 }

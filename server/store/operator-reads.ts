@@ -97,7 +97,10 @@ export class OperatorReads {
       if (!mark) throw new Error('no WAL position');
       return { result, mark };
     } catch (error) {
-      if (healthy) await client.query('ROLLBACK').catch(() => { healthy = false; });
+      if (healthy)
+        await client.query('ROLLBACK').catch(() => {
+          healthy = false;
+        });
       throw error;
     } finally {
       if (healthy) client.off('error', onError);
@@ -111,10 +114,13 @@ export class OperatorReads {
       if (!(await symbolExists(client, sym))) return null;
       // Walks orders_open_buys / orders_open_sells in price order and stops after `depth`
       // prices: the cost is the orders at those prices, not the whole book.
-      const side = (condition: string, order: string) => client.query<BookLevel>(
-        `SELECT trim_scale(limit_price)::text AS price, trim_scale(sum(open_shares))::text AS shares, count(*)::int AS orders
+      const side = (condition: string, order: string) =>
+        client.query<BookLevel>(
+          `SELECT trim_scale(limit_price)::text AS price, trim_scale(sum(open_shares))::text AS shares, count(*)::int AS orders
            FROM orders WHERE sym = $1 AND ${condition} AND open_shares > 0
-          GROUP BY limit_price ORDER BY limit_price ${order} LIMIT $2`, [sym, depth]);
+          GROUP BY limit_price ORDER BY limit_price ${order} LIMIT $2`,
+          [sym, depth],
+        );
       const bids = await side('amount > 0', 'DESC');
       const asks = await side('amount < 0', 'ASC');
       return { sym, bids: bids.rows, asks: asks.rows };
@@ -134,7 +140,9 @@ export class OperatorReads {
       if (!(await symbolExists(client, sym))) return null;
       // The planner cannot know that the walk stops early (it would read and sort every
       // traded order of the symbol: 100 ms for 20,000): walking the index is the only plan.
-      await client.query('SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off');
+      await client.query(
+        'SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off',
+      );
       const result = await client.query<Trade>(
         `SELECT trim_scale(e.price)::text AS price, trim_scale(e.shares)::text AS shares, e.executed_at::float8 AS time
            FROM (SELECT id, amount FROM orders
@@ -147,7 +155,9 @@ export class OperatorReads {
                 SELECT x.id, x.price, x.shares, x.executed_at FROM executions x
                  WHERE o.amount < 0 AND x.sell_order_id = o.id AND x.buy_order_id < o.id) e
           ORDER BY o.id DESC, e.id DESC
-          LIMIT $2`, [sym, limit]);
+          LIMIT $2`,
+        [sym, limit],
+      );
       return result.rows;
     });
   }
@@ -161,11 +171,20 @@ export class OperatorReads {
 
   private readSymbols(): Promise<SymbolSummary[]> {
     return this.snapshot(async (client) => {
-      const instance = (await client.query<{ id: string }>('SELECT instance_id::text AS id FROM exchange_instance')).rows[0]?.id ?? '';
+      const instance =
+        (await client.query<{ id: string }>('SELECT instance_id::text AS id FROM exchange_instance')).rows[0]?.id ?? '';
       // A database reset under a running server starts the tape again.
-      const tape = this.tape?.instance === instance ? this.tape : { instance, seenUpTo: '0', totals: new Map<string, Totals>() };
+      const tape =
+        this.tape?.instance === instance ? this.tape : { instance, seenUpTo: '0', totals: new Map<string, Totals>() };
       const syms = [...tape.totals.keys()];
-      const result = await client.query<{ sym: string; bid: string | null; ask: string | null; last: string | null; volume: string; seen: string | null }>(
+      const result = await client.query<{
+        sym: string;
+        bid: string | null;
+        ask: string | null;
+        last: string | null;
+        volume: string;
+        seen: string | null;
+      }>(
         `WITH news AS (
            SELECT o.sym, sum(e.shares) AS volume, max(e.id) AS seen, (array_agg(e.price ORDER BY e.id DESC))[1] AS last
              FROM executions e JOIN orders o ON o.id = e.buy_order_id
@@ -183,7 +202,13 @@ export class OperatorReads {
            LEFT JOIN LATERAL (SELECT limit_price AS price FROM orders
                                WHERE sym = s.sym AND amount < 0 AND open_shares > 0 ORDER BY limit_price ASC LIMIT 1) ask ON true
           ORDER BY s.sym COLLATE "C"`,
-        [tape.seenUpTo, syms, syms.map((sym) => tape.totals.get(sym)?.volume), syms.map((sym) => tape.totals.get(sym)?.last)]);
+        [
+          tape.seenUpTo,
+          syms,
+          syms.map((sym) => tape.totals.get(sym)?.volume),
+          syms.map((sym) => tape.totals.get(sym)?.last),
+        ],
+      );
       let seenUpTo = BigInt(tape.seenUpTo);
       const totals = new Map<string, Totals>();
       for (const row of result.rows) {
@@ -192,7 +217,11 @@ export class OperatorReads {
       }
       this.tape = { instance, seenUpTo: seenUpTo.toString(), totals };
       return result.rows.map((row) => ({
-        sym: row.sym, bid: row.bid, ask: row.ask, last: row.last === null ? null : trimScale(row.last), volume: trimScale(row.volume),
+        sym: row.sym,
+        bid: row.bid,
+        ask: row.ask,
+        last: row.last === null ? null : trimScale(row.last),
+        volume: trimScale(row.volume),
       }));
     });
   }
@@ -200,22 +229,31 @@ export class OperatorReads {
   /** An account's balance, reservations, positions and open orders (the oldest `orderLimit`); null if unknown. */
   account(id: string, orderLimit: number): Promise<AccountView | null> {
     return this.snapshot(async (client) => {
-      const account = await client.query<{ balance: string }>('SELECT trim_scale(balance)::text AS balance FROM accounts WHERE id = $1', [id]);
+      const account = await client.query<{ balance: string }>(
+        'SELECT trim_scale(balance)::text AS balance FROM accounts WHERE id = $1',
+        [id],
+      );
       const balance = account.rows[0]?.balance;
       if (balance === undefined) return null;
       // orders_open_by_account: the account's open orders only.
       const reserved = await client.query<{ cash: string; count: number }>(
         `SELECT trim_scale(coalesce(sum(open_shares * limit_price) FILTER (WHERE amount > 0), 0))::text AS cash, count(*)::int AS count
-           FROM orders WHERE account_id = $1 AND open_shares > 0`, [id]);
+           FROM orders WHERE account_id = $1 AND open_shares > 0`,
+        [id],
+      );
       const positions = await client.query<AccountPosition>(
         `SELECT sym, trim_scale(coalesce(p.shares, 0))::text AS shares, trim_scale(coalesce(r.reserved, 0))::text AS reserved
            FROM (SELECT sym, shares FROM positions WHERE account_id = $1) p
            FULL JOIN (SELECT sym, sum(open_shares) AS reserved FROM orders
                        WHERE account_id = $1 AND open_shares > 0 AND amount < 0 GROUP BY sym) r USING (sym)
-          ORDER BY sym COLLATE "C"`, [id]);
+          ORDER BY sym COLLATE "C"`,
+        [id],
+      );
       const orders = await client.query<OpenOrder>(
         `SELECT id::text, sym, trim_scale(amount)::text AS amount, trim_scale(limit_price)::text AS limit, trim_scale(open_shares)::text AS open
-           FROM orders o WHERE account_id = $1 AND open_shares > 0 ORDER BY o.id LIMIT $2`, [id, orderLimit]);
+           FROM orders o WHERE account_id = $1 AND open_shares > 0 ORDER BY o.id LIMIT $2`,
+        [id, orderLimit],
+      );
       return {
         id,
         balance,

@@ -35,7 +35,10 @@ export type Postmaster = {
 const ROUTINE = /^LOG: (starting PostgreSQL|database system is shut down|listening on)/;
 
 function tidy(line: string): string {
-  return line.replace(LINE_PREFIX, '').replace(/^([A-Z]+):\s+/, '$1: ').trim();
+  return line
+    .replace(LINE_PREFIX, '')
+    .replace(/^([A-Z]+):\s+/, '$1: ')
+    .trim();
 }
 
 /** The last lines PostgreSQL wrote, without the time and pid prefix. */
@@ -82,22 +85,27 @@ export function startPostmaster(options: PostmasterOptions): Promise<Postmaster>
   return new Promise<Postmaster>((resolve, reject) => {
     let ready = false;
     let stopping = false;
-    const child = spawn(options.binary, ['-D', options.dataDir, '-p', String(options.port), '-c', 'listen_addresses=127.0.0.1'], {
-      detached: true,
-      windowsHide: true,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      ...(options.user ?? {}),
-      // Untranslated messages: readiness is recognised by its text.
-      env: { ...process.env, LC_MESSAGES: 'C' },
-    });
+    const child = spawn(
+      options.binary,
+      ['-D', options.dataDir, '-p', String(options.port), '-c', 'listen_addresses=127.0.0.1'],
+      {
+        detached: true,
+        windowsHide: true,
+        stdio: ['ignore', 'ignore', 'pipe'],
+        ...(options.user ?? {}),
+        // Untranslated messages: readiness is recognised by its text.
+        env: { ...process.env, LC_MESSAGES: 'C' },
+      },
+    );
     const running = () => child.exitCode === null && child.signalCode === null;
     const exited = new Promise<void>((done) => child.once('exit', () => done()));
     let stopped: Promise<void> | null = null;
-    const stop = (): Promise<void> => (stopped ??= (async () => {
-      stopping = true;
-      if (running()) child.kill('SIGINT');
-      await exited;
-    })());
+    const stop = (): Promise<void> =>
+      (stopped ??= (async () => {
+        stopping = true;
+        if (running()) child.kill('SIGINT');
+        await exited;
+      })());
 
     const output = new RecentOutput((line) => {
       if (!ready && line.includes(READY)) {
@@ -129,7 +137,11 @@ export function startPostmaster(options: PostmasterOptions): Promise<Postmaster>
       if (!ready) {
         const text = output.text();
         const reason = explain(text, options);
-        reject(new Error(`embedded PostgreSQL did not start (it exited with ${how})${reason ? `: ${reason}` : ''}. PostgreSQL said: ${text}`));
+        reject(
+          new Error(
+            `embedded PostgreSQL did not start (it exited with ${how})${reason ? `: ${reason}` : ''}. PostgreSQL said: ${text}`,
+          ),
+        );
       } else if (!stopping) {
         log.error('embedded PostgreSQL stopped unexpectedly', { exit: how, output: output.text() });
       }

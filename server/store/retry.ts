@@ -25,7 +25,10 @@ export type RetryCounters = { retries: number; exhausted: number };
 
 /** Thrown when every attempt was aborted by PostgreSQL; nothing was applied. */
 export class RetriesExhaustedError extends Error {
-  constructor(readonly attempts: number, readonly lastError: unknown) {
+  constructor(
+    readonly attempts: number,
+    readonly lastError: unknown,
+  ) {
     super(`transaction aborted ${attempts} times by concurrent updates`);
     this.name = 'RetriesExhaustedError';
   }
@@ -58,7 +61,8 @@ export async function withRetry<T>(
       }
       if (counters) counters.retries++;
       // One line per transaction that keeps losing: a sign of a retry storm.
-      if (attempt === RETRY_STORM_ATTEMPTS) log.warn('retry storm: a transaction keeps being aborted', { attempts: attempt });
+      if (attempt === RETRY_STORM_ATTEMPTS)
+        log.warn('retry storm: a transaction keeps being aborted', { attempts: attempt });
       await sleep(backoffMs(attempt, policy));
     }
   }

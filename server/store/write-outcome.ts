@@ -38,7 +38,8 @@ type OutcomeRow = WalMarkRow & { order_ids: string[] | null; outcomes: Array<str
 
 /** A token is only ever one we made; checked anyway, since it is inlined in SQL. */
 function checkedToken(token: string): string {
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(token)) throw new Error(`not a batch token: ${token}`);
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(token))
+    throw new Error(`not a batch token: ${token}`);
   return token;
 }
 
@@ -84,7 +85,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * Looks the batch up until PostgreSQL answers or the deadline passes (then null: the
  * outcome stays unknown). Retries back off from 50 ms to 1 s.
  */
-export async function awaitBatchOutcome(pool: pg.Pool, token: string, deadlineMs: number): Promise<BatchOutcome | null> {
+export async function awaitBatchOutcome(
+  pool: pg.Pool,
+  token: string,
+  deadlineMs: number,
+): Promise<BatchOutcome | null> {
   const deadline = Date.now() + deadlineMs;
   for (let delay = 50; ; delay = Math.min(1_000, delay * 2)) {
     try {
@@ -108,9 +113,11 @@ export class OutcomePruner {
     if (this.running || now - this.last < PRUNE_INTERVAL_MS) return;
     this.last = now;
     this.running = true;
-    this.prune(now).catch(() => undefined).finally(() => {
-      this.running = false;
-    });
+    this.prune(now)
+      .catch(() => undefined)
+      .finally(() => {
+        this.running = false;
+      });
   }
 
   /**

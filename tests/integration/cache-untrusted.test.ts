@@ -31,7 +31,8 @@ describe('Redis is not trusted', function () {
   const OWNER = '51';
   const OTHER = '52';
 
-  const query = (account: string, id: string): string => `<transactions id="${account}"><query id="${id}"/></transactions>`;
+  const query = (account: string, id: string): string =>
+    `<transactions id="${account}"><query id="${id}"/></transactions>`;
   const key = (id: string): string => `${prefix}order:${id}`;
 
   before(async () => {
@@ -41,14 +42,28 @@ describe('Redis is not trusted', function () {
     redis = createClient({ url: SHARED_REDIS_URL });
     await redis.connect();
     prefix = `exchange:${await cached.store.instanceId()}:`;
-    await sendOnce(cached.port, `<create><account id="${OWNER}" balance="100000"/><account id="${OTHER}" balance="100000"/>`
-      + `<symbol sym="UT"><account id="${OWNER}">100</account><account id="${OTHER}">100</account></symbol></create>`);
-    order.live = orderIdOf(await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="5" limit="10"/></transactions>`));
-    order.canceled = orderIdOf(await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="3" limit="9"/></transactions>`));
+    await sendOnce(
+      cached.port,
+      `<create><account id="${OWNER}" balance="100000"/><account id="${OTHER}" balance="100000"/>` +
+        `<symbol sym="UT"><account id="${OWNER}">100</account><account id="${OTHER}">100</account></symbol></create>`,
+    );
+    order.live = orderIdOf(
+      await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="5" limit="10"/></transactions>`),
+    );
+    order.canceled = orderIdOf(
+      await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="3" limit="9"/></transactions>`),
+    );
     await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${order.canceled}"/></transactions>`);
     // OTHER's sell at 20 rests; OWNER's buy of 2 at 20 fills it whole (OWNER's live buy at 10 does not cross it).
-    order.foreign = orderIdOf(await sendOnce(cached.port, `<transactions id="${OTHER}"><order sym="UT" amount="-2" limit="20"/></transactions>`));
-    order.filled = orderIdOf(await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="2" limit="20"/></transactions>`));
+    order.foreign = orderIdOf(
+      await sendOnce(
+        cached.port,
+        `<transactions id="${OTHER}"><order sym="UT" amount="-2" limit="20"/></transactions>`,
+      ),
+    );
+    order.filled = orderIdOf(
+      await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="2" limit="20"/></transactions>`),
+    );
     // Each final order read once through the cache, so Redis holds a genuine entry for it.
     for (const id of [order.canceled, order.filled, order.foreign]) {
       await sendOnce(cached.port, query(id === order.foreign ? OTHER : OWNER, id));
@@ -72,20 +87,39 @@ describe('Redis is not trusted', function () {
       JSON.stringify({ owner, status: { openShares: '0', canceled: { shares: '5', time: '1' }, fills: [] } });
     const payload = (genuine as string).slice((genuine as string).indexOf('.', 3) + 1);
     return [
-      ['the number 1', '1'], ['an empty object', '{}'], ['an empty array', '[]'], ['true', 'true'], ['null', 'null'],
-      ['a JSON string', '"x"'], ['an empty string', ''], ['not JSON', 'garbage{'], ['a NUL byte', '\u0000'],
+      ['the number 1', '1'],
+      ['an empty object', '{}'],
+      ['an empty array', '[]'],
+      ['true', 'true'],
+      ['null', 'null'],
+      ['a JSON string', '"x"'],
+      ['an empty string', ''],
+      ['not JSON', 'garbage{'],
+      ['a NUL byte', '\u0000'],
       ['100 KB of text', 'x'.repeat(100_000)],
       ['a record with a null owner', claimCanceled(null)],
       ['a record with no status', JSON.stringify({ owner: OWNER })],
       ['a record with a null status', JSON.stringify({ owner: OWNER, status: null })],
-      ['a record whose fills is not an array', JSON.stringify({ owner: OWNER, status: { openShares: '0', canceled: null, fills: 5 } })],
+      [
+        'a record whose fills is not an array',
+        JSON.stringify({ owner: OWNER, status: { openShares: '0', canceled: null, fills: 5 } }),
+      ],
       ['an unsigned record in the old format claiming a cancel for the owner', claimCanceled(OWNER)],
       ['an unsigned record in the old format for the other account', claimCanceled(OTHER)],
-      ['an unsigned record claiming the order is open', JSON.stringify({ owner: OWNER, status: { openShares: '5', canceled: null, fills: [] } })],
+      [
+        'an unsigned record claiming the order is open',
+        JSON.stringify({ owner: OWNER, status: { openShares: '5', canceled: null, fills: [] } }),
+      ],
       ['the current format with a made-up MAC', `v1.${'A'.repeat(43)}.${claimCanceled(OWNER)}`],
-      ['the current format signed with another secret', signedWith('not the secret', key(order.live), claimCanceled(OWNER))],
+      [
+        'the current format signed with another secret',
+        signedWith('not the secret', key(order.live), claimCanceled(OWNER)),
+      ],
       ['a genuine entry of another order, copied', genuine as string],
-      ['a genuine entry given to the other account', `${(genuine as string).slice(0, 47)}${payload.replace(`"owner":"${OWNER}"`, `"owner":"${OTHER}"`)}`],
+      [
+        'a genuine entry given to the other account',
+        `${(genuine as string).slice(0, 47)}${payload.replace(`"owner":"${OWNER}"`, `"owner":"${OTHER}"`)}`,
+      ],
       ['a genuine entry with its MAC cut short', (genuine as string).slice(0, 40) + (genuine as string).slice(47)],
     ];
   }
@@ -128,11 +162,21 @@ describe('Redis is not trusted', function () {
     }
     // Then live orders, one per kind of garbage: each is canceled, and its money comes back.
     for (const [what, value] of cases) {
-      const id = orderIdOf(await sendOnce(cached.port, `<transactions id="${OWNER}"><order sym="UT" amount="1" limit="7"/></transactions>`));
+      const id = orderIdOf(
+        await sendOnce(
+          cached.port,
+          `<transactions id="${OWNER}"><order sym="UT" amount="1" limit="7"/></transactions>`,
+        ),
+      );
       await redis.set(key(id), value, { EX: 600 });
-      const reply = parseResults(await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${id}"/></transactions>`));
+      const reply = parseResults(
+        await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${id}"/></transactions>`),
+      );
       expect(reply[0]?.name, `${what} at a live order: ${JSON.stringify(reply)}`).to.equal('canceled');
-      const row = await cached.pool.query<{ open_shares: string }>('SELECT open_shares::text FROM orders WHERE id = $1', [id]);
+      const row = await cached.pool.query<{ open_shares: string }>(
+        'SELECT open_shares::text FROM orders WHERE id = $1',
+        [id],
+      );
       expect(Number(row.rows[0]?.open_shares), `${what}: nothing left open`).to.equal(0);
     }
     // The first live order too, behind the most convincing forgery: a genuine entry of another order.
@@ -140,7 +184,9 @@ describe('Redis is not trusted', function () {
     const genuine = await redis.get(key(order.canceled));
     expect(genuine).to.be.a('string');
     await redis.set(key(order.live), genuine as string, { EX: 600 });
-    const reply = parseResults(await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${order.live}"/></transactions>`));
+    const reply = parseResults(
+      await sendOnce(cached.port, `<transactions id="${OWNER}"><cancel id="${order.live}"/></transactions>`),
+    );
     expect(reply[0]?.name).to.equal('canceled');
     expect(reply[0]?.children[0]?.attributes.shares).to.equal('5');
   });
@@ -163,8 +209,16 @@ describe('Redis with a password (AUTH)', function () {
   after(async () => redis?.kill());
 
   async function finalOrderQueries(server: TestServer, account: string): Promise<{ query: string; expected: string }> {
-    await sendOnce(server.port, `<create><account id="${account}" balance="1000"/><symbol sym="AU"><account id="${account}">1</account></symbol></create>`);
-    const id = orderIdOf(await sendOnce(server.port, `<transactions id="${account}"><order sym="AU" amount="1" limit="10"/></transactions>`));
+    await sendOnce(
+      server.port,
+      `<create><account id="${account}" balance="1000"/><symbol sym="AU"><account id="${account}">1</account></symbol></create>`,
+    );
+    const id = orderIdOf(
+      await sendOnce(
+        server.port,
+        `<transactions id="${account}"><order sym="AU" amount="1" limit="10"/></transactions>`,
+      ),
+    );
     await sendOnce(server.port, `<transactions id="${account}"><cancel id="${id}"/></transactions>`);
     const query = `<transactions id="${account}"><query id="${id}"/></transactions>`;
     return { query, expected: await sendOnce(server.port, query) };

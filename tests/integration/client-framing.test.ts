@@ -18,7 +18,7 @@ function show(run: ClientRun): string {
   return `exit ${run.code} after ${run.ms} ms${run.timedOut ? ' (KILLED: it hung)' : ''}\nstdout: ${run.stdout.slice(0, 600)}\nstderr: ${run.stderr.slice(0, 600)}`;
 }
 
-describe('clients and the server\'s reply framing (processes)', function () {
+describe("clients and the server's reply framing (processes)", function () {
   this.timeout(120_000);
   let database: TestDatabase;
   let bare: ServerProcess;
@@ -38,7 +38,10 @@ describe('clients and the server\'s reply framing (processes)', function () {
 
   describe('exchange-client', () => {
     it('--framing length against a bare server exits 1 at once, saying the server speaks bare framing', async () => {
-      const run = await runClient(['--port', String(bare.port), '--framing', 'length', path.join(EXAMPLES, 'create.xml')], { timeoutMs: HANG_BOUND_MS });
+      const run = await runClient(
+        ['--port', String(bare.port), '--framing', 'length', path.join(EXAMPLES, 'create.xml')],
+        { timeoutMs: HANG_BOUND_MS },
+      );
       expect(run.timedOut, show(run)).to.equal(false);
       expect(run.code, show(run)).to.equal(1);
       expect(run.stderr, show(run)).to.match(/server speaks bare reply framing/);
@@ -46,7 +49,10 @@ describe('clients and the server\'s reply framing (processes)', function () {
     });
 
     it('--framing bare against a length server exits 1 at once (it does not wait for the server to close)', async () => {
-      const run = await runClient(['--port', String(framed.port), '--framing', 'bare', path.join(EXAMPLES, 'create.xml')], { timeoutMs: HANG_BOUND_MS });
+      const run = await runClient(
+        ['--port', String(framed.port), '--framing', 'bare', path.join(EXAMPLES, 'create.xml')],
+        { timeoutMs: HANG_BOUND_MS },
+      );
       expect(run.timedOut, show(run)).to.equal(false);
       expect(run.code, show(run)).to.equal(1);
       expect(run.stderr, show(run)).to.match(/server speaks length reply framing/);
@@ -67,9 +73,13 @@ describe('clients and the server\'s reply framing (processes)', function () {
 
     it('a server that is not there: a clear message and exit 1 after a short backoff', async () => {
       const closed = await closedPort();
-      const run = await runClient(['--port', String(closed), path.join(EXAMPLES, 'create.xml')], { timeoutMs: HANG_BOUND_MS });
+      const run = await runClient(['--port', String(closed), path.join(EXAMPLES, 'create.xml')], {
+        timeoutMs: HANG_BOUND_MS,
+      });
       expect(run.code, show(run)).to.equal(1);
-      expect(run.stderr, show(run)).to.match(/cannot connect to 127\.0\.0\.1:\d+: connection refused .*attempts.*is the server running\?/);
+      expect(run.stderr, show(run)).to.match(
+        /cannot connect to 127\.0\.0\.1:\d+: connection refused .*attempts.*is the server running\?/,
+      );
       expect(run.stdout).to.equal('');
     });
 
@@ -84,10 +94,24 @@ describe('clients and the server\'s reply framing (processes)', function () {
   });
 
   describe('exchange-stress', () => {
-    const quick = ['--seconds', '1', '--warmup', '0', '--connections', '2', '--accounts', '4', '--symbols', '1', '--json'];
+    const quick = [
+      '--seconds',
+      '1',
+      '--warmup',
+      '0',
+      '--connections',
+      '2',
+      '--accounts',
+      '4',
+      '--symbols',
+      '1',
+      '--json',
+    ];
 
     it('--framing length against a bare server exits 1 at once, saying the server speaks bare framing', async () => {
-      const run = await runStress(['--port', String(bare.port), '--framing', 'length', ...quick], { timeoutMs: HANG_BOUND_MS });
+      const run = await runStress(['--port', String(bare.port), '--framing', 'length', ...quick], {
+        timeoutMs: HANG_BOUND_MS,
+      });
       expect(run.timedOut, show(run)).to.equal(false);
       expect(run.code, show(run)).to.equal(1);
       expect(run.stderr, show(run)).to.match(/server speaks bare reply framing/);

@@ -15,7 +15,13 @@ import { LengthClient, frameRequest } from '../support/client.js';
 import { ReplyDecoder } from '../../server/protocol/framing.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import {
-  LoadDriver, OrderLedger, checkOrdersAgainstSql, createUniverse, type LoadStats, type SentOrder, type Universe,
+  LoadDriver,
+  OrderLedger,
+  checkOrdersAgainstSql,
+  createUniverse,
+  type LoadStats,
+  type SentOrder,
+  type Universe,
 } from '../support/fault-load.js';
 import { DisposableCluster, POSTGRES_SERVER } from '../support/fault-postgres.js';
 import { killAllFaultServers, spawnFaultServer, type FaultServer } from '../support/fault-process.js';
@@ -25,7 +31,6 @@ import { skipUnless, titleNeeding } from '../support/requirements.js';
 import type { GrantLedger } from '../support/ledger.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 import { sleep, waitFor } from '../support/waiting.js';
-
 
 function universe(prefix: string): Universe {
   return {
@@ -44,7 +49,12 @@ function checkPool(url: string): pg.Pool {
 }
 
 /** Every acknowledged order in SQL as acknowledged, no failed one there, no stray rows, and the invariants. */
-async function expectDatabaseConsistent(pool: pg.Pool, ledger: OrderLedger, grants: GrantLedger, when: string): Promise<void> {
+async function expectDatabaseConsistent(
+  pool: pg.Pool,
+  ledger: OrderLedger,
+  grants: GrantLedger,
+  when: string,
+): Promise<void> {
   const check = await checkOrdersAgainstSql(pool, ledger);
   expect(check.problems, `orders vs. replies ${when}`).to.deep.equal([]);
   expect(ledger.acked.size, `nothing was acknowledged ${when}`).to.be.greaterThan(0);
@@ -61,13 +71,20 @@ function shares(node: ReplyNode): number {
 }
 
 /** Queries some acknowledged orders through the server: each is known, and its parts add up to its amount. */
-async function expectServerKnowsOrders(port: number, ledger: OrderLedger, random: () => number, count: number): Promise<void> {
+async function expectServerKnowsOrders(
+  port: number,
+  ledger: OrderLedger,
+  random: () => number,
+  count: number,
+): Promise<void> {
   const orders = [...ledger.acked.values()];
   const client = await LengthClient.connect(port);
   try {
     for (let index = 0; index < count && orders.length > 0; index++) {
       const order = orders[Math.floor(random() * orders.length)] as (typeof orders)[number];
-      const [status] = parseResults(await client.send(`<transactions id="${order.account}"><query id="${order.id}"/></transactions>`));
+      const [status] = parseResults(
+        await client.send(`<transactions id="${order.account}"><query id="${order.id}"/></transactions>`),
+      );
       expect(status?.name, `query of acknowledged order ${order.id}: ${JSON.stringify(status)}`).to.equal('status');
       expect(shares(status as ReplyNode), `parts of order ${order.id}`).to.equal(Math.abs(Number(order.amount)));
     }
@@ -86,8 +103,11 @@ async function placeOnce(port: number, ledger: OrderLedger, order: SentOrder): P
     return false;
   }
   try {
-    const [node] = parseResults(await client.send(
-      `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`));
+    const [node] = parseResults(
+      await client.send(
+        `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`,
+      ),
+    );
     if (node?.name === 'opened') {
       ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
       return true;
@@ -110,7 +130,9 @@ function pipelineInOneWrite(port: number, xmls: string[]): { firstReply: Promise
   let markFirst: () => void = () => undefined;
   const firstReply = new Promise<void>((resolve) => (markFirst = resolve));
   const replies = new Promise<string[]>((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(Buffer.concat(xmls.map((xml) => frameRequest(xml)))));
+    const socket = net.connect({ host: '127.0.0.1', port }, () =>
+      socket.write(Buffer.concat(xmls.map((xml) => frameRequest(xml)))),
+    );
     const decoder = new ReplyDecoder('length');
     const done: string[] = [];
     socket.on('data', (chunk: Buffer) => {
@@ -138,7 +160,10 @@ function logLines(server: FaultServer, message: string): number {
 }
 
 /** Resolves with the primary's exit, or rejects after timeoutMs. */
-function exitWithin(server: FaultServer, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+function exitWithin(
+  server: FaultServer,
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return Promise.race([
     server.exited,
     sleep(timeoutMs).then(() => {
@@ -181,7 +206,14 @@ describe('faults (real processes, killed for real)', function () {
           await expectDatabaseConsistent(pool, ledger, grants, `after restart ${cycle}`);
           await expectServerKnowsOrders(port, ledger, random, 10);
         }
-        const driver = new LoadDriver({ port, connections: 4, seed: 100 + cycle, universe: world, ledger, doomedRate: 0.15 }).start();
+        const driver = new LoadDriver({
+          port,
+          connections: 4,
+          seed: 100 + cycle,
+          universe: world,
+          ledger,
+          doomedRate: 0.15,
+        }).start();
         await sleep(300 + Math.floor(random() * 1200));
         await server.killGroup();
         await driver.stop();
@@ -214,7 +246,12 @@ describe('faults (real processes, killed for real)', function () {
       database = await createTestDatabase();
       pool = checkPool(database.url);
       redis = await FaultRedis.start();
-      cached = await spawnFaultServer({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', REDIS_URL: redis.url, CACHE_TIMEOUT_MS: '50' });
+      cached = await spawnFaultServer({
+        DATABASE_URL: database.url,
+        REPLY_FRAMING: 'length',
+        REDIS_URL: redis.url,
+        CACHE_TIMEOUT_MS: '50',
+      });
       plain = await spawnFaultServer({ DATABASE_URL: database.url, REPLY_FRAMING: 'length' });
       await waitFor('the cache to connect', () => logLines(cached, 'redis cache connected') >= 1);
       world = universe('72');
@@ -247,9 +284,13 @@ describe('faults (real processes, killed for real)', function () {
               if (fromCache !== fromDatabase) {
                 const a = parseResults(fromCache);
                 const b = parseResults(fromDatabase);
-                const differing = a.map((node, index) => [orders[index]?.id, JSON.stringify(node), JSON.stringify(b[index])])
-                  .filter(([, x, y]) => x !== y).slice(0, 5);
-                expect.fail(`${when}: cached and uncached answers differ for account ${account}: ${JSON.stringify(differing)}`);
+                const differing = a
+                  .map((node, index) => [orders[index]?.id, JSON.stringify(node), JSON.stringify(b[index])])
+                  .filter(([, x, y]) => x !== y)
+                  .slice(0, 5);
+                expect.fail(
+                  `${when}: cached and uncached answers differ for account ${account}: ${JSON.stringify(differing)}`,
+                );
               }
             }
           }
@@ -267,8 +308,18 @@ describe('faults (real processes, killed for real)', function () {
 
     const phases: Array<{ name: string; down: () => Promise<void>; up: () => Promise<void>; oldData: boolean }> = [
       { name: 'kill -9, restart empty', down: () => redis.kill(), up: () => redis.restart(), oldData: false },
-      { name: 'SHUTDOWN SAVE, restart with the saved data loaded', down: () => redis.shutdownSave(), up: () => redis.restart(), oldData: true },
-      { name: 'kill -9, restart with the older dump loaded again', down: () => redis.kill(), up: () => redis.restart(), oldData: true },
+      {
+        name: 'SHUTDOWN SAVE, restart with the saved data loaded',
+        down: () => redis.shutdownSave(),
+        up: () => redis.restart(),
+        oldData: true,
+      },
+      {
+        name: 'kill -9, restart with the older dump loaded again',
+        down: () => redis.kill(),
+        up: () => redis.restart(),
+        oldData: true,
+      },
     ];
 
     it('kill -9 and SHUTDOWN SAVE + restart mid-load: no client-visible error at any point, no stale read after it returns', async () => {
@@ -276,7 +327,13 @@ describe('faults (real processes, killed for real)', function () {
       for (const phase of phases) {
         const connectedBefore = logLines(cached, 'redis cache connected');
         const driver = new LoadDriver({
-          port: cached.port, connections: 4, seed: 200 + seed++, universe: world, ledger, cancelRate: 0.25, queryRate: 0.35,
+          port: cached.port,
+          connections: 4,
+          seed: 200 + seed++,
+          universe: world,
+          ledger,
+          cancelRate: 0.25,
+          queryRate: 0.35,
         }).start();
         await sleep(700);
         const keysBefore = await redis.dbsize();
@@ -286,12 +343,19 @@ describe('faults (real processes, killed for real)', function () {
         if (phase.oldData) {
           expect(await keysLoadedAtStart(), `${phase.name}: keys loaded from the dump`).to.be.greaterThan(0);
         }
-        await waitFor(`${phase.name}: the cache to reconnect`, () => logLines(cached, 'redis cache connected') > connectedBefore, 5_000);
+        await waitFor(
+          `${phase.name}: the cache to reconnect`,
+          () => logLines(cached, 'redis cache connected') > connectedBefore,
+          5_000,
+        );
         await sleep(600);
         await driver.stop();
         expect(keysBefore, `${phase.name}: the cache was in use before the fault`).to.be.greaterThan(0);
         expect(problemsOf(driver.stats), phase.name).to.deep.equal({ anomalies: [], unexpectedErrors: [] });
-        expect({ lost: driver.stats.lostRequests, connectFailures: driver.stats.connectFailures }, phase.name).to.deep.equal({ lost: 0, connectFailures: 0 });
+        expect(
+          { lost: driver.stats.lostRequests, connectFailures: driver.stats.connectFailures },
+          phase.name,
+        ).to.deep.equal({ lost: 0, connectFailures: 0 });
         expect(driver.stats.canceled, `${phase.name}: cancels happened`).to.be.greaterThan(0);
         await expectSameAnswersAsUncached(`after ${phase.name}`);
       }
@@ -300,7 +364,13 @@ describe('faults (real processes, killed for real)', function () {
 
     it('a frozen Redis (SIGSTOP) costs at most a cache timeout per request: no error, no stall, no stale read after SIGCONT', async () => {
       const driver = new LoadDriver({
-        port: cached.port, connections: 4, seed: 300, universe: world, ledger, cancelRate: 0.25, queryRate: 0.35,
+        port: cached.port,
+        connections: 4,
+        seed: 300,
+        universe: world,
+        ledger,
+        cancelRate: 0.25,
+        queryRate: 0.35,
       }).start();
       await sleep(500);
       redis.freeze();
@@ -310,10 +380,16 @@ describe('faults (real processes, killed for real)', function () {
       await sleep(500);
       await driver.stop();
       expect(problemsOf(driver.stats)).to.deep.equal({ anomalies: [], unexpectedErrors: [] });
-      const during = driver.stats.records.filter((record) => record.sentAt >= frozenAt && record.sentAt < frozenAt + 2_000);
-      const slow = driver.stats.records.filter((record) => record.repliedAt - record.sentAt > 1_000)
+      const during = driver.stats.records.filter(
+        (record) => record.sentAt >= frozenAt && record.sentAt < frozenAt + 2_000,
+      );
+      const slow = driver.stats.records
+        .filter((record) => record.repliedAt - record.sentAt > 1_000)
         .map((record) => `${record.repliedAt - record.sentAt} ms: ${record.what}`);
-      expect(slow, `CACHE_TIMEOUT_MS=50, yet ${slow.length} requests took over 1 s while Redis was frozen`).to.deep.equal([]);
+      expect(
+        slow,
+        `CACHE_TIMEOUT_MS=50, yet ${slow.length} requests took over 1 s while Redis was frozen`,
+      ).to.deep.equal([]);
       expect(during.length, 'requests were answered while Redis was frozen').to.be.greaterThan(10);
       await expectSameAnswersAsUncached('after SIGCONT');
       await expectDatabaseConsistent(pool, ledger, grants, 'after the freeze');
@@ -322,7 +398,10 @@ describe('faults (real processes, killed for real)', function () {
     it('the cache served hits across the faults (it was really in use)', async () => {
       cached.signal('SIGTERM', 'primary');
       expect((await exitWithin(cached, 15_000)).code).to.equal(0);
-      const stopped = cached.log().split('\n').find((line) => line.includes('"msg":"stopped"'));
+      const stopped = cached
+        .log()
+        .split('\n')
+        .find((line) => line.includes('"msg":"stopped"'));
       const counters = (JSON.parse(stopped ?? '{}') as { cache?: { hits: number; errors: number } }).cache;
       expect(counters?.hits, stopped).to.be.greaterThan(0);
       expect(counters?.errors, stopped).to.be.greaterThan(0);
@@ -336,66 +415,94 @@ describe('faults (real processes, killed for real)', function () {
       await cluster?.remove();
     });
 
-    it(titleNeeding('restart -m fast, restart -m immediate, and a stop: never a false success, the server reconnects by itself, invariants hold',
-      POSTGRES_SERVER), async function () {
-      skipUnless(this, POSTGRES_SERVER);
-      cluster = await DisposableCluster.create();
-      const server = await spawnFaultServer({ DATABASE_URL: cluster.url, REPLY_FRAMING: 'length' });
-      const world = universe('73');
-      const ledger = new OrderLedger();
-      const grants = await createUniverse(server.port, world);
-      const faults: Array<{ name: string; run: (c: DisposableCluster) => Promise<unknown> }> = [
-        { name: 'pg_ctl restart -m fast', run: (c) => c.restart('fast') },
-        { name: 'pg_ctl restart -m immediate', run: (c) => c.restart('immediate') },
-        { name: 'pg_ctl stop -m fast, 1.5 s down, start', run: async (c) => { await c.stop('fast'); await sleep(1_500); await c.start(); } },
-      ];
-      let seed = 1;
-      let hitInFlight = 0;
-      for (const fault of faults) {
-        const driver = new LoadDriver({ port: server.port, connections: 4, seed: 400 + seed++, universe: world, ledger, doomedRate: 0.1 }).start();
-        await sleep(800);
-        await fault.run(cluster);
-        // The server reconnects by itself: an order opens again within a few seconds.
-        const upAt = Date.now();
-        let recoveredAt = 0;
-        let lastFailure = '';
-        while (recoveredAt === 0) {
-          expect(server.child.exitCode, `${fault.name}: the server process died (exit code ${server.child.exitCode}); log: ${
-            server.log().slice(-2500)}`).to.equal(null);
-          expect(Date.now() - upAt, `${fault.name}: no order opened within 5 s of PostgreSQL accepting connections again; last reply: ${
-            lastFailure}; server log: ${server.log().slice(-1500)}`).to.be.lessThan(5_000);
-          const probe = ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false);
-          if (await placeOnce(server.port, ledger, probe)) {
-            recoveredAt = Date.now();
-          } else {
-            lastFailure = ledger.unknown.get(probe.limit)?.why ?? '?';
-            await sleep(100);
+    it(
+      titleNeeding(
+        'restart -m fast, restart -m immediate, and a stop: never a false success, the server reconnects by itself, invariants hold',
+        POSTGRES_SERVER,
+      ),
+      async function () {
+        skipUnless(this, POSTGRES_SERVER);
+        cluster = await DisposableCluster.create();
+        const server = await spawnFaultServer({ DATABASE_URL: cluster.url, REPLY_FRAMING: 'length' });
+        const world = universe('73');
+        const ledger = new OrderLedger();
+        const grants = await createUniverse(server.port, world);
+        const faults: Array<{ name: string; run: (c: DisposableCluster) => Promise<unknown> }> = [
+          { name: 'pg_ctl restart -m fast', run: (c) => c.restart('fast') },
+          { name: 'pg_ctl restart -m immediate', run: (c) => c.restart('immediate') },
+          {
+            name: 'pg_ctl stop -m fast, 1.5 s down, start',
+            run: async (c) => {
+              await c.stop('fast');
+              await sleep(1_500);
+              await c.start();
+            },
+          },
+        ];
+        let seed = 1;
+        let hitInFlight = 0;
+        for (const fault of faults) {
+          const driver = new LoadDriver({
+            port: server.port,
+            connections: 4,
+            seed: 400 + seed++,
+            universe: world,
+            ledger,
+            doomedRate: 0.1,
+          }).start();
+          await sleep(800);
+          await fault.run(cluster);
+          // The server reconnects by itself: an order opens again within a few seconds.
+          const upAt = Date.now();
+          let recoveredAt = 0;
+          let lastFailure = '';
+          while (recoveredAt === 0) {
+            expect(
+              server.child.exitCode,
+              `${fault.name}: the server process died (exit code ${server.child.exitCode}); log: ${server
+                .log()
+                .slice(-2500)}`,
+            ).to.equal(null);
+            expect(
+              Date.now() - upAt,
+              `${fault.name}: no order opened within 5 s of PostgreSQL accepting connections again; last reply: ${
+                lastFailure
+              }; server log: ${server.log().slice(-1500)}`,
+            ).to.be.lessThan(5_000);
+            const probe = ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false);
+            if (await placeOnce(server.port, ledger, probe)) {
+              recoveredAt = Date.now();
+            } else {
+              lastFailure = ledger.unknown.get(probe.limit)?.why ?? '?';
+              await sleep(100);
+            }
+          }
+          await sleep(1_000);
+          await driver.stop();
+          expect(server.child.exitCode, `${fault.name}: the server process is still up`).to.equal(null);
+          expect(driver.stats.anomalies, fault.name).to.deep.equal([]);
+          expect(driver.stats.opened, `${fault.name}: orders opened`).to.be.greaterThan(0);
+          // Errors are allowed only around the outage, never once it is over.
+          const lateFailures = driver.stats.records
+            .filter((record) => !record.ok && record.sentAt > recoveredAt + 500)
+            .map((record) => record.what);
+          expect(lateFailures, `${fault.name}: requests failing after recovery`).to.deep.equal([]);
+          hitInFlight += driver.stats.records.filter((record) => !record.ok).length;
+          const pool = checkPool(cluster.url);
+          try {
+            await expectDatabaseConsistent(pool, ledger, grants, `after ${fault.name}`);
+          } finally {
+            await pool.end();
           }
         }
-        await sleep(1_000);
-        await driver.stop();
-        expect(server.child.exitCode, `${fault.name}: the server process is still up`).to.equal(null);
-        expect(driver.stats.anomalies, fault.name).to.deep.equal([]);
-        expect(driver.stats.opened, `${fault.name}: orders opened`).to.be.greaterThan(0);
-        // Errors are allowed only around the outage, never once it is over.
-        const lateFailures = driver.stats.records.filter((record) => !record.ok && record.sentAt > recoveredAt + 500)
-          .map((record) => record.what);
-        expect(lateFailures, `${fault.name}: requests failing after recovery`).to.deep.equal([]);
-        hitInFlight += driver.stats.records.filter((record) => !record.ok).length;
-        const pool = checkPool(cluster.url);
-        try {
-          await expectDatabaseConsistent(pool, ledger, grants, `after ${fault.name}`);
-        } finally {
-          await pool.end();
-        }
-      }
-      // A write batch the fault cut off is looked up and answered for real, not failed: such
-      // lookups count as hits too.
-      const lookedUp = logLines(server, 'write batch failed; its outcome was looked up');
-      expect(hitInFlight + lookedUp, 'the faults hit requests (they happened under load)').to.be.greaterThan(0);
-      server.signal('SIGTERM', 'primary');
-      expect((await exitWithin(server, 15_000)).code).to.equal(0);
-    });
+        // A write batch the fault cut off is looked up and answered for real, not failed: such
+        // lookups count as hits too.
+        const lookedUp = logLines(server, 'write batch failed; its outcome was looked up');
+        expect(hitInFlight + lookedUp, 'the faults hit requests (they happened under load)').to.be.greaterThan(0);
+        server.signal('SIGTERM', 'primary');
+        expect((await exitWithin(server, 15_000)).code).to.equal(0);
+      },
+    );
   });
 
   describe('PostgreSQL killed (kill -9 of every process) under load', () => {
@@ -408,64 +515,92 @@ describe('faults (real processes, killed for real)', function () {
     // Write batches commit with synchronous_commit off and their replies wait for a WAL flush.
     // The WAL writer is made slow here, so a commit whose reply did not wait would often still
     // be in PostgreSQL's memory when it dies, and be lost with it.
-    it(titleNeeding('4 crashes of PostgreSQL (one with the server killed too): every acknowledged order, cancel and fill survives, nothing told failed appears, invariants hold',
-      POSTGRES_SERVER), async function () {
-      skipUnless(this, POSTGRES_SERVER);
-      cluster = await DisposableCluster.create(['wal_writer_delay=10000', 'wal_writer_flush_after=1000000']);
-      // Every batch commits without the flush (WRITE_FLUSH=after-lock; 'auto' does so only while
-      // writers wait for the lock), with two processes sharing the lane.
-      const env = { DATABASE_URL: cluster.url, REPLY_FRAMING: 'length', WORKERS: '2', WRITE_FLUSH: 'after-lock' };
-      let server = await spawnFaultServer(env, { listeners: 2 });
-      const port = server.port;
-      const world = universe('74');
-      const ledger = new OrderLedger();
-      const grants = await createUniverse(port, world);
-      const random = seededRandom(0x5eed74);
-      let outcomeUnknown = 0;
-      let canariesLost = 0;
-      for (let cycle = 0; cycle < 4; cycle++) {
-        const driver = new LoadDriver({ port, connections: 6, seed: 740 + cycle, universe: world, ledger, doomedRate: 0.1, cancelRate: 0.2, queryRate: 0.2 }).start();
-        await sleep(600 + Math.floor(random() * 900));
-        const alsoTheServer = cycle === 2;
-        if (alsoTheServer) await server.killGroup();
-        // A canary committed without waiting for the flush, right before the crash: that it
-        // is gone afterwards shows the crash really discards unflushed commits.
-        const canary = new pg.Client({ connectionString: cluster.url });
-        await canary.connect();
-        await canary.query(`SET synchronous_commit = off; CREATE TABLE IF NOT EXISTS crash_canary (cycle int);
+    it(
+      titleNeeding(
+        '4 crashes of PostgreSQL (one with the server killed too): every acknowledged order, cancel and fill survives, nothing told failed appears, invariants hold',
+        POSTGRES_SERVER,
+      ),
+      async function () {
+        skipUnless(this, POSTGRES_SERVER);
+        cluster = await DisposableCluster.create(['wal_writer_delay=10000', 'wal_writer_flush_after=1000000']);
+        // Every batch commits without the flush (WRITE_FLUSH=after-lock; 'auto' does so only while
+        // writers wait for the lock), with two processes sharing the lane.
+        const env = { DATABASE_URL: cluster.url, REPLY_FRAMING: 'length', WORKERS: '2', WRITE_FLUSH: 'after-lock' };
+        let server = await spawnFaultServer(env, { listeners: 2 });
+        const port = server.port;
+        const world = universe('74');
+        const ledger = new OrderLedger();
+        const grants = await createUniverse(port, world);
+        const random = seededRandom(0x5eed74);
+        let outcomeUnknown = 0;
+        let canariesLost = 0;
+        for (let cycle = 0; cycle < 4; cycle++) {
+          const driver = new LoadDriver({
+            port,
+            connections: 6,
+            seed: 740 + cycle,
+            universe: world,
+            ledger,
+            doomedRate: 0.1,
+            cancelRate: 0.2,
+            queryRate: 0.2,
+          }).start();
+          await sleep(600 + Math.floor(random() * 900));
+          const alsoTheServer = cycle === 2;
+          if (alsoTheServer) await server.killGroup();
+          // A canary committed without waiting for the flush, right before the crash: that it
+          // is gone afterwards shows the crash really discards unflushed commits.
+          const canary = new pg.Client({ connectionString: cluster.url });
+          await canary.connect();
+          await canary.query(`SET synchronous_commit = off; CREATE TABLE IF NOT EXISTS crash_canary (cycle int);
           INSERT INTO crash_canary VALUES (${cycle})`);
-        expect(cluster.killEveryProcess(), 'PostgreSQL processes killed').to.be.greaterThan(3);
-        await canary.end().catch(() => undefined);
-        await cluster.crashed();
-        const restarted = cluster;
-        await cluster.start().catch((error: unknown) => {
-          throw new Error(`${String(error)}\n${restarted.logTail()}`);
-        });
-        if (alsoTheServer) server = await spawnFaultServer(env, { port, listeners: 2 });
-        // Let the load run on until orders open again, then a little longer.
-        await waitFor(`orders open again after crash ${cycle}`,
-          async () => placeOnce(port, ledger, ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false)), 20_000);
-        await sleep(500);
-        await driver.stop();
-        expect(driver.stats.anomalies, `crash ${cycle}`).to.deep.equal([]);
-        // Requests that met the crash of PostgreSQL itself (not of the server, in cycle 2).
-        if (!alsoTheServer) outcomeUnknown += driver.stats.unexpectedErrors.filter((error) => /outcome is unknown/.test(error)).length;
-        const pool = checkPool(cluster.url);
-        try {
-          await expectDatabaseConsistent(pool, ledger, grants, `after crash ${cycle}`);
-          const survived = await pool.query('SELECT 1 FROM crash_canary WHERE cycle = $1', [cycle]).catch(() => ({ rowCount: 0 }));
-          if (survived.rowCount === 0) canariesLost++;
-        } finally {
-          await pool.end();
+          expect(cluster.killEveryProcess(), 'PostgreSQL processes killed').to.be.greaterThan(3);
+          await canary.end().catch(() => undefined);
+          await cluster.crashed();
+          const restarted = cluster;
+          await cluster.start().catch((error: unknown) => {
+            throw new Error(`${String(error)}\n${restarted.logTail()}`);
+          });
+          if (alsoTheServer) server = await spawnFaultServer(env, { port, listeners: 2 });
+          // Let the load run on until orders open again, then a little longer.
+          await waitFor(
+            `orders open again after crash ${cycle}`,
+            async () =>
+              placeOnce(
+                port,
+                ledger,
+                ledger.newOrder(world.accounts[0] as string, world.symbols[0] as string, '1', 90, false),
+              ),
+            20_000,
+          );
+          await sleep(500);
+          await driver.stop();
+          expect(driver.stats.anomalies, `crash ${cycle}`).to.deep.equal([]);
+          // Requests that met the crash of PostgreSQL itself (not of the server, in cycle 2).
+          if (!alsoTheServer)
+            outcomeUnknown += driver.stats.unexpectedErrors.filter((error) => /outcome is unknown/.test(error)).length;
+          const pool = checkPool(cluster.url);
+          try {
+            await expectDatabaseConsistent(pool, ledger, grants, `after crash ${cycle}`);
+            const survived = await pool
+              .query('SELECT 1 FROM crash_canary WHERE cycle = $1', [cycle])
+              .catch(() => ({ rowCount: 0 }));
+            if (survived.rowCount === 0) canariesLost++;
+          } finally {
+            await pool.end();
+          }
         }
-      }
-      expect(canariesLost, 'a crash discarded a commit that was not flushed').to.be.greaterThan(0);
-      expect(ledger.canceled.size, 'cancels were acknowledged').to.be.greaterThan(0);
-      expect([...ledger.fillsSeen.values()].some((fills) => fills > 0), 'fills were shown').to.equal(true);
-      expect(outcomeUnknown, 'the crashes of PostgreSQL hit requests in flight').to.be.greaterThan(0);
-      server.signal('SIGTERM', 'primary');
-      expect((await exitWithin(server, 15_000)).code).to.equal(0);
-    });
+        expect(canariesLost, 'a crash discarded a commit that was not flushed').to.be.greaterThan(0);
+        expect(ledger.canceled.size, 'cancels were acknowledged').to.be.greaterThan(0);
+        expect(
+          [...ledger.fillsSeen.values()].some((fills) => fills > 0),
+          'fills were shown',
+        ).to.equal(true);
+        expect(outcomeUnknown, 'the crashes of PostgreSQL hit requests in flight').to.be.greaterThan(0);
+        server.signal('SIGTERM', 'primary');
+        expect((await exitWithin(server, 15_000)).code).to.equal(0);
+      },
+    );
   });
 
   describe('clients that vanish or never read', () => {
@@ -491,7 +626,9 @@ describe('faults (real processes, killed for real)', function () {
     });
 
     function orderRequest(order: SentOrder): Buffer {
-      return frameRequest(`<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`);
+      return frameRequest(
+        `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`,
+      );
     }
 
     /** Connects, writes, then ends the connection the given way; resolves when the socket is closed. */
@@ -512,7 +649,14 @@ describe('faults (real processes, killed for real)', function () {
     }
 
     it('half requests then a disconnect (FIN, RST, half-close) apply nothing, while others are served', async () => {
-      const watcher = new LoadDriver({ port: server.port, connections: 2, seed: 500, universe: world, ledger, doomedRate: 0.1 }).start();
+      const watcher = new LoadDriver({
+        port: server.port,
+        connections: 2,
+        seed: 500,
+        universe: world,
+        ledger,
+        doomedRate: 0.1,
+      }).start();
       // Limit of each order sent only in part -> how it was cut and dropped.
       const mustNotExist = new Map<string, string>();
       const halfOrder = (how: string) => {
@@ -523,7 +667,10 @@ describe('faults (real processes, killed for real)', function () {
       const cuts: Array<{ name: string; bytes: (framed: Buffer) => Buffer[] }> = [
         { name: 'length line without its newline', bytes: (framed) => [framed.subarray(0, framed.indexOf(0x0a))] },
         { name: 'length line only', bytes: (framed) => [framed.subarray(0, framed.indexOf(0x0a) + 1)] },
-        { name: 'half the body', bytes: (framed) => [framed.subarray(0, Math.floor((framed.indexOf(0x0a) + 1 + framed.length) / 2))] },
+        {
+          name: 'half the body',
+          bytes: (framed) => [framed.subarray(0, Math.floor((framed.indexOf(0x0a) + 1 + framed.length) / 2))],
+        },
         { name: 'all but the last byte', bytes: (framed) => [framed.subarray(0, framed.length - 1)] },
         {
           name: 'the whole <order/> but not </transactions>',
@@ -536,7 +683,10 @@ describe('faults (real processes, killed for real)', function () {
             return [Buffer.from(`${body.length + 10}\n`), body.subarray(0, Math.floor(body.length / 2))];
           },
         },
-        { name: 'byte by byte, all but the last', bytes: (framed) => [...framed.subarray(0, framed.length - 1)].map((byte) => Buffer.from([byte])) },
+        {
+          name: 'byte by byte, all but the last',
+          bytes: (framed) => [...framed.subarray(0, framed.length - 1)].map((byte) => Buffer.from([byte])),
+        },
       ];
       const vanishing: Array<Promise<unknown>> = [];
       const halfCloseReplies: Array<Promise<string>> = [];
@@ -567,8 +717,13 @@ describe('faults (real processes, killed for real)', function () {
         expect(reply).to.not.match(/<opened|<status|<canceled/);
       }
       const applied = await pool.query<{ id: string; lim: string }>(
-        'SELECT id::text, trim_scale(limit_price)::text AS lim FROM orders WHERE trim_scale(limit_price)::text = ANY($1)', [[...mustNotExist.keys()]]);
-      expect(applied.rows.map((row) => `order ${row.id} from: ${mustNotExist.get(row.lim)}`), 'orders applied from half requests').to.deep.equal([]);
+        'SELECT id::text, trim_scale(limit_price)::text AS lim FROM orders WHERE trim_scale(limit_price)::text = ANY($1)',
+        [[...mustNotExist.keys()]],
+      );
+      expect(
+        applied.rows.map((row) => `order ${row.id} from: ${mustNotExist.get(row.lim)}`),
+        'orders applied from half requests',
+      ).to.deep.equal([]);
       await expectDatabaseConsistent(pool, ledger, grants, 'after vanishing clients');
     });
 
@@ -578,40 +733,73 @@ describe('faults (real processes, killed for real)', function () {
       const setup = await LengthClient.connect(server.port);
       // A symbol of its own, so no resting order of the other tests takes part of the sweep.
       const bigSym = 'F74BIG';
-      const [createdBig] = parseResults(await setup.send(`<create><symbol sym="${bigSym}"><account id="${seller}">500</account></symbol></create>`));
+      const [createdBig] = parseResults(
+        await setup.send(`<create><symbol sym="${bigSym}"><account id="${seller}">500</account></symbol></create>`),
+      );
       expect(createdBig?.name).to.equal('created');
       grants.addShares(bigSym, '500');
       const sells = Array.from({ length: 500 }, () => ledger.newOrder(seller, bigSym, '-1', 1, false));
-      const sellReplies = parseResults(await setup.send(`<transactions id="${seller}">${sells
-        .map((order) => `<order sym="${order.sym}" amount="-1" limit="${order.limit}"/>`).join('')}</transactions>`));
+      const sellReplies = parseResults(
+        await setup.send(
+          `<transactions id="${seller}">${sells
+            .map((order) => `<order sym="${order.sym}" amount="-1" limit="${order.limit}"/>`)
+            .join('')}</transactions>`,
+        ),
+      );
       sellReplies.forEach((node, index) => {
         const order = sells[index] as SentOrder;
         expect(node.name).to.equal('opened');
         ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
       });
       const big = ledger.newOrder(buyer, bigSym, '500', 2, false);
-      const [bigReply] = parseResults(await setup.send(`<transactions id="${buyer}"><order sym="${big.sym}" amount="500" limit="${big.limit}"/></transactions>`));
+      const [bigReply] = parseResults(
+        await setup.send(
+          `<transactions id="${buyer}"><order sym="${big.sym}" amount="500" limit="${big.limit}"/></transactions>`,
+        ),
+      );
       expect(bigReply?.name).to.equal('opened');
       const bigId = bigReply?.attributes.id as string;
       ledger.acked.set(big.limit, { ...big, id: bigId });
-      const [bigStatus] = parseResults(await setup.send(`<transactions id="${buyer}"><query id="${bigId}"/></transactions>`));
+      const [bigStatus] = parseResults(
+        await setup.send(`<transactions id="${buyer}"><query id="${bigId}"/></transactions>`),
+      );
       expect(bigStatus?.children.filter((child) => child.name === 'executed')).to.have.length(500);
       setup.close();
 
       // Each pipelined request opens one tracked order (so SQL shows how many were processed) and queries the big one 20 times.
-      const pipelined = Array.from({ length: 400 }, () => ledger.newOrder(buyer, world.symbols[1] as string, '1', 50, false));
-      for (const order of pipelined) ledger.unknown.set(order.limit, { order, why: 'pipelined by a client that never reads' });
-      const processed = async () => (await pool.query<{ n: string }>(
-        'SELECT count(*)::text AS n FROM orders WHERE trim_scale(limit_price)::text = ANY($1)', [pipelined.map((order) => order.limit)])).rows[0]?.n;
+      const pipelined = Array.from({ length: 400 }, () =>
+        ledger.newOrder(buyer, world.symbols[1] as string, '1', 50, false),
+      );
+      for (const order of pipelined)
+        ledger.unknown.set(order.limit, { order, why: 'pipelined by a client that never reads' });
+      const processed = async () =>
+        (
+          await pool.query<{ n: string }>(
+            'SELECT count(*)::text AS n FROM orders WHERE trim_scale(limit_price)::text = ANY($1)',
+            [pipelined.map((order) => order.limit)],
+          )
+        ).rows[0]?.n;
 
-      const watcher = new LoadDriver({ port: server.port, connections: 2, seed: 600, universe: world, ledger, doomedRate: 0.1 }).start();
+      const watcher = new LoadDriver({
+        port: server.port,
+        connections: 2,
+        seed: 600,
+        universe: world,
+        ledger,
+        doomedRate: 0.1,
+      }).start();
       const greedy = net.connect({ host: '127.0.0.1', port: server.port });
       greedy.on('error', () => undefined);
       await new Promise((resolve) => greedy.once('connect', resolve));
       greedy.pause(); // never reads a byte
       for (const order of pipelined) {
-        greedy.write(frameRequest(`<transactions id="${buyer}"><order sym="${order.sym}" amount="1" limit="${order.limit}"/>${
-          `<query id="${bigId}"/>`.repeat(20)}</transactions>`));
+        greedy.write(
+          frameRequest(
+            `<transactions id="${buyer}"><order sym="${order.sym}" amount="1" limit="${order.limit}"/>${`<query id="${bigId}"/>`.repeat(
+              20,
+            )}</transactions>`,
+          ),
+        );
       }
       await sleep(3_000);
       const processedWhileUnread = Number(await processed());
@@ -635,33 +823,72 @@ describe('faults (real processes, killed for real)', function () {
   });
 
   describe('graceful shutdown (SIGTERM) under load', () => {
-    for (const variant of [{ workers: 1, target: 'primary' as const }, { workers: 2, target: 'group' as const }]) {
+    for (const variant of [
+      { workers: 1, target: 'primary' as const },
+      { workers: 2, target: 'group' as const },
+    ]) {
       it(`WORKERS=${variant.workers}, SIGTERM to the ${variant.target}: in-flight requests are answered, exit 0, every acknowledged order is stored`, async () => {
         const database = await createTestDatabase();
         const pool = checkPool(database.url);
         try {
           const server = await spawnFaultServer(
             // The slow create below must finish within the shutdown timeout even on a busy machine.
-            { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: String(variant.workers), SHUTDOWN_TIMEOUT_MS: '60000' },
-            { listeners: variant.workers });
+            {
+              DATABASE_URL: database.url,
+              REPLY_FRAMING: 'length',
+              WORKERS: String(variant.workers),
+              SHUTDOWN_TIMEOUT_MS: '60000',
+            },
+            { listeners: variant.workers },
+          );
           const world = universe(`75${variant.workers}`);
           const ledger = new OrderLedger();
           const grants = await createUniverse(server.port, world);
-          const driver = new LoadDriver({ port: server.port, connections: 4, seed: 700 + variant.workers, universe: world, ledger, doomedRate: 0.1 }).start();
+          const driver = new LoadDriver({
+            port: server.port,
+            connections: 4,
+            seed: 700 + variant.workers,
+            universe: world,
+            ledger,
+            doomedRate: 0.1,
+          }).start();
           await sleep(800);
 
           // Right before the signal: a slow request (2,000 accounts with no cash), and 40 orders pipelined in one write.
           const slow = await LengthClient.connect(server.port);
           const slowPrefix = `9${variant.workers}`;
-          const slowReply = slow.send(`<create>${Array.from({ length: 2000 }, (_, index) => `<account id="${slowPrefix}${index}" balance="0"/>`).join('')}</create>`);
+          const slowReply = slow.send(
+            `<create>${Array.from({ length: 2000 }, (_, index) => `<account id="${slowPrefix}${index}" balance="0"/>`).join('')}</create>`,
+          );
           const pipeOrders = Array.from({ length: 40 }, (_, index) =>
-            ledger.newOrder(world.accounts[index % 6] as string, world.symbols[index % 2] as string, index % 2 === 0 ? '1' : '-1', 100, false));
-          const pipe = pipelineInOneWrite(server.port, pipeOrders.map((order) =>
-            `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`));
+            ledger.newOrder(
+              world.accounts[index % 6] as string,
+              world.symbols[index % 2] as string,
+              index % 2 === 0 ? '1' : '-1',
+              100,
+              false,
+            ),
+          );
+          const pipe = pipelineInOneWrite(
+            server.port,
+            pipeOrders.map(
+              (order) =>
+                `<transactions id="${order.account}"><order sym="${order.sym}" amount="${order.amount}" limit="${order.limit}"/></transactions>`,
+            ),
+          );
           // Both surely received and being worked on: the first pipelined reply is back, and the slow create has begun.
           await pipe.firstReply;
-          await waitFor('the slow create to begin', async () => Number((await pool.query<{ n: string }>(
-            'SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${slowPrefix}%`])).rows[0]?.n) > 0);
+          await waitFor(
+            'the slow create to begin',
+            async () =>
+              Number(
+                (
+                  await pool.query<{ n: string }>('SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [
+                    `${slowPrefix}%`,
+                  ])
+                ).rows[0]?.n,
+              ) > 0,
+          );
           server.signal('SIGTERM', variant.target);
 
           // The exit closes every socket, so the replies below are all settled after it.
@@ -671,7 +898,9 @@ describe('faults (real processes, killed for real)', function () {
           await driver.stop();
 
           expect(exit, server.log().slice(-2000)).to.deep.equal({ code: 0, signal: null });
-          expect(pipeReplies.length, 'pipelined requests received before SIGTERM that got a reply').to.equal(pipeOrders.length);
+          expect(pipeReplies.length, 'pipelined requests received before SIGTERM that got a reply').to.equal(
+            pipeOrders.length,
+          );
           pipeReplies.forEach((reply, index) => {
             const order = pipeOrders[index] as SentOrder;
             const [node] = parseResults(reply);
@@ -689,10 +918,13 @@ describe('faults (real processes, killed for real)', function () {
           expect(check.unknownApplied, 'orders applied whose reply never came').to.equal(0);
           expect(await findInvariantViolations(pool, await grants.totals(pool))).to.deep.equal([]);
           // And nothing listens any more.
-          const refused = await LengthClient.connect(server.port).then((client) => {
-            client.close();
-            return false;
-          }, () => true);
+          const refused = await LengthClient.connect(server.port).then(
+            (client) => {
+              client.close();
+              return false;
+            },
+            () => true,
+          );
           expect(refused, 'connections are refused after the exit').to.equal(true);
         } finally {
           await killAllFaultServers();

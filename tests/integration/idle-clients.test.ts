@@ -17,7 +17,9 @@ type Watched = { socket: net.Socket; received: () => string; closedAt: Promise<n
 /** allowHalfOpen: the client does not close its side when the server closes its own (a peer that never closes). */
 function watch(port: number, options: { allowHalfOpen?: boolean } = {}): Promise<Watched> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: options.allowHalfOpen ?? false }, () => resolve({ socket, received: () => Buffer.concat(chunks).toString('utf8'), closedAt }));
+    const socket = net.connect({ host: '127.0.0.1', port, allowHalfOpen: options.allowHalfOpen ?? false }, () =>
+      resolve({ socket, received: () => Buffer.concat(chunks).toString('utf8'), closedAt }),
+    );
     const chunks: Buffer[] = [];
     socket.on('data', (chunk) => chunks.push(chunk));
     // Our writes may fail once the server has closed; the close is what is tested.
@@ -69,14 +71,21 @@ describe('idle clients cannot hold slots', function () {
     });
     after(async () => server.close());
 
-    for (const [name, bytes] of [['a blank line', '\n'], ['CR LF', '\r\n'], ['a space', ' '], ['a tab', '\t']] as const) {
+    for (const [name, bytes] of [
+      ['a blank line', '\n'],
+      ['CR LF', '\r\n'],
+      ['a space', ' '],
+      ['a tab', '\t'],
+    ] as const) {
       it(`a client sending ${name} every 200 ms is answered with an error and closed at the deadline`, async () => {
         const started = Date.now();
         const connection = await watch(server.port);
         keepSending(connection, bytes, 200, 8_000);
         const closedAfter = await closedWithin(connection, started, 8_000);
         expect(closedAfter, 'closed by the server').to.not.equal(null);
-        expect(closedAfter as number).to.be.at.least(900).and.below(5_000);
+        expect(closedAfter as number)
+          .to.be.at.least(900)
+          .and.below(5_000);
         expect(parseResults(connection.received())[0]?.text).to.match(/not received in full within 1000 ms/);
       });
     }
@@ -88,7 +97,9 @@ describe('idle clients cannot hold slots', function () {
       setTimeout(() => connection.socket.write('1'), 600).unref();
       setTimeout(() => connection.socket.write('2'), 1_200).unref();
       const closedAfter = await closedWithin(connection, started, 8_000);
-      expect(closedAfter as number).to.be.at.least(900).and.below(5_000);
+      expect(closedAfter as number)
+        .to.be.at.least(900)
+        .and.below(5_000);
       expect(parseResults(connection.received())[0]?.text).to.match(/not received in full/);
     });
 
@@ -97,7 +108,9 @@ describe('idle clients cannot hold slots', function () {
       ['an error reply', Buffer.from('abc\n'), /invalid length line/],
     ] as const) {
       it(`after ${what}, a client that never closes its side is not waited for`, async () => {
-        expect(await serverDropsAll(server, Date.now(), 5_000), 'no connection left from earlier tests').to.not.equal(null);
+        expect(await serverDropsAll(server, Date.now(), 5_000), 'no connection left from earlier tests').to.not.equal(
+          null,
+        );
         const connection = await watch(server.port, { allowHalfOpen: true });
         connection.socket.write(wire);
         const started = Date.now();
@@ -126,7 +139,9 @@ describe('idle clients cannot hold slots', function () {
       keepSending(connection, '\r\n', 200, 10_000);
       const closedAfter = await closedWithin(connection, started, 10_000);
       expect(closedAfter, 'closed by the server').to.not.equal(null);
-      expect(closedAfter as number).to.be.at.least(1_400).and.below(6_000);
+      expect(closedAfter as number)
+        .to.be.at.least(1_400)
+        .and.below(6_000);
     });
 
     it('a client sending blank lines after a request is closed as idle, the request answered', async () => {
@@ -143,7 +158,9 @@ describe('idle clients cannot hold slots', function () {
     it('a request ending in a newline, then a pause longer than the request deadline, keeps the connection', async () => {
       const client = await LengthClient.connect(server.port);
       try {
-        expect(await client.sendRaw(Buffer.concat([frameRequest('<create/>'), Buffer.from('\n')]))).to.match(/<results\/>/);
+        expect(await client.sendRaw(Buffer.concat([frameRequest('<create/>'), Buffer.from('\n')]))).to.match(
+          /<results\/>/,
+        );
         await new Promise((resolve) => setTimeout(resolve, 1_200)); // past the request deadline, within the idle timeout
         expect(await client.send('<create/>')).to.match(/<results\/>/);
       } finally {
@@ -179,20 +196,25 @@ describe('idle clients cannot hold slots', function () {
         }
         // Three new clients at once: each takes the slot of the oldest silent connection.
         const started = Date.now();
-        const fresh = await Promise.all([0, 1, 2].map(async () => {
-          const connection = await watch(server.port);
-          connection.socket.write(frameRequest('<create/>'));
-          return connection;
-        }));
-        await Promise.all(fresh.map(async (connection) => {
-          while (!/<\/?results/.test(connection.received())) await new Promise((resolve) => setTimeout(resolve, 10));
-        }));
+        const fresh = await Promise.all(
+          [0, 1, 2].map(async () => {
+            const connection = await watch(server.port);
+            connection.socket.write(frameRequest('<create/>'));
+            return connection;
+          }),
+        );
+        await Promise.all(
+          fresh.map(async (connection) => {
+            while (!/<\/?results/.test(connection.received())) await new Promise((resolve) => setTimeout(resolve, 10));
+          }),
+        );
         expect(Date.now() - started, 'answered at once, not after the silent ones time out').to.be.below(5_000);
         for (const connection of fresh) expect(connection.received()).to.match(/<results\/>/);
         // The three oldest gave way, each with an error reply; the two newest are still open.
         const closed = await Promise.all(silent.map((connection) => closedWithin(connection, Date.now(), 300)));
         expect(closed.map((ms) => ms !== null)).to.deep.equal([true, true, true, false, false]);
-        for (const connection of silent.slice(0, 3)) expect(parseResults(connection.received())[0]?.text).to.match(/connection limit/);
+        for (const connection of silent.slice(0, 3))
+          expect(parseResults(connection.received())[0]?.text).to.match(/connection limit/);
         for (const connection of fresh) connection.socket.destroy();
       } finally {
         for (const connection of silent) connection.socket.destroy();

@@ -16,9 +16,15 @@ describe('limits', function () {
   before(async () => {
     server = await startTestServer({ framing: 'length' });
     const client = await LengthClient.connect(server.port);
-    await client.send('<create><account id="1" balance="100000"/><account id="2" balance="0"/><symbol sym="LIM"><account id="2">1000</account></symbol></create>');
+    await client.send(
+      '<create><account id="1" balance="100000"/><account id="2" balance="0"/><symbol sym="LIM"><account id="2">1000</account></symbol></create>',
+    );
     await client.send(`<transactions id="2">${'<order sym="LIM" amount="-1" limit="5"/>'.repeat(100)}</transactions>`);
-    const bought = parseResults(await client.send('<transactions id="1"><order sym="LIM" amount="100" limit="5"/><query id="101"/></transactions>'));
+    const bought = parseResults(
+      await client.send(
+        '<transactions id="1"><order sym="LIM" amount="100" limit="5"/><query id="101"/></transactions>',
+      ),
+    );
     filledOrderId = bought[0]?.attributes.id as string;
     expect(bought[1]?.children.filter((child) => child.name === 'executed')).to.have.length(100);
     client.close();
@@ -28,12 +34,16 @@ describe('limits', function () {
   it('a request whose reply would exceed the size limit gets "not processed" errors past the limit', async () => {
     const queries = 600;
     const client = await LengthClient.connect(server.port);
-    const results = parseResults(await client.send(`<transactions id="1">${`<query id="${filledOrderId}"/>`.repeat(queries)}</transactions>`));
+    const results = parseResults(
+      await client.send(`<transactions id="1">${`<query id="${filledOrderId}"/>`.repeat(queries)}</transactions>`),
+    );
     client.close();
     expect(results).to.have.length(queries);
     const answered = results.filter((node) => node.name === 'status').length;
     expect(answered).to.equal(Math.ceil(MAX_REPLY_ELEMENTS / 101));
-    expect(results.slice(answered).every((node) => node.name === 'error' && /size limit/.test(node.text))).to.equal(true);
+    expect(results.slice(answered).every((node) => node.name === 'error' && /size limit/.test(node.text))).to.equal(
+      true,
+    );
   });
 
   it('a pipelining client that reads slowly gets every reply, in order, without stalling', async () => {
@@ -44,8 +54,11 @@ describe('limits', function () {
     const requests = bursts * perBurst;
     const socket = net.connect({ host: '127.0.0.1', port: server.port });
     await new Promise((resolve) => socket.once('connect', resolve));
-    const burst = Buffer.concat(Array.from({ length: perBurst }, (_, index) =>
-      frameRequest(`<transactions id="1"><query id="${index + 1}"/></transactions>`)));
+    const burst = Buffer.concat(
+      Array.from({ length: perBurst }, (_, index) =>
+        frameRequest(`<transactions id="1"><query id="${index + 1}"/></transactions>`),
+      ),
+    );
     const decoder = new ReplyDecoder('length');
     let replies = 0;
     let outOfOrder = 0;

@@ -65,19 +65,24 @@ async function accountExists(pool: pg.Pool, id: string): Promise<boolean> {
 }
 
 async function accountCount(pool: pg.Pool, prefix: string): Promise<number> {
-  return Number((await pool.query<{ n: string }>('SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${prefix}%`])).rows[0]?.n);
+  return Number(
+    (await pool.query<{ n: string }>('SELECT count(*)::text AS n FROM accounts WHERE id LIKE $1', [`${prefix}%`]))
+      .rows[0]?.n,
+  );
 }
 
 /** Runs `tasks` with at most `concurrency` at a time, returning their results in order. */
 async function inParallel<T>(concurrency: number, tasks: Array<() => Promise<T>>): Promise<T[]> {
   const results: T[] = new Array(tasks.length);
   let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < tasks.length) {
-      const index = next++;
-      results[index] = await (tasks[index] as () => Promise<T>)();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < tasks.length) {
+        const index = next++;
+        results[index] = await (tasks[index] as () => Promise<T>)();
+      }
+    }),
+  );
   return results;
 }
 
@@ -104,7 +109,10 @@ function connect(port: number): Promise<net.Socket> {
 function decodeOne(wire: string): string {
   const decoder = new ReplyDecoder('length');
   const events = [...decoder.push(Buffer.from(wire, 'utf8')), ...decoder.end()];
-  expect(events.map((event) => event.type), `one length-framed reply: ${JSON.stringify(wire.slice(0, 200))}`).to.deep.equal(['reply']);
+  expect(
+    events.map((event) => event.type),
+    `one length-framed reply: ${JSON.stringify(wire.slice(0, 200))}`,
+  ).to.deep.equal(['reply']);
   return (events[0] as { xml: string }).xml;
 }
 
@@ -112,7 +120,11 @@ function decodeOne(wire: string): string {
  * A slow-loris client: writes `bytes` one at a time every `intervalMs` and reports when the
  * server closed the connection, what it replied, and how many bytes it had sent by then.
  */
-function slowLoris(port: number, bytes: Buffer, intervalMs: number): Promise<{ reply: string; closedAfterMs: number; closedAt: number; sent: number }> {
+function slowLoris(
+  port: number,
+  bytes: Buffer,
+  intervalMs: number,
+): Promise<{ reply: string; closedAfterMs: number; closedAt: number; sent: number }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     const chunks: Buffer[] = [];
@@ -171,57 +183,97 @@ describe('load, abusive clients and privacy', function () {
       await server?.close();
     });
 
-    it(titleNeeding('holds 5,000 idle connections at once, serves active clients promptly, memory stays bounded, and the count returns to baseline',
-      OPEN_FILES), async function () {
-      skipUnless(this, OPEN_FILES);
-      const IDLE = 5_000;
-      // Bare framing's request deadline runs from connect; make it longer than the test so only the test closes them.
-      server = await startTestServer({ database, framing: 'bare', requestTimeoutMs: 120_000, idleTimeoutMs: 120_000 });
-      const port = server.port;
-      const listener = server.listener;
-      const baseline = listener.connectionCount;
-      expect(baseline).to.equal(0);
-      const rssBefore = rssMb();
+    it(
+      titleNeeding(
+        'holds 5,000 idle connections at once, serves active clients promptly, memory stays bounded, and the count returns to baseline',
+        OPEN_FILES,
+      ),
+      async function () {
+        skipUnless(this, OPEN_FILES);
+        const IDLE = 5_000;
+        // Bare framing's request deadline runs from connect; make it longer than the test so only the test closes them.
+        server = await startTestServer({
+          database,
+          framing: 'bare',
+          requestTimeoutMs: 120_000,
+          idleTimeoutMs: 120_000,
+        });
+        const port = server.port;
+        const listener = server.listener;
+        const baseline = listener.connectionCount;
+        expect(baseline).to.equal(0);
+        const rssBefore = rssMb();
 
-      let closedEarly = 0;
-      for (let batch = 0; batch < IDLE / 250; batch++) {
-        const sockets = await Promise.all(Array.from({ length: 250 }, () => connect(port)));
-        for (const socket of sockets) {
-          socket.on('error', () => undefined);
-          socket.once('close', () => closedEarly++);
-          idle.push(socket);
+        let closedEarly = 0;
+        for (let batch = 0; batch < IDLE / 250; batch++) {
+          const sockets = await Promise.all(Array.from({ length: 250 }, () => connect(port)));
+          for (const socket of sockets) {
+            socket.on('error', () => undefined);
+            socket.once('close', () => closedEarly++);
+            idle.push(socket);
+          }
         }
-      }
-      await waitFor('the server to see every idle connection', () => listener.connectionCount === baseline + IDLE, 20_000);
+        await waitFor(
+          'the server to see every idle connection',
+          () => listener.connectionCount === baseline + IDLE,
+          20_000,
+        );
 
-      // Active clients while the idle ones are held: accounts, a symbol, crossing orders, queries.
-      const active = await inParallel(25, Array.from({ length: 200 }, (_, index) => () => timedRequest(port,
-        index % 2 === 0
-          ? `<create><account id="55${index}" balance="1000"/><symbol sym="IDLE"><account id="55${index}">10</account></symbol></create>`
-          : `<create><account id="55${index}" balance="500"/></create>`)));
-      const trades = await inParallel(25, Array.from({ length: 100 }, (_, index) => () => timedRequest(port,
-        `<transactions id="55${index * 2}"><order sym="IDLE" amount="${index % 4 === 0 ? '2' : '-1'}" limit="10"/><query id="1"/></transactions>`)));
-      for (const { reply } of active) expectNoErrors(reply);
-      for (const { reply } of trades) expect(parseReply(reply)[0]?.name).to.equal('opened');
-      const latencies = [...active, ...trades].map(({ ms }) => ms).sort((a, b) => a - b);
-      const median = latencies[Math.floor(latencies.length / 2)] as number;
-      const worst = latencies[latencies.length - 1] as number;
-      console.log(`      ${IDLE} idle held; ${latencies.length} active requests: median ${median} ms, worst ${worst} ms`);
-      expect(worst, 'every active request is answered within 3 s').to.be.below(3_000);
-      expect(median, 'the median active request is fast').to.be.below(500);
+        // Active clients while the idle ones are held: accounts, a symbol, crossing orders, queries.
+        const active = await inParallel(
+          25,
+          Array.from(
+            { length: 200 },
+            (_, index) => () =>
+              timedRequest(
+                port,
+                index % 2 === 0
+                  ? `<create><account id="55${index}" balance="1000"/><symbol sym="IDLE"><account id="55${index}">10</account></symbol></create>`
+                  : `<create><account id="55${index}" balance="500"/></create>`,
+              ),
+          ),
+        );
+        const trades = await inParallel(
+          25,
+          Array.from(
+            { length: 100 },
+            (_, index) => () =>
+              timedRequest(
+                port,
+                `<transactions id="55${index * 2}"><order sym="IDLE" amount="${index % 4 === 0 ? '2' : '-1'}" limit="10"/><query id="1"/></transactions>`,
+              ),
+          ),
+        );
+        for (const { reply } of active) expectNoErrors(reply);
+        for (const { reply } of trades) expect(parseReply(reply)[0]?.name).to.equal('opened');
+        const latencies = [...active, ...trades].map(({ ms }) => ms).sort((a, b) => a - b);
+        const median = latencies[Math.floor(latencies.length / 2)] as number;
+        const worst = latencies[latencies.length - 1] as number;
+        console.log(
+          `      ${IDLE} idle held; ${latencies.length} active requests: median ${median} ms, worst ${worst} ms`,
+        );
+        expect(worst, 'every active request is answered within 3 s').to.be.below(3_000);
+        expect(median, 'the median active request is fast').to.be.below(500);
 
-      expect(closedEarly, 'no idle connection was dropped').to.equal(0);
-      // The active clients' connections close just after their replies; then only the idle ones remain.
-      await waitFor('only the idle connections to remain', () => listener.connectionCount === baseline + IDLE, 5_000);
-      const rssHeld = rssMb();
-      console.log(`      rss ${rssBefore.toFixed(0)} MB before, ${rssHeld.toFixed(0)} MB with ${IDLE} idle connections (both ends in this process)`);
-      expect(rssHeld - rssBefore, 'memory for 5,000 idle connections (client and server ends)').to.be.below(300);
+        expect(closedEarly, 'no idle connection was dropped').to.equal(0);
+        // The active clients' connections close just after their replies; then only the idle ones remain.
+        await waitFor('only the idle connections to remain', () => listener.connectionCount === baseline + IDLE, 5_000);
+        const rssHeld = rssMb();
+        console.log(
+          `      rss ${rssBefore.toFixed(0)} MB before, ${rssHeld.toFixed(0)} MB with ${IDLE} idle connections (both ends in this process)`,
+        );
+        expect(rssHeld - rssBefore, 'memory for 5,000 idle connections (client and server ends)').to.be.below(300);
 
-      for (const socket of idle.splice(0)) socket.destroy();
-      const ms = await waitFor('the connection count to return to baseline', () => listener.connectionCount === baseline, 20_000);
-      console.log(`      connection count back to ${baseline} ${ms} ms after the idle clients left`);
-      expectNoErrors(await sendRequest(port, '<create/>'));
-    });
+        for (const socket of idle.splice(0)) socket.destroy();
+        const ms = await waitFor(
+          'the connection count to return to baseline',
+          () => listener.connectionCount === baseline,
+          20_000,
+        );
+        console.log(`      connection count back to ${baseline} ${ms} ms after the idle clients left`);
+        expectNoErrors(await sendRequest(port, '<create/>'));
+      },
+    );
   });
 
   describe('(b) slow-loris clients', () => {
@@ -252,7 +304,10 @@ describe('load, abusive clients and privacy', function () {
         for (let round = 0; round < 4; round++) {
           await sleep(150);
           if (framing === 'bare') {
-            const { reply, ms, finishedAt } = await timedRequest(server.port, `<create><account id="${id}${round}" balance="1"/></create>`);
+            const { reply, ms, finishedAt } = await timedRequest(
+              server.port,
+              `<create><account id="${id}${round}" balance="1"/></create>`,
+            );
             expectNoErrors(reply);
             others.push(ms);
             othersFinishedAt.push(finishedAt);
@@ -266,12 +321,15 @@ describe('load, abusive clients and privacy', function () {
           }
         }
         const { reply, closedAfterMs, closedAt, sent } = await loris;
-        console.log(`      slow client cut off after ${closedAfterMs} ms having sent ${sent} of ${request.length} bytes; others answered in ${others.join(', ')} ms`);
+        console.log(
+          `      slow client cut off after ${closedAfterMs} ms having sent ${sent} of ${request.length} bytes; others answered in ${others.join(', ')} ms`,
+        );
         expect(closedAfterMs, 'cut off near the 3 s deadline').to.be.within(2_800, 6_000);
         expect(sent, 'cut off before the request was complete').to.be.below(request.length);
         const body = framing === 'length' ? decodeOne(reply) : reply;
         expectRequestError(body, /not received in full/);
-        for (const finishedAt of othersFinishedAt) expect(finishedAt, 'others are served before the slow client is cut off').to.be.below(closedAt);
+        for (const finishedAt of othersFinishedAt)
+          expect(finishedAt, 'others are served before the slow client is cut off').to.be.below(closedAt);
         expect(await accountExists(server.pool, id), 'the slow request was not applied').to.equal(false);
         await waitFor('the slow connection to be gone', () => server.listener.connectionCount === 0, 5_000);
       });
@@ -279,12 +337,15 @@ describe('load, abusive clients and privacy', function () {
 
     it('50 slow-loris clients at once are all cut off and do not hold up a normal client', async () => {
       const lorises = Array.from({ length: 50 }, (_, index) =>
-        slowLoris(bare.port, frameRequest(`<create><account id="6610${index}" balance="5"/></create>`), 200));
+        slowLoris(bare.port, frameRequest(`<create><account id="6610${index}" balance="5"/></create>`), 200),
+      );
       await sleep(300);
       const { reply, finishedAt } = await timedRequest(bare.port, '<create><account id="66200" balance="1"/></create>');
       expectNoErrors(reply);
       const results = await Promise.all(lorises);
-      expect(finishedAt, 'served before any slow client is cut off').to.be.below(Math.min(...results.map((result) => result.closedAt)));
+      expect(finishedAt, 'served before any slow client is cut off').to.be.below(
+        Math.min(...results.map((result) => result.closedAt)),
+      );
       for (const result of results) {
         expect(result.closedAfterMs).to.be.within(2_800, 6_000);
         expectRequestError(result.reply, /not received in full/);
@@ -312,22 +373,28 @@ describe('load, abusive clients and privacy', function () {
     it('300 clients that disconnect mid-request (FIN, RST, half-close) leave nothing behind', async () => {
       const baseline = bare.listener.connectionCount;
       const ways = ['destroy', 'reset', 'half-close-then-destroy'] as const;
-      await Promise.all(Array.from({ length: 300 }, async (_, index) => {
-        const request = frameRequest(`<create><account id="7700${index}" balance="5"/></create>`);
-        const socket = await connect(bare.port);
-        socket.on('error', () => undefined);
-        socket.write(request.subarray(0, 3 + (index % (request.length - 4))));
-        await sleep(index % 20);
-        const way = ways[index % ways.length];
-        if (way === 'destroy') socket.destroy();
-        else if (way === 'reset') socket.resetAndDestroy();
-        else {
-          socket.end();
-          await sleep(5);
-          socket.destroy();
-        }
-      }));
-      const ms = await waitFor('the connection count to return to baseline', () => bare.listener.connectionCount === baseline, 10_000);
+      await Promise.all(
+        Array.from({ length: 300 }, async (_, index) => {
+          const request = frameRequest(`<create><account id="7700${index}" balance="5"/></create>`);
+          const socket = await connect(bare.port);
+          socket.on('error', () => undefined);
+          socket.write(request.subarray(0, 3 + (index % (request.length - 4))));
+          await sleep(index % 20);
+          const way = ways[index % ways.length];
+          if (way === 'destroy') socket.destroy();
+          else if (way === 'reset') socket.resetAndDestroy();
+          else {
+            socket.end();
+            await sleep(5);
+            socket.destroy();
+          }
+        }),
+      );
+      const ms = await waitFor(
+        'the connection count to return to baseline',
+        () => bare.listener.connectionCount === baseline,
+        10_000,
+      );
       console.log(`      connection count back to baseline ${ms} ms after 300 mid-request disconnects`);
       expect(await accountCount(bare.pool, '7700'), 'no partial request was applied').to.equal(0);
       expectNoErrors(await sendRequest(bare.port, '<create><account id="77999" balance="1"/></create>'));
@@ -339,7 +406,11 @@ describe('load, abusive clients and privacy', function () {
       socket.on('error', () => undefined);
       socket.write(frameRequest('<create><account id="77888" balance="5"/><account id="77889" balance="6"/></create>'));
       socket.resetAndDestroy();
-      await waitFor('the connection count to return to baseline', () => bare.listener.connectionCount === baseline, 5_000);
+      await waitFor(
+        'the connection count to return to baseline',
+        () => bare.listener.connectionCount === baseline,
+        5_000,
+      );
       await sleep(200);
       const created = [await accountExists(bare.pool, '77888'), await accountExists(bare.pool, '77889')];
       // Each child is its own transaction (SPEC): either both ran or neither did, since the request was whole.
@@ -354,7 +425,11 @@ describe('load, abusive clients and privacy', function () {
       socket.pause();
       socket.write(frameRequest('<create><account id="77777" balance="5"/></create>'));
       await waitFor('the request to be applied', () => accountExists(bare.pool, '77777'), 5_000);
-      const ms = await waitFor('the server to drop the non-reading client', () => bare.listener.connectionCount === baseline, 8_000);
+      const ms = await waitFor(
+        'the server to drop the non-reading client',
+        () => bare.listener.connectionCount === baseline,
+        8_000,
+      );
       console.log(`      non-reading bare client dropped ${ms} ms after its request was applied (idle timeout 2 s)`);
       expect(socket.destroyed, 'our end is still open: the server did the closing').to.equal(false);
       socket.destroy();
@@ -363,7 +438,10 @@ describe('load, abusive clients and privacy', function () {
     it('a pipelining client that never reads stops being served (replies never pile up), others are served, and it leaves nothing behind', async () => {
       const baseline = framed.listener.connectionCount;
       // Each request creates one account and gets 100 errors echoing 1,000-digit ids: a ~110 KB reply.
-      const longIds = Array.from({ length: 100 }, (_, index) => `<account id="${String(index).padStart(1_000, '9')}" balance="1"/>`).join('');
+      const longIds = Array.from(
+        { length: 100 },
+        (_, index) => `<account id="${String(index).padStart(1_000, '9')}" balance="1"/>`,
+      ).join('');
       const requests = 300;
       const rssBefore = rssMb();
       const socket = await connect(framed.port);
@@ -374,14 +452,20 @@ describe('load, abusive clients and privacy', function () {
       }
       // The server keeps answering only while its replies can leave; then it stops.
       let created = 0;
-      await waitFor('the server to stop answering the non-reader', async () => {
-        const now = await accountCount(framed.pool, '7800');
-        const stable = now === created && now > 0;
-        created = now;
-        if (!stable) await sleep(500);
-        return stable;
-      }, 30_000);
-      console.log(`      non-reading pipeliner: ${created} of ${requests} requests answered (~${Math.round(created * 0.11)} MB of replies in socket buffers), then the server stopped`);
+      await waitFor(
+        'the server to stop answering the non-reader',
+        async () => {
+          const now = await accountCount(framed.pool, '7800');
+          const stable = now === created && now > 0;
+          created = now;
+          if (!stable) await sleep(500);
+          return stable;
+        },
+        30_000,
+      );
+      console.log(
+        `      non-reading pipeliner: ${created} of ${requests} requests answered (~${Math.round(created * 0.11)} MB of replies in socket buffers), then the server stopped`,
+      );
       expect(created, 'the server stopped answering a client that does not read').to.be.below(requests);
       await sleep(1_000);
       expect(await accountCount(framed.pool, '7800'), 'still stopped a second later').to.equal(created);
@@ -395,16 +479,23 @@ describe('load, abusive clients and privacy', function () {
       expect(rssMb() - rssBefore, 'memory while the non-reader is stuck').to.be.below(300);
 
       socket.destroy();
-      await waitFor('the connection count to return to baseline', () => framed.listener.connectionCount === baseline, 5_000);
+      await waitFor(
+        'the connection count to return to baseline',
+        () => framed.listener.connectionCount === baseline,
+        5_000,
+      );
       await sleep(300);
-      expect(await accountCount(framed.pool, '7800'), 'nothing queued for the gone client ran afterwards').to.be.at.most(created + 1);
+      expect(
+        await accountCount(framed.pool, '7800'),
+        'nothing queued for the gone client ran afterwards',
+      ).to.be.at.most(created + 1);
       const client = await LengthClient.connect(framed.port);
       expectNoErrors(await client.send('<create/>'));
       client.close();
     });
   });
 
-  describe('(d) privacy: other accounts\' orders', () => {
+  describe("(d) privacy: other accounts' orders", () => {
     let server: TestServer;
 
     before(async () => {
@@ -423,46 +514,118 @@ describe('load, abusive clients and privacy', function () {
 
     type OrderRow = Record<string, string | null>;
 
-    async function ownerState(pool: pg.Pool): Promise<{ orders: OrderRow[]; fills: string; balance: string; position: string }> {
-      const orders = (await pool.query<OrderRow>(`SELECT id::text, sym, amount::text, limit_price::text, open_shares::text,
-          canceled_shares::text, canceled_at::text FROM orders WHERE account_id = $1 ORDER BY id`, [OWNER])).rows;
-      const fills = (await pool.query<{ fills: string }>(`SELECT count(*)::text || ':' || coalesce(sum(shares), 0)::text AS fills FROM executions
-          WHERE buy_order_id IN (SELECT id FROM orders WHERE account_id = $1) OR sell_order_id IN (SELECT id FROM orders WHERE account_id = $1)`, [OWNER])).rows[0]?.fills as string;
-      const balance = (await pool.query<{ balance: string }>('SELECT balance::text FROM accounts WHERE id = $1', [OWNER])).rows[0]?.balance as string;
-      const position = (await pool.query<{ shares: string }>('SELECT shares::text FROM positions WHERE account_id = $1 AND sym = $2', [OWNER, SYM])).rows[0]?.shares as string;
+    async function ownerState(
+      pool: pg.Pool,
+    ): Promise<{ orders: OrderRow[]; fills: string; balance: string; position: string }> {
+      const orders = (
+        await pool.query<OrderRow>(
+          `SELECT id::text, sym, amount::text, limit_price::text, open_shares::text,
+          canceled_shares::text, canceled_at::text FROM orders WHERE account_id = $1 ORDER BY id`,
+          [OWNER],
+        )
+      ).rows;
+      const fills = (
+        await pool.query<{ fills: string }>(
+          `SELECT count(*)::text || ':' || coalesce(sum(shares), 0)::text AS fills FROM executions
+          WHERE buy_order_id IN (SELECT id FROM orders WHERE account_id = $1) OR sell_order_id IN (SELECT id FROM orders WHERE account_id = $1)`,
+          [OWNER],
+        )
+      ).rows[0]?.fills as string;
+      const balance = (
+        await pool.query<{ balance: string }>('SELECT balance::text FROM accounts WHERE id = $1', [OWNER])
+      ).rows[0]?.balance as string;
+      const position = (
+        await pool.query<{ shares: string }>('SELECT shares::text FROM positions WHERE account_id = $1 AND sym = $2', [
+          OWNER,
+          SYM,
+        ])
+      ).rows[0]?.shares as string;
       return { orders, fills, balance, position };
     }
 
     /** The raw `<error ...>text</error>` elements of a reply, in order, exactly as sent on the wire. */
     function rawErrors(xml: string): Array<{ element: string; text: string }> {
-      return [...xml.matchAll(/<error( id="[^"]*")?>([^<]*)<\/error>/g)].map((match) => ({ element: match[0], text: match[2] as string }));
+      return [...xml.matchAll(/<error( id="[^"]*")?>([^<]*)<\/error>/g)].map((match) => ({
+        element: match[0],
+        text: match[2] as string,
+      }));
     }
 
-    it('an account never reads or cancels another account\'s orders; other, unknown, malformed and huge ids get byte-identical errors; the orders are untouched', async () => {
-      expectNoErrors(await sendRequest(server.port, `<create><account id="${OWNER}" balance="1000"/><account id="${STRANGER}" balance="1000"/>`
-        + `<account id="${BUYER}" balance="1000"/><symbol sym="${SYM}"><account id="${OWNER}">100</account><account id="${STRANGER}">100</account></symbol></create>`));
-      const placed = expectNoErrors(await sendRequest(server.port,
-        `<transactions id="${OWNER}"><order sym="${SYM}" amount="10" limit="5"/><order sym="${SYM}" amount="-20" limit="50"/></transactions>`));
+    it("an account never reads or cancels another account's orders; other, unknown, malformed and huge ids get byte-identical errors; the orders are untouched", async () => {
+      expectNoErrors(
+        await sendRequest(
+          server.port,
+          `<create><account id="${OWNER}" balance="1000"/><account id="${STRANGER}" balance="1000"/>` +
+            `<account id="${BUYER}" balance="1000"/><symbol sym="${SYM}"><account id="${OWNER}">100</account><account id="${STRANGER}">100</account></symbol></create>`,
+        ),
+      );
+      const placed = expectNoErrors(
+        await sendRequest(
+          server.port,
+          `<transactions id="${OWNER}"><order sym="${SYM}" amount="10" limit="5"/><order sym="${SYM}" amount="-20" limit="50"/></transactions>`,
+        ),
+      );
       const ownerBuy = placed[0]?.attributes.id as string;
       const ownerSell = placed[1]?.attributes.id as string;
       // Part of the owner's sell fills, so it has executions to leak if anything leaked.
-      expectNoErrors(await sendRequest(server.port, `<transactions id="${BUYER}"><order sym="${SYM}" amount="5" limit="50"/></transactions>`));
+      expectNoErrors(
+        await sendRequest(
+          server.port,
+          `<transactions id="${BUYER}"><order sym="${SYM}" amount="5" limit="50"/></transactions>`,
+        ),
+      );
       // And a canceled one.
-      const canceled = expectNoErrors(await sendRequest(server.port, `<transactions id="${OWNER}"><order sym="${SYM}" amount="1" limit="1"/></transactions>`))[0]?.attributes.id as string;
-      expectNoErrors(await sendRequest(server.port, `<transactions id="${OWNER}"><cancel id="${canceled}"/></transactions>`));
+      const canceled = expectNoErrors(
+        await sendRequest(
+          server.port,
+          `<transactions id="${OWNER}"><order sym="${SYM}" amount="1" limit="1"/></transactions>`,
+        ),
+      )[0]?.attributes.id as string;
+      expectNoErrors(
+        await sendRequest(server.port, `<transactions id="${OWNER}"><cancel id="${canceled}"/></transactions>`),
+      );
       // The stranger's own order: proof its account works, so its errors below are about the ids.
-      const strangerOwn = expectNoErrors(await sendRequest(server.port, `<transactions id="${STRANGER}"><order sym="${SYM}" amount="1" limit="2"/></transactions>`))[0]?.attributes.id as string;
+      const strangerOwn = expectNoErrors(
+        await sendRequest(
+          server.port,
+          `<transactions id="${STRANGER}"><order sym="${SYM}" amount="1" limit="2"/></transactions>`,
+        ),
+      )[0]?.attributes.id as string;
       const before = await ownerState(server.pool);
 
-      const maxId = (await server.pool.query<{ id: string }>('SELECT max(id)::text AS id FROM orders')).rows[0]?.id as string;
+      const maxId = (await server.pool.query<{ id: string }>('SELECT max(id)::text AS id FROM orders')).rows[0]
+        ?.id as string;
       const ids = [
-        ownerBuy, ownerSell, canceled, `0${ownerBuy}`, `000${ownerSell}`, // the owner's orders, also with leading zeros
-        String(BigInt(maxId) + 1000n), '9223372036854775807', // unknown, up to the largest bigint
-        '9223372036854775808', '9'.repeat(30), '9'.repeat(64), '9'.repeat(200), // huge
-        '0', '-1', `-${ownerBuy}`, `+${ownerBuy}`, '1.5', `${ownerBuy}.0`, '1e3', 'abc', '', ' 1', `${ownerBuy} `, '١٢٣', '0x1', // malformed
+        ownerBuy,
+        ownerSell,
+        canceled,
+        `0${ownerBuy}`,
+        `000${ownerSell}`, // the owner's orders, also with leading zeros
+        String(BigInt(maxId) + 1000n),
+        '9223372036854775807', // unknown, up to the largest bigint
+        '9223372036854775808',
+        '9'.repeat(30),
+        '9'.repeat(64),
+        '9'.repeat(200), // huge
+        '0',
+        '-1',
+        `-${ownerBuy}`,
+        `+${ownerBuy}`,
+        '1.5',
+        `${ownerBuy}.0`,
+        '1e3',
+        'abc',
+        '',
+        ' 1',
+        `${ownerBuy} `,
+        '١٢٣',
+        '0x1', // malformed
       ];
       const children = ids.flatMap((id) => [`<query id="${id}"/>`, `<cancel id="${id}"/>`]).join('');
-      const reply = await sendRequest(server.port, `<transactions id="${STRANGER}">${children}<query id="${strangerOwn}"/></transactions>`);
+      const reply = await sendRequest(
+        server.port,
+        `<transactions id="${STRANGER}">${children}<query id="${strangerOwn}"/></transactions>`,
+      );
       const nodes = parseReply(reply);
       expect(nodes).to.have.length(ids.length * 2 + 1);
       expect(nodes[nodes.length - 1]?.name, 'the stranger sees its own order').to.equal('status');
@@ -476,19 +639,27 @@ describe('load, abusive clients and privacy', function () {
       const reference = errors[0] as { element: string; text: string };
       for (const [index, error] of errors.entries()) {
         const id = ids[Math.floor(index / 2)] as string;
-        expect(Buffer.from(error.text).equals(Buffer.from(reference.text)), `error text for id ${JSON.stringify(id)}: ${JSON.stringify(error.text)} vs ${JSON.stringify(reference.text)}`).to.equal(true);
+        expect(
+          Buffer.from(error.text).equals(Buffer.from(reference.text)),
+          `error text for id ${JSON.stringify(id)}: ${JSON.stringify(error.text)} vs ${JSON.stringify(reference.text)}`,
+        ).to.equal(true);
         // The whole element differs only by the echoed id.
-        expect(error.element.replace(/ id="[^"]*"/, ''), `element for id ${JSON.stringify(id)}`).to.equal(reference.element.replace(/ id="[^"]*"/, ''));
+        expect(error.element.replace(/ id="[^"]*"/, ''), `element for id ${JSON.stringify(id)}`).to.equal(
+          reference.element.replace(/ id="[^"]*"/, ''),
+        );
       }
       // Nothing about the owner's orders appears anywhere in the stranger's reply.
       const foreignPart = reply.slice(0, reply.lastIndexOf('<status'));
-      for (const leak of ['<status', '<open', '<executed', '<canceled shares']) expect(foreignPart).to.not.include(leak);
+      for (const leak of ['<status', '<open', '<executed', '<canceled shares'])
+        expect(foreignPart).to.not.include(leak);
 
       // The same through length framing, on a persistent connection.
       const framed = await startTestServer({ framing: 'length', database });
       try {
         const client = await LengthClient.connect(framed.port);
-        const again = await client.send(`<transactions id="${STRANGER}"><query id="${ownerBuy}"/><cancel id="${ownerSell}"/><query id="${'9'.repeat(30)}"/><cancel id="abc"/></transactions>`);
+        const again = await client.send(
+          `<transactions id="${STRANGER}"><query id="${ownerBuy}"/><cancel id="${ownerSell}"/><query id="${'9'.repeat(30)}"/><cancel id="abc"/></transactions>`,
+        );
         client.close();
         expect(parseReply(again).map((node) => node.name)).to.deep.equal(['error', 'error', 'error', 'error']);
         for (const error of rawErrors(again)) expect(error.text).to.equal(reference.text);
@@ -496,9 +667,17 @@ describe('load, abusive clients and privacy', function () {
         await framed.close();
       }
 
-      expect(await ownerState(server.pool), 'the owner\'s orders, fills, balance and position are untouched').to.deep.equal(before);
+      expect(
+        await ownerState(server.pool),
+        "the owner's orders, fills, balance and position are untouched",
+      ).to.deep.equal(before);
       // The owner still sees and controls its orders.
-      const own = parseReply(await sendRequest(server.port, `<transactions id="${OWNER}"><query id="${ownerBuy}"/><query id="${ownerSell}"/></transactions>`));
+      const own = parseReply(
+        await sendRequest(
+          server.port,
+          `<transactions id="${OWNER}"><query id="${ownerBuy}"/><query id="${ownerSell}"/></transactions>`,
+        ),
+      );
       expect(own.map((node) => node.name)).to.deep.equal(['status', 'status']);
       expect(own[0]?.children[0]).to.deep.include({ name: 'open', attributes: { shares: '10' } });
       expect(own[1]?.children.map((child) => child.name)).to.deep.equal(['open', 'executed']);

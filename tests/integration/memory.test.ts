@@ -49,18 +49,31 @@ async function peakRssUnderFlood(clients: number, frames: Buffer[]): Promise<{ b
   const database = await createTestDatabase();
   // Clients that read nothing are cut after IDLE_TIMEOUT_MS (sooner while others wait for
   // memory); 5 s here, so that every client is served or cut within the test.
-  const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', MAX_CONNECTIONS: '5000', IDLE_TIMEOUT_MS: '5000' });
+  const server = await startServerProcess({
+    DATABASE_URL: database.url,
+    REPLY_FRAMING: 'length',
+    MAX_CONNECTIONS: '5000',
+    IDLE_TIMEOUT_MS: '5000',
+  });
   const sockets: net.Socket[] = [];
   try {
     const pid = server.child.pid as number;
     await sendOnce(server.port, '<create><account id="81" balance="5"/></create>');
     const before = statusField(pid, 'VmRSS');
     for (let start = 0; start < clients; start += 100) {
-      sockets.push(...(await Promise.all(Array.from({ length: Math.min(100, clients - start) }, () => nonReader(server.port, frames)))));
+      sockets.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(100, clients - start) }, () => nonReader(server.port, frames)),
+        )),
+      );
     }
     const client = await LengthClient.connect(server.port);
     try {
-      const reply = await within(client.send('<transactions id="81"><query id="1"/></transactions>'), 120_000, 'another client during the flood');
+      const reply = await within(
+        client.send('<transactions id="81"><query id="1"/></transactions>'),
+        120_000,
+        'another client during the flood',
+      );
       expect(parseResults(reply)[0]?.name).to.equal('error');
     } finally {
       client.close();
@@ -68,7 +81,9 @@ async function peakRssUnderFlood(clients: number, frames: Buffer[]): Promise<{ b
     await within(Promise.all(sockets.map(settled)), 180_000, 'every client read from or cut');
     const peak = statusField(pid, 'VmHWM');
     const sent = frames.reduce((sum, frame) => sum + frame.length, 0) * clients;
-    console.log(`      server RSS: ${(before / MiB).toFixed(0)} MiB before, peak ${(peak / MiB).toFixed(0)} MiB; ${clients} clients sent ${(sent / MiB).toFixed(0)} MiB`);
+    console.log(
+      `      server RSS: ${(before / MiB).toFixed(0)} MiB before, peak ${(peak / MiB).toFixed(0)} MiB; ${clients} clients sent ${(sent / MiB).toFixed(0)} MiB`,
+    );
     return { before, peak };
   } finally {
     for (const socket of sockets) socket.destroy();
@@ -119,7 +134,10 @@ describe('memory per client is bounded', function () {
       // 16 MiB of replies: more than the kernel's socket buffers take, so the connection stalls.
       const frame = echoingRequest('91', MiB);
       await sendOnce(server.port, '<create><account id="91" balance="5"/></create>');
-      const socket = await nonReader(server.port, Array.from({ length: 16 }, () => frame));
+      const socket = await nonReader(
+        server.port,
+        Array.from({ length: 16 }, () => frame),
+      );
       const peak = await peakSettles(server, 1_500, 20_000);
       console.log(`      held at most ${(peak / KiB).toFixed(0)} KiB for the client`);
       // Requests: at most MAX_REQUEST_BYTES; replies: the one being sent (measured: 2 MiB in all;
@@ -139,10 +157,15 @@ describe('memory per client is bounded', function () {
         }
       });
       socket.resume();
-      await within((async () => {
-        while (replies.length < 16) await new Promise((resolve) => setTimeout(resolve, 20));
-      })(), 30_000, 'all 16 replies');
-      for (const reply of replies) expect(parseResults(reply.toString('utf8')).map((node) => node.name)).to.deep.equal(['error', 'error']);
+      await within(
+        (async () => {
+          while (replies.length < 16) await new Promise((resolve) => setTimeout(resolve, 20));
+        })(),
+        30_000,
+        'all 16 replies',
+      );
+      for (const reply of replies)
+        expect(parseResults(reply.toString('utf8')).map((node) => node.name)).to.deep.equal(['error', 'error']);
       socket.destroy();
     } finally {
       await server.close();
@@ -156,10 +179,20 @@ describe('memory per client is bounded', function () {
     try {
       await sendOnce(server.port, '<create><account id="71" balance="5"/></create>');
       const frame = echoingRequest('71', MiB);
-      for (let index = 0; index < 40; index++) sockets.push(await nonReader(server.port, Array.from({ length: 4 }, () => frame)));
+      for (let index = 0; index < 40; index++)
+        sockets.push(
+          await nonReader(
+            server.port,
+            Array.from({ length: 4 }, () => frame),
+          ),
+        );
       const client = await LengthClient.connect(server.port);
       try {
-        const reply = await within(client.send('<transactions id="71"><query id="1"/></transactions>'), 60_000, 'another client');
+        const reply = await within(
+          client.send('<transactions id="71"><query id="1"/></transactions>'),
+          60_000,
+          'another client',
+        );
         expect(parseResults(reply)[0]?.name).to.equal('error');
       } finally {
         client.close();
@@ -188,7 +221,10 @@ describe('memory per client is bounded', function () {
   it('100 clients pipelining 16 requests of 1 MiB each and never reading keep the server process under 512 MiB', async () => {
     // The reported flood, larger: 1,600 MiB sent (12 such clients once took the server to 1 GiB).
     const frame = echoingRequest('81', MiB);
-    const { peak } = await peakRssUnderFlood(100, Array.from({ length: 16 }, () => frame));
+    const { peak } = await peakRssUnderFlood(
+      100,
+      Array.from({ length: 16 }, () => frame),
+    );
     expect(peak, 'peak RSS of the server process').to.be.below(RSS_BOUND);
   });
 });

@@ -24,7 +24,12 @@ import type pg from 'pg';
 import { createRequestProcessor } from '../../server/app.js';
 import { metrics } from '../../server/observability/metrics.js';
 import {
-  PostgresExchangeStore, type AddSharesRejection, type CancelResult, type ExchangeStore, type OrderStatus, type PlaceOrderResult,
+  PostgresExchangeStore,
+  type AddSharesRejection,
+  type CancelResult,
+  type ExchangeStore,
+  type OrderStatus,
+  type PlaceOrderResult,
 } from '../../server/store/exchange-store.js';
 import { codeOfMessage, type ErrorCode } from '../../server/errors.js';
 import { applySchema } from '../../server/store/migrate.js';
@@ -33,7 +38,12 @@ import { findInvariantViolations } from '../../client/invariants.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { canonical } from '../support/exact-decimal.js';
 import {
-  ReferenceExchange, type CreateChild, type ModelReply, type ModelState, type Rejection, type TransactionChild,
+  ReferenceExchange,
+  type CreateChild,
+  type ModelReply,
+  type ModelState,
+  type Rejection,
+  type TransactionChild,
 } from '../support/reference-exchange.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
 
@@ -98,9 +108,13 @@ function requestText(request: GenRequest): string {
 function stepText(step: Step): string {
   switch (step.kind) {
     case 'create':
-      return `create ${step.children.map((child) => (child.kind === 'account'
-        ? `A${child.account}=${child.balance}`
-        : `${symName(child.sym)}{${child.grants.map((grant) => `A${grant.account}:${grant.shares}`).join(' ')}}`)).join(', ')}`;
+      return `create ${step.children
+        .map((child) =>
+          child.kind === 'account'
+            ? `A${child.account}=${child.balance}`
+            : `${symName(child.sym)}{${child.grants.map((grant) => `A${grant.account}:${grant.shares}`).join(' ')}}`,
+        )
+        .join(', ')}`;
     case 'transactions':
       return requestText(step.request);
     case 'together':
@@ -122,15 +136,24 @@ function written(canonicalText: fc.Arbitrary<string>): fc.Arbitrary<string> {
 }
 
 const tenths = fc.integer({ min: 1, max: 30 }).map((k) => canonical(`${Math.floor(k / 10)}.${k % 10}`));
-const quantityArb = written(fc.oneof(fc.constantFrom('1', '2', '3', '5', '10'), tenths, fc.constantFrom('0.25', '1.75', '2.5')));
+const quantityArb = written(
+  fc.oneof(fc.constantFrom('1', '2', '3', '5', '10'), tenths, fc.constantFrom('0.25', '1.75', '2.5')),
+);
 const limitArb = written(fc.constantFrom('9', '9.5', '10', '10.5', '11'));
 const balanceArb = fc.constantFrom('0', '10', '25', '100', '500', '1000.75', '0.3');
 const grantArb = fc.constantFrom('0.1', '0.2', '1', '2.5', '5', '10', '20');
 
-const accountArb = fc.oneof({ arbitrary: fc.integer({ min: 0, max: UNKNOWN_ACCOUNT - 1 }), weight: 12 }, { arbitrary: fc.constant(UNKNOWN_ACCOUNT), weight: 1 });
-const tradedSymArb = fc.oneof({ arbitrary: fc.integer({ min: 0, max: SYMBOLS - 1 }), weight: 12 }, { arbitrary: fc.constant(GHOST), weight: 1 });
+const accountArb = fc.oneof(
+  { arbitrary: fc.integer({ min: 0, max: UNKNOWN_ACCOUNT - 1 }), weight: 12 },
+  { arbitrary: fc.constant(UNKNOWN_ACCOUNT), weight: 1 },
+);
+const tradedSymArb = fc.oneof(
+  { arbitrary: fc.integer({ min: 0, max: SYMBOLS - 1 }), weight: 12 },
+  { arbitrary: fc.constant(GHOST), weight: 1 },
+);
 
-const orderArb: fc.Arbitrary<GenChild> = fc.record({ buy: fc.boolean(), sym: tradedSymArb, quantity: quantityArb, limit: limitArb })
+const orderArb: fc.Arbitrary<GenChild> = fc
+  .record({ buy: fc.boolean(), sym: tradedSymArb, quantity: quantityArb, limit: limitArb })
   .map(({ buy, sym, quantity, limit }) => ({
     kind: 'order' as const,
     sym,
@@ -146,60 +169,94 @@ const refArb: fc.Arbitrary<OrderRef> = fc.oneof(
 const queryArb: fc.Arbitrary<GenChild> = fc.record({ kind: fc.constant('query' as const), ref: refArb });
 const cancelArb: fc.Arbitrary<GenChild> = fc.record({ kind: fc.constant('cancel' as const), ref: refArb });
 
-const transactionsArb: fc.Arbitrary<Step> = fc.record({
-  account: accountArb,
-  children: fc.oneof(
-    { arbitrary: fc.array(fc.oneof({ arbitrary: orderArb, weight: 5 }, { arbitrary: queryArb, weight: 2 }, { arbitrary: cancelArb, weight: 2 }),
-      { minLength: 1, maxLength: 4 }), weight: 30 },
-    { arbitrary: fc.constant<GenChild[]>([]), weight: 1 },
-  ),
-}).map((request) => ({ kind: 'transactions' as const, request }));
-
-const togetherArb: fc.Arbitrary<Step> = fc.uniqueArray(
-  fc.record({
+const transactionsArb: fc.Arbitrary<Step> = fc
+  .record({
     account: accountArb,
-    children: fc.array(fc.oneof({ arbitrary: orderArb, weight: 3 }, { arbitrary: cancelArb, weight: 1 }), { minLength: 1, maxLength: 3 }),
-  }),
-  { minLength: 2, maxLength: 7, selector: (request) => request.account },
-).map((requests) => ({ kind: 'together' as const, requests }));
+    children: fc.oneof(
+      {
+        arbitrary: fc.array(
+          fc.oneof(
+            { arbitrary: orderArb, weight: 5 },
+            { arbitrary: queryArb, weight: 2 },
+            { arbitrary: cancelArb, weight: 2 },
+          ),
+          { minLength: 1, maxLength: 4 },
+        ),
+        weight: 30,
+      },
+      { arbitrary: fc.constant<GenChild[]>([]), weight: 1 },
+    ),
+  })
+  .map((request) => ({ kind: 'transactions' as const, request }));
 
-const createArb: fc.Arbitrary<Step> = fc.array(
-  fc.oneof(
-    fc.record({ kind: fc.constant('account' as const), account: fc.integer({ min: 0, max: UNKNOWN_ACCOUNT - 1 }), balance: balanceArb }),
+const togetherArb: fc.Arbitrary<Step> = fc
+  .uniqueArray(
     fc.record({
-      kind: fc.constant('symbol' as const),
-      sym: fc.integer({ min: 0, max: SYMBOLS - 1 }),
-      grants: fc.array(fc.record({ account: fc.integer({ min: 0, max: ACCOUNTS - 1 }), shares: grantArb }), { minLength: 1, maxLength: 3 }),
+      account: accountArb,
+      children: fc.array(fc.oneof({ arbitrary: orderArb, weight: 3 }, { arbitrary: cancelArb, weight: 1 }), {
+        minLength: 1,
+        maxLength: 3,
+      }),
     }),
-  ),
-  { minLength: 1, maxLength: 3 },
-).map((children) => ({ kind: 'create' as const, children }));
+    { minLength: 2, maxLength: 7, selector: (request) => request.account },
+  )
+  .map((requests) => ({ kind: 'together' as const, requests }));
+
+const createArb: fc.Arbitrary<Step> = fc
+  .array(
+    fc.oneof(
+      fc.record({
+        kind: fc.constant('account' as const),
+        account: fc.integer({ min: 0, max: UNKNOWN_ACCOUNT - 1 }),
+        balance: balanceArb,
+      }),
+      fc.record({
+        kind: fc.constant('symbol' as const),
+        sym: fc.integer({ min: 0, max: SYMBOLS - 1 }),
+        grants: fc.array(fc.record({ account: fc.integer({ min: 0, max: ACCOUNTS - 1 }), shares: grantArb }), {
+          minLength: 1,
+          maxLength: 3,
+        }),
+      }),
+    ),
+    { minLength: 1, maxLength: 3 },
+  )
+  .map((children) => ({ kind: 'create' as const, children }));
 
 /** Every sequence starts by creating A0..A5 (A6 maybe) and, mostly, the symbols. */
-const setupArb: fc.Arbitrary<Step> = fc.record({
-  balances: fc.tuple(balanceArb, balanceArb, balanceArb, balanceArb, balanceArb, balanceArb, fc.option(balanceArb)),
-  grants: fc.tuple(...Array.from({ length: SYMBOLS }, () => {
-    const grants = fc.array(fc.record({ account: fc.integer({ min: 0, max: ACCOUNTS - 1 }), shares: grantArb }), { minLength: 1, maxLength: 3 });
-    // A symbol left out exists only once a buy of it opens (SPEC), or a later <create>.
-    return fc.option(grants);
-  })),
-}).map(({ balances, grants }) => {
-  const children: GenCreateChild[] = [];
-  balances.forEach((balance, account) => {
-    if (balance !== null) children.push({ kind: 'account', account, balance });
+const setupArb: fc.Arbitrary<Step> = fc
+  .record({
+    balances: fc.tuple(balanceArb, balanceArb, balanceArb, balanceArb, balanceArb, balanceArb, fc.option(balanceArb)),
+    grants: fc.tuple(
+      ...Array.from({ length: SYMBOLS }, () => {
+        const grants = fc.array(fc.record({ account: fc.integer({ min: 0, max: ACCOUNTS - 1 }), shares: grantArb }), {
+          minLength: 1,
+          maxLength: 3,
+        });
+        // A symbol left out exists only once a buy of it opens (SPEC), or a later <create>.
+        return fc.option(grants);
+      }),
+    ),
+  })
+  .map(({ balances, grants }) => {
+    const children: GenCreateChild[] = [];
+    balances.forEach((balance, account) => {
+      if (balance !== null) children.push({ kind: 'account', account, balance });
+    });
+    grants.forEach((list, sym) => {
+      if (list !== null) children.push({ kind: 'symbol', sym, grants: list });
+    });
+    return printable({ kind: 'create', children });
   });
-  grants.forEach((list, sym) => {
-    if (list !== null) children.push({ kind: 'symbol', sym, grants: list });
-  });
-  return printable({ kind: 'create', children });
-});
 
 function stepsArb(together: boolean): fc.Arbitrary<Step[]> {
-  const step = fc.oneof(
-    { arbitrary: createArb, weight: 1 },
-    { arbitrary: transactionsArb, weight: 6 },
-    { arbitrary: togetherArb, weight: together ? 6 : 0 },
-  ).map(printable);
+  const step = fc
+    .oneof(
+      { arbitrary: createArb, weight: 1 },
+      { arbitrary: transactionsArb, weight: 6 },
+      { arbitrary: togetherArb, weight: together ? 6 : 0 },
+    )
+    .map(printable);
   return fc.noBias(fc.array(step, { minLength: 1, maxLength: 60, size: 'max' }));
 }
 
@@ -322,12 +379,22 @@ class Sequence {
   }
 
   private async create(children: GenCreateChild[]): Promise<void> {
-    const modelChildren: CreateChild[] = children.map((child) => (child.kind === 'account'
-      ? { kind: 'account', id: this.account(child.account), balance: child.balance }
-      : { kind: 'symbol', sym: this.symbol(child.sym), grants: child.grants.map((grant) => ({ id: this.account(grant.account), shares: grant.shares })) }));
-    const xml = `<create>${modelChildren.map((child) => (child.kind === 'account'
-      ? `<account id="${child.id}" balance="${child.balance}"/>`
-      : `<symbol sym="${child.sym}">${child.grants.map((grant) => `<account id="${grant.id}">${grant.shares}</account>`).join('')}</symbol>`)).join('')}</create>`;
+    const modelChildren: CreateChild[] = children.map((child) =>
+      child.kind === 'account'
+        ? { kind: 'account', id: this.account(child.account), balance: child.balance }
+        : {
+            kind: 'symbol',
+            sym: this.symbol(child.sym),
+            grants: child.grants.map((grant) => ({ id: this.account(grant.account), shares: grant.shares })),
+          },
+    );
+    const xml = `<create>${modelChildren
+      .map((child) =>
+        child.kind === 'account'
+          ? `<account id="${child.id}" balance="${child.balance}"/>`
+          : `<symbol sym="${child.sym}">${child.grants.map((grant) => `<account id="${grant.id}">${grant.shares}</account>`).join('')}</symbol>`,
+      )
+      .join('')}</create>`;
     const reply = await this.timed(() => this.exchange.process(xml));
     this.transcript.push(`${this.step}. ${xml}\n   -> ${oneLine(reply)}`);
     const actual = this.parse(reply);
@@ -343,10 +410,16 @@ class Sequence {
     const reply = await this.timed(() => this.exchange.process(xml));
     this.transcript.push(`${this.step}. ${xml}\n   -> ${oneLine(reply)}`);
     const actual = this.parse(reply);
-    const expected = this.model.transactions(accountId, children.map((child) => child.model), this.step);
+    const expected = this.model.transactions(
+      accountId,
+      children.map((child) => child.model),
+      this.step,
+    );
     this.expectSameLength(expected, actual);
     // An empty request's one error carries the account id, not an order's.
-    expected.forEach((reply, index) => this.compare(reply, actual[index] as ReplyNode, children[index]?.model.kind ?? null));
+    expected.forEach((reply, index) =>
+      this.compare(reply, actual[index] as ReplyNode, children[index]?.model.kind ?? null),
+    );
   }
 
   /**
@@ -364,9 +437,16 @@ class Sequence {
     });
     const replies = await this.timed(() => Promise.all(sent.map((request) => this.exchange.process(request.xml))));
     const writes = this.exchange.store.writes;
-    this.transcript.push(`${this.step}. together:\n${sent.map((request, index) => `   ${request.xml}\n   -> ${oneLine(replies[index] ?? '')}`).join('\n')}`
-      + `\n   writes in the order the store got them: ${writes.map((write) => (write.kind === 'order'
-        ? `${write.accountId} ${write.amount} @${write.limit}` : `${write.accountId} cancel ${write.orderId}`)).join(', ')}`);
+    this.transcript.push(
+      `${this.step}. together:\n${sent.map((request, index) => `   ${request.xml}\n   -> ${oneLine(replies[index] ?? '')}`).join('\n')}` +
+        `\n   writes in the order the store got them: ${writes
+          .map((write) =>
+            write.kind === 'order'
+              ? `${write.accountId} ${write.amount} @${write.limit}`
+              : `${write.accountId} cancel ${write.orderId}`,
+          )
+          .join(', ')}`,
+    );
     const actual = new Map(sent.map((request, index) => [request.accountId, this.parse(replies[index] ?? '')]));
     const done = new Map<string, number>();
     for (const write of writes) {
@@ -375,13 +455,21 @@ class Sequence {
       const child = request?.children[index];
       if (!request || !child) throw this.mismatch(`the store got a write nobody sent: ${JSON.stringify(write)}`);
       done.set(write.accountId, index + 1);
-      const same = write.kind === 'order'
-        ? child.server.kind === 'order' && child.server.sym === write.sym && child.server.amount === write.amount && child.server.limit === write.limit
-        : child.server.kind === 'cancel' && child.server.id === write.orderId;
-      if (!same) throw this.mismatch(`write ${index + 1} of ${write.accountId} is not its child ${index + 1}: ${JSON.stringify(write)}`);
-      const expected = child.model.kind === 'order'
-        ? this.model.order(write.accountId, child.model.sym, child.model.amount, child.model.limit, this.step)
-        : this.model.cancel(write.accountId, child.model.id, this.step);
+      const same =
+        write.kind === 'order'
+          ? child.server.kind === 'order' &&
+            child.server.sym === write.sym &&
+            child.server.amount === write.amount &&
+            child.server.limit === write.limit
+          : child.server.kind === 'cancel' && child.server.id === write.orderId;
+      if (!same)
+        throw this.mismatch(
+          `write ${index + 1} of ${write.accountId} is not its child ${index + 1}: ${JSON.stringify(write)}`,
+        );
+      const expected =
+        child.model.kind === 'order'
+          ? this.model.order(write.accountId, child.model.sym, child.model.amount, child.model.limit, this.step)
+          : this.model.cancel(write.accountId, child.model.id, this.step);
       const nodes = actual.get(write.accountId) ?? [];
       this.expectSameLength(request.children, nodes);
       this.compare(expected, nodes[index] as ReplyNode, child.model.kind);
@@ -390,14 +478,22 @@ class Sequence {
     for (const request of sent) {
       if (this.model.hasAccount(request.accountId)) {
         if ((done.get(request.accountId) ?? 0) !== request.children.length) {
-          throw this.mismatch(`${request.accountId} sent ${request.children.length} writes; the store got ${done.get(request.accountId) ?? 0}`);
+          throw this.mismatch(
+            `${request.accountId} sent ${request.children.length} writes; the store got ${done.get(request.accountId) ?? 0}`,
+          );
         }
         continue;
       }
       const nodes = actual.get(request.accountId) ?? [];
-      const expected = this.model.transactions(request.accountId, request.children.map((child) => child.model), this.step);
+      const expected = this.model.transactions(
+        request.accountId,
+        request.children.map((child) => child.model),
+        this.step,
+      );
       this.expectSameLength(expected, nodes);
-      expected.forEach((reply, index) => this.compare(reply, nodes[index] as ReplyNode, request.children[index]?.model.kind ?? null));
+      expected.forEach((reply, index) =>
+        this.compare(reply, nodes[index] as ReplyNode, request.children[index]?.model.kind ?? null),
+      );
     }
   }
 
@@ -418,9 +514,13 @@ class Sequence {
     const own = this.opened.filter((order) => order.account === accountId);
     const pool = child.ref.which === 'own' && own.length > 0 ? own : this.opened;
     const back = child.ref.which === 'unknown' ? 0 : child.ref.back;
-    const order = child.ref.which === 'unknown' || pool.length === 0 ? undefined : pool[pool.length - 1 - (back % pool.length)];
+    const order =
+      child.ref.which === 'unknown' || pool.length === 0 ? undefined : pool[pool.length - 1 - (back % pool.length)];
     const serverId = order?.serverId ?? UNKNOWN_ORDER_ID;
-    return { server: { kind: child.kind, id: serverId }, model: { kind: child.kind, id: order?.modelId ?? UNKNOWN_ORDER_ID } };
+    return {
+      server: { kind: child.kind, id: serverId },
+      model: { kind: child.kind, id: order?.modelId ?? UNKNOWN_ORDER_ID },
+    };
   }
 
   private parse(reply: string): ReplyNode[] {
@@ -433,7 +533,9 @@ class Sequence {
 
   private expectSameLength(expected: readonly unknown[], actual: readonly ReplyNode[]): void {
     if (expected.length !== actual.length) {
-      throw this.mismatch(`expected ${expected.length} reply elements, got ${actual.length}:\n${JSON.stringify(actual.map(plain), null, 1)}`);
+      throw this.mismatch(
+        `expected ${expected.length} reply elements, got ${actual.length}:\n${JSON.stringify(actual.map(plain), null, 1)}`,
+      );
     }
   }
 
@@ -456,16 +558,22 @@ class Sequence {
     if (expected.name === 'status' || expected.name === 'canceled') {
       want.children = expected.parts.map((part) => ({
         name: part.name,
-        attributes: sorted(part.name === 'open' ? { shares: part.shares }
-          : part.name === 'canceled' ? { shares: part.shares, time: this.stepTime(part.time) }
-          : { shares: part.shares, price: part.price, time: this.stepTime(part.time) }),
+        attributes: sorted(
+          part.name === 'open'
+            ? { shares: part.shares }
+            : part.name === 'canceled'
+              ? { shares: part.shares, time: this.stepTime(part.time) }
+              : { shares: part.shares, price: part.price, time: this.stepTime(part.time) },
+        ),
         children: [],
       }));
     }
     if (expected.name === 'error') want.text = `(${expected.rejection})`;
     const got = this.shape(actual, want);
     if (JSON.stringify(got) !== JSON.stringify(want)) {
-      throw this.mismatch(`reply differs from the model's\n   model:  ${JSON.stringify(want)}\n   server: ${JSON.stringify(got)}`);
+      throw this.mismatch(
+        `reply differs from the model's\n   model:  ${JSON.stringify(want)}\n   server: ${JSON.stringify(got)}`,
+      );
     }
   }
 
@@ -502,7 +610,12 @@ class Sequence {
   /** Maps the model's new order id to the server's, which must exceed every id seen before. */
   private newOrderId(modelId: string, actual: ReplyNode): string {
     const serverId = actual.name === 'opened' ? actual.attributes.id : undefined;
-    if (serverId === undefined || !/^[1-9][0-9]*$/.test(serverId) || BigInt(serverId) <= this.lastServerId || this.modelIdOf.has(serverId)) {
+    if (
+      serverId === undefined ||
+      !/^[1-9][0-9]*$/.test(serverId) ||
+      BigInt(serverId) <= this.lastServerId ||
+      this.modelIdOf.has(serverId)
+    ) {
       return `a new id above ${this.lastServerId}`;
     }
     this.lastServerId = BigInt(serverId);
@@ -524,42 +637,74 @@ class Sequence {
     const model = this.model.state();
     const accounts = this.accounts;
     const balances: Record<string, string> = {};
-    for (const row of (await pool.query<{ id: string; balance: string }>(
-      'SELECT id, balance::text FROM accounts WHERE id = ANY($1)', [accounts])).rows) {
+    for (const row of (
+      await pool.query<{ id: string; balance: string }>('SELECT id, balance::text FROM accounts WHERE id = ANY($1)', [
+        accounts,
+      ])
+    ).rows) {
       balances[row.id] = canonical(row.balance);
     }
     const positions: Record<string, string> = {};
-    for (const row of (await pool.query<{ account_id: string; sym: string; shares: string }>(
-      'SELECT account_id, sym, shares::text FROM positions WHERE account_id = ANY($1) AND shares <> 0', [accounts])).rows) {
+    for (const row of (
+      await pool.query<{ account_id: string; sym: string; shares: string }>(
+        'SELECT account_id, sym, shares::text FROM positions WHERE account_id = ANY($1) AND shares <> 0',
+        [accounts],
+      )
+    ).rows) {
       positions[`${row.account_id}/${row.sym}`] = canonical(row.shares);
     }
-    const symbols = (await pool.query<{ sym: string }>('SELECT sym FROM symbols WHERE sym = ANY($1)', [this.symbols])).rows
-      .map((row) => row.sym).sort();
-    const orders = (await pool.query<{ id: string; account_id: string; sym: string; amount: string; limit_price: string; open_shares: string; canceled_shares: string | null; canceled_at: string | null }>(
-      `SELECT id::text, account_id, sym, amount::text, limit_price::text, open_shares::text, canceled_shares::text, canceled_at::text
-         FROM orders WHERE account_id = ANY($1) ORDER BY orders.id`, [accounts])).rows
-      .map((row) => ({
-        id: this.modelIdOf.get(row.id) ?? `server order ${row.id}, unknown to the model`,
-        account: row.account_id,
-        sym: row.sym,
-        amount: canonical(row.amount),
-        limit: canonical(row.limit_price),
-        open: canonical(row.open_shares),
-        canceled: row.canceled_shares === null ? null : canonical(row.canceled_shares),
-        canceledAt: row.canceled_at,
-      }));
-    const executions = (await pool.query<{ buy: string; sell: string; shares: string; price: string; executed_at: string }>(
-      `SELECT e.buy_order_id::text AS buy, e.sell_order_id::text AS sell, e.shares::text, e.price::text, e.executed_at::text
+    const symbols = (
+      await pool.query<{ sym: string }>('SELECT sym FROM symbols WHERE sym = ANY($1)', [this.symbols])
+    ).rows
+      .map((row) => row.sym)
+      .sort();
+    const orders = (
+      await pool.query<{
+        id: string;
+        account_id: string;
+        sym: string;
+        amount: string;
+        limit_price: string;
+        open_shares: string;
+        canceled_shares: string | null;
+        canceled_at: string | null;
+      }>(
+        `SELECT id::text, account_id, sym, amount::text, limit_price::text, open_shares::text, canceled_shares::text, canceled_at::text
+         FROM orders WHERE account_id = ANY($1) ORDER BY orders.id`,
+        [accounts],
+      )
+    ).rows.map((row) => ({
+      id: this.modelIdOf.get(row.id) ?? `server order ${row.id}, unknown to the model`,
+      account: row.account_id,
+      sym: row.sym,
+      amount: canonical(row.amount),
+      limit: canonical(row.limit_price),
+      open: canonical(row.open_shares),
+      canceled: row.canceled_shares === null ? null : canonical(row.canceled_shares),
+      canceledAt: row.canceled_at,
+    }));
+    const executions = (
+      await pool.query<{ buy: string; sell: string; shares: string; price: string; executed_at: string }>(
+        `SELECT e.buy_order_id::text AS buy, e.sell_order_id::text AS sell, e.shares::text, e.price::text, e.executed_at::text
          FROM executions e JOIN orders b ON b.id = e.buy_order_id
-        WHERE b.account_id = ANY($1) ORDER BY e.id`, [accounts])).rows;
+        WHERE b.account_id = ANY($1) ORDER BY e.id`,
+        [accounts],
+      )
+    ).rows;
 
     const want = {
       balances: model.balances,
       positions: model.positions,
       symbols: model.symbols,
-      orders: model.orders.map((order) => ({ ...order, canceledAt: order.canceledAt === null ? null : this.stepTime(order.canceledAt) })),
+      orders: model.orders.map((order) => ({
+        ...order,
+        canceledAt: order.canceledAt === null ? null : this.stepTime(order.canceledAt),
+      })),
       executions: model.executions.map((execution) => ({
-        buy: this.serverId(execution.buyId), sell: this.serverId(execution.sellId), shares: execution.shares, price: execution.price,
+        buy: this.serverId(execution.buyId),
+        sell: this.serverId(execution.sellId),
+        shares: execution.shares,
+        price: execution.price,
         time: this.stepTime(execution.time),
       })),
     };
@@ -567,9 +712,15 @@ class Sequence {
       balances,
       positions,
       symbols,
-      orders: orders.map((order, index) => ({ ...order, canceledAt: this.inStep(order.canceledAt, model.orders[index]?.canceledAt) })),
+      orders: orders.map((order, index) => ({
+        ...order,
+        canceledAt: this.inStep(order.canceledAt, model.orders[index]?.canceledAt),
+      })),
       executions: executions.map((execution, index) => ({
-        buy: execution.buy, sell: execution.sell, shares: canonical(execution.shares), price: canonical(execution.price),
+        buy: execution.buy,
+        sell: execution.sell,
+        shares: canonical(execution.shares),
+        price: canonical(execution.price),
         time: this.inStep(execution.executed_at, model.executions[index]?.time),
       })),
     };
@@ -577,7 +728,9 @@ class Sequence {
       const wanted = part === 'balances' || part === 'positions' ? sorted(want[part]) : want[part];
       const found = part === 'balances' || part === 'positions' ? sorted(got[part]) : got[part];
       if (JSON.stringify(found) !== JSON.stringify(wanted)) {
-        throw this.mismatch(`after the last step, the database's ${part} differ from the model's\n   model:    ${JSON.stringify(wanted)}\n   database: ${JSON.stringify(found)}`);
+        throw this.mismatch(
+          `after the last step, the database's ${part} differ from the model's\n   model:    ${JSON.stringify(wanted)}\n   database: ${JSON.stringify(found)}`,
+        );
       }
     }
     await this.checkInvariants(model);
@@ -595,19 +748,30 @@ class Sequence {
     const created = this.model.created();
     const shares: Record<string, string> = {};
     for (const sym of model.symbols) shares[sym] = created.shares[sym] ?? '0';
-    const violations = await findInvariantViolations(this.exchange.pool, { cash: created.cash, shares, accounts: this.accounts });
+    const violations = await findInvariantViolations(this.exchange.pool, {
+      cash: created.cash,
+      shares,
+      accounts: this.accounts,
+    });
     if (violations.length > 0) throw this.mismatch(`SPEC invariants violated:\n   ${violations.join('\n   ')}`);
   }
 }
 
 function transactionsXml(accountId: string, children: readonly ResolvedChild[]): string {
-  return `<transactions id="${accountId}">${children.map(({ server }) => (server.kind === 'order'
-    ? `<order sym="${server.sym}" amount="${server.amount}" limit="${server.limit}"/>`
-    : `<${server.kind} id="${server.id}"/>`)).join('')}</transactions>`;
+  return `<transactions id="${accountId}">${children
+    .map(({ server }) =>
+      server.kind === 'order'
+        ? `<order sym="${server.sym}" amount="${server.amount}" limit="${server.limit}"/>`
+        : `<${server.kind} id="${server.id}"/>`,
+    )
+    .join('')}</transactions>`;
 }
 
 function oneLine(xml: string): string {
-  return xml.replace(/<\?xml[^>]*\?>\s*/, '').replace(/>\s+</g, '><').trim();
+  return xml
+    .replace(/<\?xml[^>]*\?>\s*/, '')
+    .replace(/>\s+</g, '><')
+    .trim();
 }
 
 function plain(node: ReplyNode): unknown {
@@ -621,12 +785,20 @@ function sorted(record: Record<string, string>): Record<string, string> {
 /** Writes committed and transactions used so far (the write-batch histogram). */
 async function writeBatches(): Promise<{ writes: number; batches: number }> {
   const values = (await metrics.writeBatchSize.get()).values;
-  const find = (suffix: string): number => values.find((value) => value.metricName === `exchange_write_batch_size_${suffix}`)?.value ?? 0;
+  const find = (suffix: string): number =>
+    values.find((value) => value.metricName === `exchange_write_batch_size_${suffix}`)?.value ?? 0;
   return { writes: find('sum'), batches: find('count') };
 }
 
 /** What the sequences exercised, so that a change to the generators cannot quietly hollow them out. */
-type Tally = { sequences: number; fills: number; selfFills: number; partlyFilledOpen: number; canceledAfterFills: number; multiFill: number };
+type Tally = {
+  sequences: number;
+  fills: number;
+  selfFills: number;
+  partlyFilledOpen: number;
+  canceledAfterFills: number;
+  multiFill: number;
+};
 let counted: Tally = { sequences: 0, fills: 0, selfFills: 0, partlyFilledOpen: 0, canceledAfterFills: 0, multiFill: 0 };
 
 function tally(state: ModelState<number>): void {
@@ -637,7 +809,9 @@ function tally(state: ModelState<number>): void {
   }
   counted.sequences += 1;
   counted.fills += state.executions.length;
-  counted.selfFills += state.executions.filter((execution) => owner.get(execution.buyId) === owner.get(execution.sellId)).length;
+  counted.selfFills += state.executions.filter(
+    (execution) => owner.get(execution.buyId) === owner.get(execution.sellId),
+  ).length;
   counted.partlyFilledOpen += state.orders.filter((order) => order.open !== '0' && fills.has(order.id)).length;
   counted.canceledAfterFills += state.orders.filter((order) => order.canceled !== null && fills.has(order.id)).length;
   counted.multiFill += state.orders.filter((order) => (fills.get(order.id) ?? 0) > 1).length;
@@ -703,6 +877,8 @@ describe('the matcher against the reference model', function () {
     await check(true, SEED + 1);
     const after = await writeBatches();
     // Otherwise this would test nothing the first property does not.
-    expect(after.writes - before.writes, 'some write batches carried several writes').to.be.greaterThan(after.batches - before.batches);
+    expect(after.writes - before.writes, 'some write batches carried several writes').to.be.greaterThan(
+      after.batches - before.batches,
+    );
   });
 });

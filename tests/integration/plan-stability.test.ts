@@ -26,7 +26,8 @@ const GROWN_ROWS = 20_000;
 
 /** Every path of the matcher: resting orders, fills both ways, credits, a rejection, a cancel with fills. */
 async function exerciseEveryPath(client: pg.PoolClient): Promise<void> {
-  const opened = async (writes: Write[]) => (await client.query<{ order_id: string | null }>(APPLY, writeArrays(writes))).rows.map((row) => row.order_id);
+  const opened = async (writes: Write[]) =>
+    (await client.query<{ order_id: string | null }>(APPLY, writeArrays(writes))).rows.map((row) => row.order_id);
   const [restingSell, , restingBuy] = await opened([
     ['order', 'A', 'X', '-5', '10'], // rests
     ['order', 'B', 'X', '3', '10'], // fills 3 of it: B pays, A is owed
@@ -36,11 +37,21 @@ async function exerciseEveryPath(client: pg.PoolClient): Promise<void> {
   ]);
   expect(restingSell).to.be.a('string');
   expect(restingBuy).to.be.a('string');
-  const cancels = (await client.query<{ outcome: string }>(APPLY, writeArrays([
-    ['cancel', 'A', String(restingSell)], ['cancel', 'B', String(restingBuy)], ['cancel', 'B', String(restingSell)],
-  ]))).rows.map((row) => row.outcome);
+  const cancels = (
+    await client.query<{ outcome: string }>(
+      APPLY,
+      writeArrays([
+        ['cancel', 'A', String(restingSell)],
+        ['cancel', 'B', String(restingBuy)],
+        ['cancel', 'B', String(restingSell)],
+      ]),
+    )
+  ).rows.map((row) => row.outcome);
   expect(cancels).to.deep.equal(['canceled', 'canceled', 'unknown_order']);
-  const statuses = await client.query(STATUSES, [['A', 'B', 'B'], [restingSell, restingBuy, restingSell]]);
+  const statuses = await client.query(STATUSES, [
+    ['A', 'B', 'B'],
+    [restingSell, restingBuy, restingSell],
+  ]);
   // Two orders with one fill each; the third lookup is another account's order: nothing.
   expect(statuses.rows.map((row: { n: number }) => row.n)).to.deep.equal([1, 2]);
 }
@@ -50,8 +61,15 @@ type Counters = Record<string, { seqScans: number; indexRowsFetched: number }>;
 /** This transaction's reads so far, per table (the view includes counts not yet flushed). */
 async function readsSoFar(client: pg.PoolClient): Promise<Counters> {
   const result = await client.query<{ relname: string; seq_scan: string; idx_tup_fetch: string }>(
-    'SELECT relname, seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = ANY ($1)', [TABLES]);
-  return Object.fromEntries(result.rows.map((row) => [row.relname, { seqScans: Number(row.seq_scan), indexRowsFetched: Number(row.idx_tup_fetch) }]));
+    'SELECT relname, seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = ANY ($1)',
+    [TABLES],
+  );
+  return Object.fromEntries(
+    result.rows.map((row) => [
+      row.relname,
+      { seqScans: Number(row.seq_scan), indexRowsFetched: Number(row.idx_tup_fetch) },
+    ]),
+  );
 }
 
 describe('plans made while the tables were small stay key lookups', function () {

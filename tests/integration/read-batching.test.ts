@@ -22,28 +22,51 @@ describe('batched order-status reads', function () {
 
   before(async () => {
     server = await startTestServer({ framing: 'length' });
-    const created = parseResults(await sendOnce(server.port, `<create><account id="41" balance="100000"/><account id="42" balance="100000"/>
-      <symbol sym="RB"><account id="41">1000</account><account id="42">1000</account></symbol></create>`));
+    const created = parseResults(
+      await sendOnce(
+        server.port,
+        `<create><account id="41" balance="100000"/><account id="42" balance="100000"/>
+      <symbol sym="RB"><account id="41">1000</account><account id="42">1000</account></symbol></create>`,
+      ),
+    );
     expect(created.map((node) => node.name)).to.deep.equal(['created', 'created', 'created', 'created']);
     // Sells by 41 at 10..14, buys by 42 crossing some of them: open, partly filled and filled orders.
     for (const [account, orders] of [
-      ['41', ['<order sym="RB" amount="-5" limit="10"/>', '<order sym="RB" amount="-5" limit="11"/>', '<order sym="RB" amount="-5" limit="14"/>']],
-      ['42', ['<order sym="RB" amount="7" limit="11"/>', '<order sym="RB" amount="3" limit="9"/>', '<order sym="RB" amount="2" limit="12"/>']],
+      [
+        '41',
+        [
+          '<order sym="RB" amount="-5" limit="10"/>',
+          '<order sym="RB" amount="-5" limit="11"/>',
+          '<order sym="RB" amount="-5" limit="14"/>',
+        ],
+      ],
+      [
+        '42',
+        [
+          '<order sym="RB" amount="7" limit="11"/>',
+          '<order sym="RB" amount="3" limit="9"/>',
+          '<order sym="RB" amount="2" limit="12"/>',
+        ],
+      ],
     ] as const) {
-      const replies = parseResults(await sendOnce(server.port, `<transactions id="${account}">${orders.join('')}</transactions>`));
+      const replies = parseResults(
+        await sendOnce(server.port, `<transactions id="${account}">${orders.join('')}</transactions>`),
+      );
       for (const reply of replies) {
         expect(reply.name).to.equal('opened');
         orderIds[account]?.push(reply.attributes.id as string);
       }
     }
     // One canceled order as well.
-    const canceled = parseResults(await sendOnce(server.port, `<transactions id="41"><cancel id="${orderIds['41']?.[2]}"/></transactions>`));
+    const canceled = parseResults(
+      await sendOnce(server.port, `<transactions id="41"><cancel id="${orderIds['41']?.[2]}"/></transactions>`),
+    );
     expect(canceled[0]?.name).to.equal('canceled');
   });
 
   after(async () => server?.close());
 
-  it('lookups read together get what each reads alone: own orders, never another account\'s, null for unknown ids', async () => {
+  it("lookups read together get what each reads alone: own orders, never another account's, null for unknown ids", async () => {
     const lookups: Array<[account: string, orderId: string]> = [];
     for (let round = 0; round < 20; round++) {
       for (const owner of ['41', '42'] as const) {

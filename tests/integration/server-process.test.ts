@@ -22,18 +22,31 @@ describe('server process', function () {
   it('--help lists every setting and exits 0', () => {
     const result = spawnSync(process.execPath, [SERVER_ENTRY, '--help'], { encoding: 'utf8' });
     expect(result.status).to.equal(0);
-    for (const name of ['PORT', 'DATABASE_URL', 'REDIS_URL', 'REPLY_FRAMING', 'MAX_REQUEST_BYTES', 'REQUEST_TIMEOUT_MS']) {
+    for (const name of [
+      'PORT',
+      'DATABASE_URL',
+      'REDIS_URL',
+      'REPLY_FRAMING',
+      'MAX_REQUEST_BYTES',
+      'REQUEST_TIMEOUT_MS',
+    ]) {
       expect(result.stdout).to.contain(name);
     }
   });
 
   it('a bad setting stops the start with a message naming it, exit status 2', () => {
-    const result = spawnSync(process.execPath, [SERVER_ENTRY], { encoding: 'utf8', env: { ...process.env, REPLY_FRAMING: 'xml' } });
+    const result = spawnSync(process.execPath, [SERVER_ENTRY], {
+      encoding: 'utf8',
+      env: { ...process.env, REPLY_FRAMING: 'xml' },
+    });
     expect(result.status).to.equal(2);
     expect(result.stderr).to.contain('REPLY_FRAMING');
     const flag = spawnSync(process.execPath, [SERVER_ENTRY, '--no-such-flag'], { encoding: 'utf8' });
     expect(flag.status).to.equal(2);
-    const level = spawnSync(process.execPath, [SERVER_ENTRY], { encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'verbose' } });
+    const level = spawnSync(process.execPath, [SERVER_ENTRY], {
+      encoding: 'utf8',
+      env: { ...process.env, LOG_LEVEL: 'verbose' },
+    });
     expect(level.status).to.equal(2);
     expect(level.stderr).to.contain('LOG_LEVEL="verbose"');
   });
@@ -68,7 +81,13 @@ describe('server process', function () {
   it('the container entrypoint runs the server with the compose settings; /healthz and aggregated /metrics answer', async () => {
     const metricsPort = await freePort();
     const server = await startServerProcess(
-      { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2', METRICS_PORT: String(metricsPort), REDIS_URL: 'redis://127.0.0.1:6379' },
+      {
+        DATABASE_URL: database.url,
+        REPLY_FRAMING: 'length',
+        WORKERS: '2',
+        METRICS_PORT: String(metricsPort),
+        REDIS_URL: 'redis://127.0.0.1:6379',
+      },
       [path.join(PROJECT_ROOT, 'scripts/docker-entrypoint.sh')],
     );
     try {
@@ -83,7 +102,8 @@ describe('server process', function () {
       for (let attempt = 0; attempt < 20 && !/exchange_requests_total\{root="create"\} [1-9]/.test(body); attempt++) {
         const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
         body = response.ok ? await response.text() : '';
-        if (!/exchange_requests_total\{root="create"\} [1-9]/.test(body)) await new Promise((resolve) => setTimeout(resolve, 250));
+        if (!/exchange_requests_total\{root="create"\} [1-9]/.test(body))
+          await new Promise((resolve) => setTimeout(resolve, 250));
       }
       expect(body).to.match(/exchange_requests_total\{root="create"\} 1/);
       expect(body).to.contain('exchange_open_connections');
@@ -101,7 +121,10 @@ describe('server process', function () {
     this.timeout(240_000);
     for (let round = 0; round < 12; round++) {
       const server = await startServerProcess({ DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2' });
-      const code = await Promise.race([server.stop(), new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 20_000))]);
+      const code = await Promise.race([
+        server.stop(),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 20_000)),
+      ]);
       if (code === 'still running') server.child.kill('SIGKILL');
       expect(code, `round ${round}: ${server.log().slice(-1500)}`).to.equal(0);
     }
@@ -115,7 +138,10 @@ describe('server process', function () {
       const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
       await admin.connect();
       await admin.query(`ALTER DATABASE ${database.name} ALLOW_CONNECTIONS false`);
-      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database.name]);
+      await admin.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+        [database.name],
+      );
       await admin.end().catch(() => undefined);
       try {
         const health = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
@@ -137,12 +163,19 @@ describe('server process', function () {
   for (const workers of ['1', '2'] as const) {
     it(`WORKERS=${workers}: a port already in use stops the start with the reason and exit 1 (no restarts)`, async () => {
       const blocker = net.createServer();
-      const port = await new Promise<number>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as net.AddressInfo).port)));
+      const port = await new Promise<number>((resolve) =>
+        blocker.listen(0, '127.0.0.1', () => resolve((blocker.address() as net.AddressInfo).port)),
+      );
       try {
-        const result = await runServer({ DATABASE_URL: database.url, PORT: String(port), HOST: '127.0.0.1', WORKERS: workers, LOG_LEVEL: 'info' }, 30_000);
+        const result = await runServer(
+          { DATABASE_URL: database.url, PORT: String(port), HOST: '127.0.0.1', WORKERS: workers, LOG_LEVEL: 'info' },
+          30_000,
+        );
         expect(result.timedOut, result.stderr).to.equal(false);
         expect(result.code, result.stderr).to.equal(1);
-        expect(result.stderr).to.match(new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use`));
+        expect(result.stderr).to.match(
+          new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use`),
+        );
         expect(result.stderr).to.not.contain('starting a replacement');
       } finally {
         blocker.close();
@@ -152,11 +185,18 @@ describe('server process', function () {
 
   it('WORKERS=2 with Redis: /healthz is 503 until a worker listens, then 200 reporting Redis; process_max_fds is not summed', async () => {
     const metricsPort = await freePort();
-    const server = await startServerProcess({
-      DATABASE_URL: database.url, WORKERS: '2', METRICS_PORT: String(metricsPort), REDIS_URL: SHARED_REDIS_URL,
-      // Each worker is held up 2 s before it starts: the window before any listens.
-      NODE_OPTIONS: `--require ${path.join(PROJECT_ROOT, 'tests/fixtures/slow-worker-start.cjs')}`,
-    }, undefined, { waitForListening: false });
+    const server = await startServerProcess(
+      {
+        DATABASE_URL: database.url,
+        WORKERS: '2',
+        METRICS_PORT: String(metricsPort),
+        REDIS_URL: SHARED_REDIS_URL,
+        // Each worker is held up 2 s before it starts: the window before any listens.
+        NODE_OPTIONS: `--require ${path.join(PROJECT_ROOT, 'tests/fixtures/slow-worker-start.cjs')}`,
+      },
+      undefined,
+      { waitForListening: false },
+    );
     try {
       type Health = { server: string; workers: { listening: number; wanted: number }; postgres: string; redis: string };
       const seen: Array<{ status: number; body: Health }> = [];
@@ -174,12 +214,19 @@ describe('server process', function () {
       }
       const last = seen.at(-1);
       expect(last?.status).to.equal(200);
-      expect(last?.body).to.deep.equal({ server: 'listening', workers: { listening: 2, wanted: 2 }, postgres: 'ok', redis: 'ok' });
+      expect(last?.body).to.deep.equal({
+        server: 'listening',
+        workers: { listening: 2, wanted: 2 },
+        postgres: 'ok',
+        redis: 'ok',
+      });
       expect(server.log().match(/"msg":"ready: listening on /g), 'one ready line').to.have.length(1);
 
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       const maxFds = Number(/^process_max_fds (\d+)$/m.exec(metrics)?.[1]);
-      const limit = Number(/^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${server.child.pid}/limits`, 'utf8'))?.[1]);
+      const limit = Number(
+        /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${server.child.pid}/limits`, 'utf8'))?.[1],
+      );
       expect(maxFds, 'the limit of one process, not the sum over workers').to.equal(limit);
       expect(server.log(), 'no log line names pid twice').to.not.match(/"pid":\d+[^\n]*"pid":/);
     } finally {
@@ -188,12 +235,23 @@ describe('server process', function () {
   });
 
   it('LOG_FORMAT=pretty (what a terminal gets): one readable line per event, not JSON', async () => {
-    const server = await startServerProcess({ DATABASE_URL: database.url, LOG_FORMAT: 'pretty' }, undefined, { waitForListening: false });
+    const server = await startServerProcess({ DATABASE_URL: database.url, LOG_FORMAT: 'pretty' }, undefined, {
+      waitForListening: false,
+    });
     try {
-      for (let attempt = 0; attempt < 200 && !server.log().includes('ready: listening on'); attempt++) await new Promise((resolve) => setTimeout(resolve, 50));
+      for (let attempt = 0; attempt < 200 && !server.log().includes('ready: listening on'); attempt++)
+        await new Promise((resolve) => setTimeout(resolve, 50));
       const lines = server.log().trim().split('\n');
-      expect(lines.some((line) => line.includes(`ready: listening on 127.0.0.1:${server.port}, bare reply framing, 1 process`)), server.log()).to.equal(true);
-      for (const line of lines) expect(line, 'time, level, pid, message, fields on one line').to.match(/^\[\d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN|ERROR|DEBUG) \(\d+\): \S/);
+      expect(
+        lines.some((line) =>
+          line.includes(`ready: listening on 127.0.0.1:${server.port}, bare reply framing, 1 process`),
+        ),
+        server.log(),
+      ).to.equal(true);
+      for (const line of lines)
+        expect(line, 'time, level, pid, message, fields on one line').to.match(
+          /^\[\d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN|ERROR|DEBUG) \(\d+\): \S/,
+        );
     } finally {
       expect(await server.stop()).to.equal(0);
     }

@@ -158,7 +158,9 @@ async function balanceOf(accountId: string): Promise<string | null> {
 /** Shares held; an absent position counts as "0". */
 async function sharesOf(accountId: string, sym: string): Promise<string> {
   const result = await server.pool.query<{ shares: string }>(
-    'SELECT shares FROM positions WHERE account_id=$1 AND sym=$2', [accountId, sym]);
+    'SELECT shares FROM positions WHERE account_id=$1 AND sym=$2',
+    [accountId, sym],
+  );
   const row = result.rows[0];
   return row ? canonical(String(row.shares)) : '0';
 }
@@ -181,18 +183,25 @@ async function stateCounts(): Promise<Counts> {
       (SELECT coalesce(sum(balance), 0) FROM accounts)::text AS cash`);
   const row = result.rows[0] as Record<string, unknown>;
   return {
-    accounts: Number(row.accounts), symbols: Number(row.symbols), positions: Number(row.positions),
-    orders: Number(row.orders), shares: canonical(String(row.shares)), cash: canonical(String(row.cash)),
+    accounts: Number(row.accounts),
+    symbols: Number(row.symbols),
+    positions: Number(row.positions),
+    orders: Number(row.orders),
+    shares: canonical(String(row.shares)),
+    cash: canonical(String(row.cash)),
   };
 }
-
 
 /**
  * Bare framing, written in pieces with a pause between writes; resolves when the
  * server closes, with the reply and how long after the last write it came.
  */
-function sendInPieces(port: number, pieces: Array<string | Buffer>, gapMs: number, options: { halfClose?: boolean } = {}):
-Promise<{ reply: string; afterLastWriteMs: number }> {
+function sendInPieces(
+  port: number,
+  pieces: Array<string | Buffer>,
+  gapMs: number,
+  options: { halfClose?: boolean } = {},
+): Promise<{ reply: string; afterLastWriteMs: number }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     const chunks: Buffer[] = [];
@@ -202,7 +211,10 @@ Promise<{ reply: string; afterLastWriteMs: number }> {
       reject(new Error(`no close within 10 s; got ${JSON.stringify(Buffer.concat(chunks).toString())}`));
     }, 10_000);
     socket.on('data', (chunk) => chunks.push(chunk));
-    socket.on('error', (error) => { clearTimeout(timer); reject(error); });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
     socket.on('close', () => {
       clearTimeout(timer);
       resolve({ reply: Buffer.concat(chunks).toString('utf8'), afterLastWriteMs: Date.now() - lastWrite });
@@ -239,7 +251,10 @@ class FrameReader {
       }
       this.wake();
     });
-    socket.on('close', () => { this.ended = true; this.wake(); });
+    socket.on('close', () => {
+      this.ended = true;
+      this.wake();
+    });
     socket.on('error', () => undefined);
   }
 
@@ -257,7 +272,10 @@ class FrameReader {
   private waitForData(deadline: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, Math.max(0, Math.min(50, deadline - Date.now())));
-      this.wakers.push(() => { clearTimeout(timer); resolve(); });
+      this.wakers.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
   }
 
@@ -269,7 +287,8 @@ class FrameReader {
       if (reply !== undefined) return reply;
       if (this.problem) throw this.problem;
       if (this.ended) throw new Error(`closed before a whole frame; have ${JSON.stringify(this.wire().toString())}`);
-      if (Date.now() >= deadline) throw new Error(`no whole frame within ${timeoutMs} ms; have ${JSON.stringify(this.wire().toString())}`);
+      if (Date.now() >= deadline)
+        throw new Error(`no whole frame within ${timeoutMs} ms; have ${JSON.stringify(this.wire().toString())}`);
       await this.waitForData(deadline);
     }
   }
@@ -297,7 +316,11 @@ class FrameReader {
 
 /** What SPEC says a length-framed reply is on the wire: its UTF-8 byte count in decimal, "\n", the document. */
 function lengthFramed(...documents: string[]): Buffer {
-  return Buffer.concat(documents.map((xml) => Buffer.concat([Buffer.from(`${Buffer.byteLength(xml, 'utf8')}\n`, 'ascii'), Buffer.from(xml, 'utf8')])));
+  return Buffer.concat(
+    documents.map((xml) =>
+      Buffer.concat([Buffer.from(`${Buffer.byteLength(xml, 'utf8')}\n`, 'ascii'), Buffer.from(xml, 'utf8')]),
+    ),
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -329,9 +352,15 @@ describe('SPEC.md rules over TCP', function () {
       const long = `9${String(++idCounter).padStart(29, '0')}`; // 30 digits
       const padded = `00${freshId()}`;
       const unpadded = padded.replace(/^0+/, '');
-      const nodes = await post(`<create><account id="${long}" balance="0"/><account id="${padded}" balance="5"/>`
-        + `<account id="${unpadded}" balance="7"/></create>`);
-      expect(nodes.map(shape)).to.deep.equal([el('created', { id: long }), el('created', { id: padded }), el('created', { id: unpadded })]);
+      const nodes = await post(
+        `<create><account id="${long}" balance="0"/><account id="${padded}" balance="5"/>` +
+          `<account id="${unpadded}" balance="7"/></create>`,
+      );
+      expect(nodes.map(shape)).to.deep.equal([
+        el('created', { id: long }),
+        el('created', { id: padded }),
+        el('created', { id: unpadded }),
+      ]);
       await expectBalance(long, '0');
       await expectBalance(padded, '5');
       await expectBalance(unpadded, '7');
@@ -397,8 +426,10 @@ describe('SPEC.md rules over TCP', function () {
       const a = await trader('0');
       const b = await trader('0');
       const unknown = freshId();
-      const nodes = await post(`<create><symbol sym="${sym}"><account id="${a}">100</account>`
-        + `<account id="${unknown}">50</account><account id="${b}">2.5</account></symbol></create>`);
+      const nodes = await post(
+        `<create><symbol sym="${sym}"><account id="${a}">100</account>` +
+          `<account id="${unknown}">50</account><account id="${b}">2.5</account></symbol></create>`,
+      );
       expect(nodes).to.have.length(3);
       expect(shape(at(nodes, 0))).to.deep.equal(el('created', { sym, id: a }));
       expectError(at(nodes, 1), { sym, id: unknown });
@@ -419,8 +450,10 @@ describe('SPEC.md rules over TCP', function () {
     it('rejects a share count that is not > 0 or not a plain decimal', async () => {
       const sym = freshSym();
       const a = await trader('0');
-      const nodes = await post(`<create><symbol sym="${sym}"><account id="${a}">0</account><account id="${a}">-3</account>`
-        + `<account id="${a}">1e2</account><account id="${a}">4</account></symbol></create>`);
+      const nodes = await post(
+        `<create><symbol sym="${sym}"><account id="${a}">0</account><account id="${a}">-3</account>` +
+          `<account id="${a}">1e2</account><account id="${a}">4</account></symbol></create>`,
+      );
       expect(nodes).to.have.length(4);
       for (const index of [0, 1, 2]) expectError(at(nodes, index), { sym, id: a });
       expect(shape(at(nodes, 3))).to.deep.equal(el('created', { sym, id: a }));
@@ -431,10 +464,12 @@ describe('SPEC.md rules over TCP', function () {
       const lower = `abc${++symCounter}`;
       const upper = lower.toUpperCase();
       const a = await trader('0');
-      const nodes = await post(`<create><symbol sym="${lower}"><account id="${a}">1</account></symbol>`
-        + `<symbol sym="${upper}"><account id="${a}">2</account></symbol>`
-        + `<symbol sym="A-B"><account id="${a}">3</account><account id="${a}">4</account></symbol>`
-        + `<symbol sym=""><account id="${a}">5</account></symbol></create>`);
+      const nodes = await post(
+        `<create><symbol sym="${lower}"><account id="${a}">1</account></symbol>` +
+          `<symbol sym="${upper}"><account id="${a}">2</account></symbol>` +
+          `<symbol sym="A-B"><account id="${a}">3</account><account id="${a}">4</account></symbol>` +
+          `<symbol sym=""><account id="${a}">5</account></symbol></create>`,
+      );
       expect(nodes).to.have.length(5);
       expect(shape(at(nodes, 0))).to.deep.equal(el('created', { sym: lower, id: a }));
       expect(shape(at(nodes, 1))).to.deep.equal(el('created', { sym: upper, id: a }));
@@ -451,9 +486,11 @@ describe('SPEC.md rules over TCP', function () {
       const sym = freshSym();
       const a = freshId();
       const b = freshId();
-      const nodes = await post(`<create><account id="${a}" balance="1"/><symbol sym="${sym}"><account id="${a}">3</account>`
-        + `<account id="${b}">3</account></symbol><account id="${b}" balance="2"/><symbol sym="${sym}">`
-        + `<account id="${b}">4</account></symbol></create>`);
+      const nodes = await post(
+        `<create><account id="${a}" balance="1"/><symbol sym="${sym}"><account id="${a}">3</account>` +
+          `<account id="${b}">3</account></symbol><account id="${b}" balance="2"/><symbol sym="${sym}">` +
+          `<account id="${b}">4</account></symbol></create>`,
+      );
       expect(nodes).to.have.length(5);
       expect(shape(at(nodes, 0))).to.deep.equal(el('created', { id: a }));
       expect(shape(at(nodes, 1))).to.deep.equal(el('created', { sym, id: a }));
@@ -470,8 +507,10 @@ describe('SPEC.md rules over TCP', function () {
       const sym = await newSymbol();
       const unknown = freshId();
       const before = await stateCounts();
-      const nodes = await transact(unknown,
-        `<order sym="${sym}" amount="10" limit="1.50"/><query id="1"/><cancel id="2"/><order sym="${sym}" amount="-3" limit="7"/>`);
+      const nodes = await transact(
+        unknown,
+        `<order sym="${sym}" amount="10" limit="1.50"/><query id="1"/><cancel id="2"/><order sym="${sym}" amount="-3" limit="7"/>`,
+      );
       expect(nodes).to.have.length(4);
       expectError(at(nodes, 0), { sym, amount: '10', limit: '1.50' });
       expectError(at(nodes, 1), { id: '1' });
@@ -483,7 +522,9 @@ describe('SPEC.md rules over TCP', function () {
     it('a malformed account id is an unknown account: every child gets an <error> echoing its attributes', async () => {
       const sym = await newSymbol();
       const before = await stateCounts();
-      const nodes = await post(`<transactions id="12x"><order sym="${sym}" amount="1" limit="1"/><query id="3"/></transactions>`);
+      const nodes = await post(
+        `<transactions id="12x"><order sym="${sym}" amount="1" limit="1"/><query id="3"/></transactions>`,
+      );
       expect(nodes).to.have.length(2);
       expectError(at(nodes, 0), { sym, amount: '1', limit: '1' });
       expectError(at(nodes, 1), { id: '3' });
@@ -517,7 +558,10 @@ describe('SPEC.md rules over TCP', function () {
     it('children run in document order (a later order sees the balance an earlier one reserved)', async () => {
       const sym = await newSymbol();
       const id = await trader('100');
-      const nodes = await transact(id, `<order sym="${sym}" amount="1" limit="100"/><order sym="${sym}" amount="1" limit="1"/>`);
+      const nodes = await transact(
+        id,
+        `<order sym="${sym}" amount="1" limit="100"/><order sym="${sym}" amount="1" limit="1"/>`,
+      );
       expect(nodes).to.have.length(2);
       expect(at(nodes, 0).name).to.equal('opened');
       expectError(at(nodes, 1), { sym, amount: '1', limit: '1' });
@@ -529,11 +573,16 @@ describe('SPEC.md rules over TCP', function () {
     it('opens buys and sells, echoing sym/amount/limit exactly as sent, with increasing positive ids', async () => {
       const sym = await newSymbol();
       const id = await trader('100000', [[sym, '1000']]);
-      const nodes = await transact(id, `<order sym="${sym}" amount="100" limit="120.00"/>`
-        + `<order sym="${sym}" amount="-400" limit="124.50"/><order sym="${sym}" amount="0.25" limit="3"/>`);
+      const nodes = await transact(
+        id,
+        `<order sym="${sym}" amount="100" limit="120.00"/>` +
+          `<order sym="${sym}" amount="-400" limit="124.50"/><order sym="${sym}" amount="0.25" limit="3"/>`,
+      );
       expect(nodes).to.have.length(3);
       const expected = [
-        { sym, amount: '100', limit: '120.00' }, { sym, amount: '-400', limit: '124.50' }, { sym, amount: '0.25', limit: '3' },
+        { sym, amount: '100', limit: '120.00' },
+        { sym, amount: '-400', limit: '124.50' },
+        { sym, amount: '0.25', limit: '3' },
       ];
       const ids = nodes.map((node, index) => {
         expect(node.name).to.equal('opened');
@@ -553,7 +602,10 @@ describe('SPEC.md rules over TCP', function () {
     it('the raw reply echoes amount="-400" limit="124.50" verbatim', async () => {
       const sym = await newSymbol();
       const id = await trader('0', [[sym, '400']]);
-      const reply = await sendRequest(server.port, `<transactions id="${id}"><order sym="${sym}" amount="-400" limit="124.50"/></transactions>`);
+      const reply = await sendRequest(
+        server.port,
+        `<transactions id="${id}"><order sym="${sym}" amount="-400" limit="124.50"/></transactions>`,
+      );
       expect(reply).to.contain('amount="-400"');
       expect(reply).to.contain('limit="124.50"');
       expect(reply).to.contain(`sym="${sym}"`);
@@ -594,7 +646,10 @@ describe('SPEC.md rules over TCP', function () {
       const buyer = await trader('1000');
       const sym = freshSym();
       const before = await stateCounts();
-      const nodes = await transact(buyer, `<order sym="${sym}" amount="-1" limit="1"/><order sym="${sym}" amount="2" limit="3"/>`);
+      const nodes = await transact(
+        buyer,
+        `<order sym="${sym}" amount="-1" limit="1"/><order sym="${sym}" amount="2" limit="3"/>`,
+      );
       expect(expectError(at(nodes, 0), { sym, amount: '-1', limit: '1' })).to.match(/unknown symbol/);
       expect(at(nodes, 1).name).to.equal('opened');
       const buyId = at(nodes, 1).attributes.id as string;
@@ -612,7 +667,8 @@ describe('SPEC.md rules over TCP', function () {
       await expectShares(buyer, sym, '2');
       await expectBalance(buyer, '994');
       expect(shape(await query(buyer, buyId))).to.deep.equal(
-        el('status', { id: buyId }, [el('executed', { shares: '2', price: '3' })]));
+        el('status', { id: buyId }, [el('executed', { shares: '2', price: '3' })]),
+      );
     });
 
     it('a buy of a new symbol that cannot be paid creates nothing', async () => {
@@ -627,8 +683,19 @@ describe('SPEC.md rules over TCP', function () {
     it('rejects amount 0 and limits that are not > 0, echoing the attributes', async () => {
       const sym = await newSymbol();
       const id = await trader('1000', [[sym, '10']]);
-      const bad: Array<[string, string]> = [['0', '5'], ['5', '0'], ['5', '-1'], ['-5', '0'], ['1e2', '1'], ['+5', '1'], ['5', 'abc']];
-      const nodes = await transact(id, bad.map(([amount, limit]) => `<order sym="${sym}" amount="${amount}" limit="${limit}"/>`).join(''));
+      const bad: Array<[string, string]> = [
+        ['0', '5'],
+        ['5', '0'],
+        ['5', '-1'],
+        ['-5', '0'],
+        ['1e2', '1'],
+        ['+5', '1'],
+        ['5', 'abc'],
+      ];
+      const nodes = await transact(
+        id,
+        bad.map(([amount, limit]) => `<order sym="${sym}" amount="${amount}" limit="${limit}"/>`).join(''),
+      );
       expect(nodes).to.have.length(bad.length);
       bad.forEach(([amount, limit], index) => expectError(at(nodes, index), { sym, amount, limit }));
       await expectBalance(id, '1000');
@@ -639,10 +706,15 @@ describe('SPEC.md rules over TCP', function () {
   describe('matching', () => {
     it('runs the SPEC worked example end to end', async () => {
       const sym = await newSymbol();
-      const [a1, a2, a3, a4, a5, a6, a7] = await Promise.all([
-        trader('100000'), trader('0', [[sym, '100']]), trader('100000'), trader('0', [[sym, '500']]),
-        trader('0', [[sym, '200']]), trader('100000'), trader('0', [[sym, '400']]),
-      ]) as [string, string, string, string, string, string, string];
+      const [a1, a2, a3, a4, a5, a6, a7] = (await Promise.all([
+        trader('100000'),
+        trader('0', [[sym, '100']]),
+        trader('100000'),
+        trader('0', [[sym, '500']]),
+        trader('0', [[sym, '200']]),
+        trader('100000'),
+        trader('0', [[sym, '400']]),
+      ])) as [string, string, string, string, string, string, string];
       const o1 = await order(a1, sym, '300', '125');
       const o2 = await order(a2, sym, '-100', '130');
       const o3 = await order(a3, sym, '200', '127');
@@ -650,22 +722,38 @@ describe('SPEC.md rules over TCP', function () {
       const o5 = await order(a5, sym, '-200', '140');
       const o6 = await order(a6, sym, '400', '125');
       // Nothing matches yet.
-      for (const [account, id, open] of [[a1, o1, '300'], [a2, o2, '100'], [a3, o3, '200'], [a4, o4, '500'], [a5, o5, '200'], [a6, o6, '400']] as const) {
+      for (const [account, id, open] of [
+        [a1, o1, '300'],
+        [a2, o2, '100'],
+        [a3, o3, '200'],
+        [a4, o4, '500'],
+        [a5, o5, '200'],
+        [a6, o6, '400'],
+      ] as const) {
         expect(shape(await query(account, id))).to.deep.equal(el('status', { id }, [el('open', { shares: open })]));
       }
       const o7 = await order(a7, sym, '-400', '124');
       const ids = [o1, o2, o3, o4, o5, o6, o7].map(BigInt);
       ids.slice(1).forEach((id, index) => expect(id > ids[index]!, 'ids increase in arrival order').to.equal(true));
 
-      expect(shape(await query(a1, o1))).to.deep.equal(el('status', { id: o1 }, [
-        el('open', { shares: '100' }), el('executed', { shares: '200', price: '125' }),
-      ]));
-      expect(shape(await query(a7, o7))).to.deep.equal(el('status', { id: o7 }, [
-        el('executed', { shares: '200', price: '127' }), el('executed', { shares: '200', price: '125' }),
-      ]));
+      expect(shape(await query(a1, o1))).to.deep.equal(
+        el('status', { id: o1 }, [el('open', { shares: '100' }), el('executed', { shares: '200', price: '125' })]),
+      );
+      expect(shape(await query(a7, o7))).to.deep.equal(
+        el('status', { id: o7 }, [
+          el('executed', { shares: '200', price: '127' }),
+          el('executed', { shares: '200', price: '125' }),
+        ]),
+      );
       expect(shape(await query(a6, o6))).to.deep.equal(el('status', { id: o6 }, [el('open', { shares: '400' })]));
-      expect(shape(await query(a3, o3))).to.deep.equal(el('status', { id: o3 }, [el('executed', { shares: '200', price: '127' })]));
-      for (const [account, id, open] of [[a2, o2, '100'], [a4, o4, '500'], [a5, o5, '200']] as const) {
+      expect(shape(await query(a3, o3))).to.deep.equal(
+        el('status', { id: o3 }, [el('executed', { shares: '200', price: '127' })]),
+      );
+      for (const [account, id, open] of [
+        [a2, o2, '100'],
+        [a4, o4, '500'],
+        [a5, o5, '200'],
+      ] as const) {
         expect(shape(await query(account, id))).to.deep.equal(el('status', { id }, [el('open', { shares: open })]));
       }
 
@@ -693,13 +781,18 @@ describe('SPEC.md rules over TCP', function () {
       const o11 = await order(s11, sym, '-5', '11');
       const buyer = await trader('1000');
       const buy = await order(buyer, sym, '8', '15');
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [
-        el('executed', { shares: '5', price: '10' }), el('executed', { shares: '3', price: '11' }),
-      ]));
-      expect(shape(await query(s10, o10))).to.deep.equal(el('status', { id: o10 }, [el('executed', { shares: '5', price: '10' })]));
-      expect(shape(await query(s11, o11))).to.deep.equal(el('status', { id: o11 }, [
-        el('open', { shares: '2' }), el('executed', { shares: '3', price: '11' }),
-      ]));
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [
+          el('executed', { shares: '5', price: '10' }),
+          el('executed', { shares: '3', price: '11' }),
+        ]),
+      );
+      expect(shape(await query(s10, o10))).to.deep.equal(
+        el('status', { id: o10 }, [el('executed', { shares: '5', price: '10' })]),
+      );
+      expect(shape(await query(s11, o11))).to.deep.equal(
+        el('status', { id: o11 }, [el('open', { shares: '2' }), el('executed', { shares: '3', price: '11' })]),
+      );
       expect(shape(await query(s12, o12))).to.deep.equal(el('status', { id: o12 }, [el('open', { shares: '5' })]));
       await expectBalance(buyer, '917'); // 1000 - 50 - 33
       await expectShares(buyer, sym, '8');
@@ -715,13 +808,16 @@ describe('SPEC.md rules over TCP', function () {
       const o11 = await order(b11, sym, '2', '11');
       const seller = await trader('0', [[sym, '3']]);
       const sell = await order(seller, sym, '-3', '5');
-      expect(shape(await query(seller, sell))).to.deep.equal(el('status', { id: sell }, [
-        el('executed', { shares: '2', price: '12' }), el('executed', { shares: '1', price: '11' }),
-      ]));
+      expect(shape(await query(seller, sell))).to.deep.equal(
+        el('status', { id: sell }, [
+          el('executed', { shares: '2', price: '12' }),
+          el('executed', { shares: '1', price: '11' }),
+        ]),
+      );
       expect(shape(await query(b10, o10))).to.deep.equal(el('status', { id: o10 }, [el('open', { shares: '2' })]));
-      expect(shape(await query(b11, o11))).to.deep.equal(el('status', { id: o11 }, [
-        el('open', { shares: '1' }), el('executed', { shares: '1', price: '11' }),
-      ]));
+      expect(shape(await query(b11, o11))).to.deep.equal(
+        el('status', { id: o11 }, [el('open', { shares: '1' }), el('executed', { shares: '1', price: '11' })]),
+      );
       await expectBalance(seller, '35');
       await expectShares(b12, sym, '2');
       await expectShares(b11, sym, '1');
@@ -736,20 +832,26 @@ describe('SPEC.md rules over TCP', function () {
       const o2 = await order(second, sym, '-5', '10');
       const buyer = await trader('100');
       await order(buyer, sym, '5', '10');
-      expect(shape(await query(first, o1))).to.deep.equal(el('status', { id: o1 }, [el('executed', { shares: '5', price: '10' })]));
+      expect(shape(await query(first, o1))).to.deep.equal(
+        el('status', { id: o1 }, [el('executed', { shares: '5', price: '10' })]),
+      );
       expect(shape(await query(second, o2))).to.deep.equal(el('status', { id: o2 }, [el('open', { shares: '5' })]));
       await expectBalance(first, '50');
       await expectBalance(second, '0');
     });
 
-    it('executes at the resting order\'s limit (an incoming sell below a resting buy gets the buy\'s price)', async () => {
+    it("executes at the resting order's limit (an incoming sell below a resting buy gets the buy's price)", async () => {
       const sym = await newSymbol();
       const buyer = await trader('200');
       const buy = await order(buyer, sym, '10', '20');
       const seller = await trader('0', [[sym, '10']]);
       const sell = await order(seller, sym, '-10', '15');
-      expect(shape(await query(seller, sell))).to.deep.equal(el('status', { id: sell }, [el('executed', { shares: '10', price: '20' })]));
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [el('executed', { shares: '10', price: '20' })]));
+      expect(shape(await query(seller, sell))).to.deep.equal(
+        el('status', { id: sell }, [el('executed', { shares: '10', price: '20' })]),
+      );
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [el('executed', { shares: '10', price: '20' })]),
+      );
       await expectBalance(seller, '200');
       await expectBalance(buyer, '0');
       await expectShares(buyer, sym, '10');
@@ -761,7 +863,9 @@ describe('SPEC.md rules over TCP', function () {
       await order(seller, sym, '-3', '10.5');
       const buyer = await trader('1000');
       const buy = await order(buyer, sym, '3', '12.75');
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [el('executed', { shares: '3', price: '10.5' })]));
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [el('executed', { shares: '3', price: '10.5' })]),
+      );
       await expectBalance(buyer, '968.5'); // reserved 38.25, refunded 3 * 2.25
       await expectShares(buyer, sym, '3');
       await expectBalance(seller, '31.5');
@@ -774,20 +878,26 @@ describe('SPEC.md rules over TCP', function () {
       const buyer = await trader('1000');
       const oEarly = await order(early, sym, '-10', '10');
       await order(buyer, sym, '4', '10');
-      expect(shape(await query(early, oEarly))).to.deep.equal(el('status', { id: oEarly }, [
-        el('open', { shares: '6' }), el('executed', { shares: '4', price: '10' }),
-      ]));
+      expect(shape(await query(early, oEarly))).to.deep.equal(
+        el('status', { id: oEarly }, [el('open', { shares: '6' }), el('executed', { shares: '4', price: '10' })]),
+      );
       const oLate = await order(late, sym, '-10', '10');
       const big = await order(buyer, sym, '8', '10');
-      expect(shape(await query(early, oEarly))).to.deep.equal(el('status', { id: oEarly }, [
-        el('executed', { shares: '4', price: '10' }), el('executed', { shares: '6', price: '10' }),
-      ]));
-      expect(shape(await query(late, oLate))).to.deep.equal(el('status', { id: oLate }, [
-        el('open', { shares: '8' }), el('executed', { shares: '2', price: '10' }),
-      ]));
-      expect(shape(await query(buyer, big))).to.deep.equal(el('status', { id: big }, [
-        el('executed', { shares: '6', price: '10' }), el('executed', { shares: '2', price: '10' }),
-      ]));
+      expect(shape(await query(early, oEarly))).to.deep.equal(
+        el('status', { id: oEarly }, [
+          el('executed', { shares: '4', price: '10' }),
+          el('executed', { shares: '6', price: '10' }),
+        ]),
+      );
+      expect(shape(await query(late, oLate))).to.deep.equal(
+        el('status', { id: oLate }, [el('open', { shares: '8' }), el('executed', { shares: '2', price: '10' })]),
+      );
+      expect(shape(await query(buyer, big))).to.deep.equal(
+        el('status', { id: big }, [
+          el('executed', { shares: '6', price: '10' }),
+          el('executed', { shares: '2', price: '10' }),
+        ]),
+      );
       await expectBalance(early, '100');
       await expectBalance(late, '20');
     });
@@ -798,16 +908,19 @@ describe('SPEC.md rules over TCP', function () {
       await order(seller, sym, '-4', '9');
       const buyer = await trader('1000');
       const buy = await order(buyer, sym, '10', '10');
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [
-        el('open', { shares: '6' }), el('executed', { shares: '4', price: '9' }),
-      ]));
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [el('open', { shares: '6' }), el('executed', { shares: '4', price: '9' })]),
+      );
       await expectBalance(buyer, '904'); // 1000 - 4*9 - 6*10 reserved
       // The rest keeps matching later sells at its own limit.
       const seller2 = await trader('0', [[sym, '6']]);
       await order(seller2, sym, '-6', '8');
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [
-        el('executed', { shares: '4', price: '9' }), el('executed', { shares: '6', price: '10' }),
-      ]));
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [
+          el('executed', { shares: '4', price: '9' }),
+          el('executed', { shares: '6', price: '10' }),
+        ]),
+      );
       await expectBalance(seller2, '60');
       await expectShares(buyer, sym, '10');
     });
@@ -834,13 +947,17 @@ describe('SPEC.md rules over TCP', function () {
       await expectShares(buyer, sym, '0');
     });
 
-    it('an account\'s buy may match its own resting sell; the fill is accounted like any other', async () => {
+    it("an account's buy may match its own resting sell; the fill is accounted like any other", async () => {
       const sym = await newSymbol();
       const self = await trader('1000', [[sym, '10']]);
       const sell = await order(self, sym, '-10', '5');
       const buy = await order(self, sym, '10', '6');
-      expect(shape(await query(self, sell))).to.deep.equal(el('status', { id: sell }, [el('executed', { shares: '10', price: '5' })]));
-      expect(shape(await query(self, buy))).to.deep.equal(el('status', { id: buy }, [el('executed', { shares: '10', price: '5' })]));
+      expect(shape(await query(self, sell))).to.deep.equal(
+        el('status', { id: sell }, [el('executed', { shares: '10', price: '5' })]),
+      );
+      expect(shape(await query(self, buy))).to.deep.equal(
+        el('status', { id: buy }, [el('executed', { shares: '10', price: '5' })]),
+      );
       // -60 reserved, +10 refund, +50 proceeds; -10 shares reserved, +10 bought.
       await expectBalance(self, '1000');
       await expectShares(self, sym, '10');
@@ -863,9 +980,9 @@ describe('SPEC.md rules over TCP', function () {
       await order(seller, sym, '-4', '7');
       await expectBalance(buyer, '27.5');
       const reply = await cancel(buyer, buy);
-      expect(shape(reply)).to.deep.equal(el('canceled', { id: buy }, [
-        el('canceled', { shares: '6' }), el('executed', { shares: '4', price: '7.25' }),
-      ]));
+      expect(shape(reply)).to.deep.equal(
+        el('canceled', { id: buy }, [el('canceled', { shares: '6' }), el('executed', { shares: '4', price: '7.25' })]),
+      );
       await expectBalance(buyer, '71'); // 100 - 4 * 7.25
       await expectShares(buyer, sym, '4');
       await expectBalance(seller, '29');
@@ -909,7 +1026,9 @@ describe('SPEC.md rules over TCP', function () {
       await expectShares(seller, sym, '0');
       await expectBalance(buyer, '0');
       await expectShares(buyer, sym, '2');
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [el('executed', { shares: '2', price: '5' })]));
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [el('executed', { shares: '2', price: '5' })]),
+      );
     });
 
     it('query after cancel shows <canceled> and the fills, never <open>', async () => {
@@ -919,21 +1038,23 @@ describe('SPEC.md rules over TCP', function () {
       const buyer = await trader('100');
       await order(buyer, sym, '3', '5');
       await cancel(seller, sell);
-      expect(shape(await query(seller, sell))).to.deep.equal(el('status', { id: sell }, [
-        el('canceled', { shares: '7' }), el('executed', { shares: '3', price: '5' }),
-      ]));
+      expect(shape(await query(seller, sell))).to.deep.equal(
+        el('status', { id: sell }, [el('canceled', { shares: '7' }), el('executed', { shares: '3', price: '5' })]),
+      );
       await expectShares(seller, sym, '7');
       await expectBalance(seller, '15');
     });
 
-    it('an unknown id and another account\'s id give the same error text; the other order is untouched', async () => {
+    it("an unknown id and another account's id give the same error text; the other order is untouched", async () => {
       const sym = await newSymbol();
       const owner = await trader('100');
       const stranger = await trader('100');
       const buy = await order(owner, sym, '10', '10');
       const unknownId = '999999999999';
-      const nodes = await transact(stranger,
-        `<query id="${unknownId}"/><query id="${buy}"/><cancel id="${unknownId}"/><cancel id="${buy}"/><query id="abc"/>`);
+      const nodes = await transact(
+        stranger,
+        `<query id="${unknownId}"/><query id="${buy}"/><cancel id="${unknownId}"/><cancel id="${buy}"/><query id="abc"/>`,
+      );
       expect(nodes).to.have.length(5);
       const queryUnknown = expectError(at(nodes, 0), { id: unknownId });
       const queryOther = expectError(at(nodes, 1), { id: buy });
@@ -957,13 +1078,22 @@ describe('SPEC.md rules over TCP', function () {
       const b2 = await order(buyer, sym, '0.2', '1');
       const seller = await trader('0', [[sym, '0.3']]);
       const sell = await order(seller, sym, '-0.3', '1');
-      expect(shape(await query(seller, sell))).to.deep.equal(el('status', { id: sell }, [
-        el('executed', { shares: '0.1', price: '1' }), el('executed', { shares: '0.2', price: '1' }),
-      ]));
-      expect(shape(await query(buyer, b1))).to.deep.equal(el('status', { id: b1 }, [el('executed', { shares: '0.1', price: '1' })]));
-      expect(shape(await query(buyer, b2))).to.deep.equal(el('status', { id: b2 }, [el('executed', { shares: '0.2', price: '1' })]));
+      expect(shape(await query(seller, sell))).to.deep.equal(
+        el('status', { id: sell }, [
+          el('executed', { shares: '0.1', price: '1' }),
+          el('executed', { shares: '0.2', price: '1' }),
+        ]),
+      );
+      expect(shape(await query(buyer, b1))).to.deep.equal(
+        el('status', { id: b1 }, [el('executed', { shares: '0.1', price: '1' })]),
+      );
+      expect(shape(await query(buyer, b2))).to.deep.equal(
+        el('status', { id: b2 }, [el('executed', { shares: '0.2', price: '1' })]),
+      );
       const exact = await server.pool.query<{ exact: boolean }>(
-        'SELECT shares = 0.3 AS exact FROM positions WHERE account_id=$1 AND sym=$2', [buyer, sym]);
+        'SELECT shares = 0.3 AS exact FROM positions WHERE account_id=$1 AND sym=$2',
+        [buyer, sym],
+      );
       expect(exact.rows[0]?.exact).to.equal(true);
       await expectShares(buyer, sym, '0.3');
       await expectBalance(buyer, '9.7');
@@ -975,16 +1105,23 @@ describe('SPEC.md rules over TCP', function () {
       const sym = await newSymbol();
       const seller = await trader('0', [[sym, '10']]);
       const sell = await order(seller, sym, '-10.000', '125.500');
-      expect(shape(await query(seller, sell))).to.deep.equal(el('status', { id: sell }, [el('open', { shares: '10' })]));
+      expect(shape(await query(seller, sell))).to.deep.equal(
+        el('status', { id: sell }, [el('open', { shares: '10' })]),
+      );
       const buyer = await trader('1000');
       const buy = await order(buyer, sym, '2.50', '126.0');
-      expect(shape(await query(buyer, buy))).to.deep.equal(el('status', { id: buy }, [el('executed', { shares: '2.5', price: '125.5' })]));
-      expect(shape(await query(seller, sell))).to.deep.equal(el('status', { id: sell }, [
-        el('open', { shares: '7.5' }), el('executed', { shares: '2.5', price: '125.5' }),
-      ]));
-      expect(shape(await cancel(seller, sell))).to.deep.equal(el('canceled', { id: sell }, [
-        el('canceled', { shares: '7.5' }), el('executed', { shares: '2.5', price: '125.5' }),
-      ]));
+      expect(shape(await query(buyer, buy))).to.deep.equal(
+        el('status', { id: buy }, [el('executed', { shares: '2.5', price: '125.5' })]),
+      );
+      expect(shape(await query(seller, sell))).to.deep.equal(
+        el('status', { id: sell }, [el('open', { shares: '7.5' }), el('executed', { shares: '2.5', price: '125.5' })]),
+      );
+      expect(shape(await cancel(seller, sell))).to.deep.equal(
+        el('canceled', { id: sell }, [
+          el('canceled', { shares: '7.5' }),
+          el('executed', { shares: '2.5', price: '125.5' }),
+        ]),
+      );
       await expectBalance(buyer, '686.25'); // 1000 - 2.5 * 125.5
       await expectBalance(seller, '313.75');
       await expectShares(seller, sym, '7.5');
@@ -1042,7 +1179,7 @@ describe('SPEC.md rules over TCP', function () {
       const scale = 10_000n;
       const fixed = (text: string): bigint => {
         const [integer, fraction = ''] = canonical(text).split('.');
-        return BigInt(integer as string) * scale + BigInt((`${fraction}0000`).slice(0, 4));
+        return BigInt(integer as string) * scale + BigInt(`${fraction}0000`.slice(0, 4));
       };
       for (const placedOrder of placed) {
         const status = await query(placedOrder.account, placedOrder.id);
@@ -1129,7 +1266,9 @@ describe('SPEC.md rules over TCP', function () {
 
     it('a length line sent twice (N\\nM\\n<xml>, N counting the inner line) is tolerated', async () => {
       const id = freshId();
-      const inner = frameRequest(`<?xml version="1.0" encoding="UTF-8"?>\n<create><account id="${id}" balance="5"/></create>`);
+      const inner = frameRequest(
+        `<?xml version="1.0" encoding="UTF-8"?>\n<create><account id="${id}" balance="5"/></create>`,
+      );
       const reply = await sendRaw(server.port, Buffer.concat([Buffer.from(`${inner.length}\n`), inner]));
       expect(parseReply(reply).map(shape)).to.deep.equal([el('created', { id })]);
       await expectBalance(id, '5');
@@ -1160,7 +1299,11 @@ describe('SPEC.md rules over TCP', function () {
       const id = await trader('10');
       const body = Buffer.from(`<transactions id="${id}"><order sym="Ω" amount="1" limit="1"/></transactions>`);
       const omega = body.indexOf(Buffer.from('Ω'));
-      const { reply } = await sendInPieces(server.port, [`${body.length}\n`, body.subarray(0, omega + 1), body.subarray(omega + 1)], 30);
+      const { reply } = await sendInPieces(
+        server.port,
+        [`${body.length}\n`, body.subarray(0, omega + 1), body.subarray(omega + 1)],
+        30,
+      );
       const nodes = parseReply(reply);
       expect(nodes).to.have.length(1);
       expectError(at(nodes, 0), { sym: 'Ω', amount: '1', limit: '1' });
@@ -1178,7 +1321,11 @@ describe('SPEC.md rules over TCP', function () {
     it('an overstated length followed by a pause inside the document is not processed early', async () => {
       const id = freshId();
       const body = Buffer.from(`<create><account id="${id}" balance="8"/></create>`);
-      const { reply } = await sendInPieces(server.port, [`${body.length + 10}\n`, body.subarray(0, 10), body.subarray(10)], 300);
+      const { reply } = await sendInPieces(
+        server.port,
+        [`${body.length + 10}\n`, body.subarray(0, 10), body.subarray(10)],
+        300,
+      );
       expect(parseReply(reply).map(shape)).to.deep.equal([el('created', { id })]);
       await expectBalance(id, '8');
     });
@@ -1200,7 +1347,12 @@ describe('SPEC.md rules over TCP', function () {
 
     before(async () => {
       // A grace period far longer than the test: only the half-close can trigger processing.
-      patient = await startTestServer({ framing: 'bare', database: server.database, graceMs: 30_000, requestTimeoutMs: 800 });
+      patient = await startTestServer({
+        framing: 'bare',
+        database: server.database,
+        graceMs: 30_000,
+        requestTimeoutMs: 800,
+      });
     });
 
     after(async () => {
@@ -1219,14 +1371,21 @@ describe('SPEC.md rules over TCP', function () {
 
     it('a half-close with the exact length gets the reply on the half-open socket', async () => {
       const id = freshId();
-      const reply = await sendRaw(patient.port, frameRequest(`<create><account id="${id}" balance="3"/></create>`), { halfClose: true });
+      const reply = await sendRaw(patient.port, frameRequest(`<create><account id="${id}" balance="3"/></create>`), {
+        halfClose: true,
+      });
       expect(parseReply(reply).map(shape)).to.deep.equal([el('created', { id })]);
     });
 
     it('a client that stalls mid-request is disconnected and does not hold up others', async () => {
       // A deadline of its own, 3 s: "not held up" means served before the stalled client is
       // cut off, a margin that must survive a busy host.
-      const deadline = await startTestServer({ framing: 'bare', database: server.database, graceMs: 30_000, requestTimeoutMs: 3_000 });
+      const deadline = await startTestServer({
+        framing: 'bare',
+        database: server.database,
+        graceMs: 30_000,
+        requestTimeoutMs: 3_000,
+      });
       try {
         const id = freshId();
         const stalled = sendRaw(deadline.port, `200\n<create><account id="${id}" balance="1"/>`, { timeoutMs: 10_000 });
@@ -1262,18 +1421,28 @@ describe('SPEC.md rules over TCP', function () {
       try {
         const id = freshId();
         const sym = freshSym();
-        const created = parseReply(await client.send(`<create><account id="${id}" balance="100"/>`
-          + `<symbol sym="${sym}"><account id="${id}">5</account></symbol></create>`));
+        const created = parseReply(
+          await client.send(
+            `<create><account id="${id}" balance="100"/>` +
+              `<symbol sym="${sym}"><account id="${id}">5</account></symbol></create>`,
+          ),
+        );
         expect(created.map(shape)).to.deep.equal([el('created', { id }), el('created', { sym, id })]);
-        const opened = parseReply(await client.send(`<transactions id="${id}"><order sym="${sym}" amount="-5" limit="2"/></transactions>`));
+        const opened = parseReply(
+          await client.send(`<transactions id="${id}"><order sym="${sym}" amount="-5" limit="2"/></transactions>`),
+        );
         const orderId = at(opened, 0).attributes.id as string;
         expect(shape(at(opened, 0))).to.deep.equal(el('opened', { sym, amount: '-5', limit: '2', id: orderId }));
         const [first, second] = await Promise.all([
           client.send(`<transactions id="${id}"><query id="${orderId}"/></transactions>`),
           client.send(`<transactions id="${id}"><cancel id="${orderId}"/></transactions>`),
         ]);
-        expect(parseReply(first).map(shape)).to.deep.equal([el('status', { id: orderId }, [el('open', { shares: '5' })])]);
-        expect(parseReply(second).map(shape)).to.deep.equal([el('canceled', { id: orderId }, [el('canceled', { shares: '5' })])]);
+        expect(parseReply(first).map(shape)).to.deep.equal([
+          el('status', { id: orderId }, [el('open', { shares: '5' })]),
+        ]);
+        expect(parseReply(second).map(shape)).to.deep.equal([
+          el('canceled', { id: orderId }, [el('canceled', { shares: '5' })]),
+        ]);
       } finally {
         client.close();
       }
@@ -1298,7 +1467,10 @@ describe('SPEC.md rules over TCP', function () {
         reader.write(frameRequest('<create/>'));
         const three = await reader.frame();
         expect(three).to.match(/^<\?xml[^>]*\?>\s*<results\/>\s*$/);
-        expect(reader.wire().equals(lengthFramed(one, two, three)), 'each reply is its byte count, a newline, the document').to.equal(true);
+        expect(
+          reader.wire().equals(lengthFramed(one, two, three)),
+          'each reply is its byte count, a newline, the document',
+        ).to.equal(true);
       } finally {
         reader.close();
       }
@@ -1342,7 +1514,13 @@ describe('SPEC.md rules over TCP', function () {
           return Buffer.concat([Buffer.from(`${framed.length}\n`), framed]);
         };
         // One write holding a doubled request, a mismatched one, then a doubled one again.
-        reader.write(Buffer.concat([twice(Buffer.byteLength(body)), twice(Buffer.byteLength(body) + 1), twice(Buffer.byteLength(body))]));
+        reader.write(
+          Buffer.concat([
+            twice(Buffer.byteLength(body)),
+            twice(Buffer.byteLength(body) + 1),
+            twice(Buffer.byteLength(body)),
+          ]),
+        );
         const first = await reader.frame();
         expect(parseReply(first).map(shape)).to.deep.equal([el('created', { id })]);
         const second = await reader.frame();

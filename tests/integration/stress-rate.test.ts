@@ -7,7 +7,13 @@ import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startServerProcess, type ServerProcess } from '../support/process.js';
 import { runStress } from '../support/stress.js';
 
-type RateSummary = { requests: number; requestsPerSecond: number; failedRequests: number; rate: number | null; latencyMs: Record<string, number> };
+type RateSummary = {
+  requests: number;
+  requestsPerSecond: number;
+  failedRequests: number;
+  rate: number | null;
+  latencyMs: Record<string, number>;
+};
 
 describe('stress client --rate', function () {
   this.timeout(120_000);
@@ -24,8 +30,23 @@ describe('stress client --rate', function () {
 
   const run = async (extra: string[]): Promise<RateSummary> => {
     const result = await runStress([
-      '--port', String(server.port), '--seconds', '2', '--warmup', '0', '--connections', '4',
-      '--accounts', '10', '--symbols', '2', '--seed', '3', '--no-verify', '--json', ...extra,
+      '--port',
+      String(server.port),
+      '--seconds',
+      '2',
+      '--warmup',
+      '0',
+      '--connections',
+      '4',
+      '--accounts',
+      '10',
+      '--symbols',
+      '2',
+      '--seed',
+      '3',
+      '--no-verify',
+      '--json',
+      ...extra,
     ]);
     expect(result.code, result.stderr).to.equal(0);
     return JSON.parse(result.stdout) as RateSummary;

@@ -49,7 +49,9 @@ async function state(pool: pg.Pool): Promise<Row[][]> {
   return [
     await read(`SELECT id, balance::text FROM accounts ORDER BY id`),
     await read(`SELECT account_id, sym, shares::text FROM positions ORDER BY account_id, sym`),
-    await read(`SELECT id, account_id, amount::text, limit_price::text, open_shares::text, canceled_shares::text FROM orders ORDER BY id`),
+    await read(
+      `SELECT id, account_id, amount::text, limit_price::text, open_shares::text, canceled_shares::text FROM orders ORDER BY id`,
+    ),
     await read(`SELECT buy_order_id, sell_order_id, shares::text, price::text FROM executions ORDER BY id`),
     await read(`SELECT sym FROM symbols ORDER BY sym`),
   ];
@@ -57,7 +59,10 @@ async function state(pool: pg.Pool): Promise<Row[][]> {
 
 /** The fills of each row, [shares, price, time], with the time left out. */
 function withoutFillTimes(rows: Row[]): Row[] {
-  return rows.map((row) => ({ ...row, fills: (row.fills as string[][] | null)?.map(([shares, price]) => [shares, price]) ?? null }));
+  return rows.map((row) => ({
+    ...row,
+    fills: (row.fills as string[][] | null)?.map(([shares, price]) => [shares, price]) ?? null,
+  }));
 }
 
 /** Every fill's time (epoch seconds) in the rows. */
@@ -83,24 +88,46 @@ describe('a write batch decides what the same writes decide one by one', functio
     const startedAt = Math.floor(Date.now() / 1000);
     const batchRows = (await batched.pool.query(APPLY, writeArrays(WRITES))).rows as Row[];
     const singleRows: Row[] = [];
-    for (const write of WRITES) singleRows.push(...((await single.pool.query(APPLY, writeArrays([write]))).rows as Row[]));
+    for (const write of WRITES)
+      singleRows.push(...((await single.pool.query(APPLY, writeArrays([write]))).rows as Row[]));
     const endedAt = Math.ceil(Date.now() / 1000);
     // The two runs happen at different moments, so their fills' times may differ by a second
     // (they did, when the runs straddled a second boundary): each is checked against the bounds
     // of the runs instead, and the rest compared exactly.
-    expect(fillTimes(batchRows).concat(fillTimes(singleRows))).to.have.length(2)
-      .and.to.satisfy((times: number[]) => times.every((time) => time >= startedAt && time <= endedAt), `fill times within [${startedAt}, ${endedAt}]`);
+    expect(fillTimes(batchRows).concat(fillTimes(singleRows)))
+      .to.have.length(2)
+      .and.to.satisfy(
+        (times: number[]) => times.every((time) => time >= startedAt && time <= endedAt),
+        `fill times within [${startedAt}, ${endedAt}]`,
+      );
 
     // What serial execution gives, spelled out (see the comments on WRITES).
-    expect(singleRows.map((row) => row.rejection ?? row.outcome ?? `opened ${row.order_id} with ${row.fill_count} fill(s)`)).to.deep.equal([
-      'opened 1 with 0 fill(s)', 'opened 2 with 1 fill(s)', 'opened 3 with 0 fill(s)', 'opened 4 with 1 fill(s)', 'opened 5 with 0 fill(s)',
-      'insufficient_funds', 'insufficient_shares', 'canceled', 'unknown_order', 'unknown_symbol',
-      'opened 6 with 0 fill(s)', 'insufficient_shares',
+    expect(
+      singleRows.map((row) => row.rejection ?? row.outcome ?? `opened ${row.order_id} with ${row.fill_count} fill(s)`),
+    ).to.deep.equal([
+      'opened 1 with 0 fill(s)',
+      'opened 2 with 1 fill(s)',
+      'opened 3 with 0 fill(s)',
+      'opened 4 with 1 fill(s)',
+      'opened 5 with 0 fill(s)',
+      'insufficient_funds',
+      'insufficient_shares',
+      'canceled',
+      'unknown_order',
+      'unknown_symbol',
+      'opened 6 with 0 fill(s)',
+      'insufficient_shares',
     ]);
     const [accounts, positions, , , symbols] = await state(single.pool);
-    expect(accounts).to.deep.equal([{ id: 'A', balance: '78' }, { id: 'B', balance: '0' }]);
+    expect(accounts).to.deep.equal([
+      { id: 'A', balance: '78' },
+      { id: 'B', balance: '0' },
+    ]);
     expect(symbols).to.deep.equal([{ sym: 'NEW' }, { sym: 'X' }]);
-    expect(positions).to.deep.equal([{ account_id: 'A', sym: 'X', shares: '10' }, { account_id: 'B', sym: 'X', shares: '0' }]);
+    expect(positions).to.deep.equal([
+      { account_id: 'A', sym: 'X', shares: '10' },
+      { account_id: 'B', sym: 'X', shares: '0' },
+    ]);
 
     // The batch: the same answers (fills of the cancel included, but for their times) and the same final state.
     expect(withoutFillTimes(batchRows)).to.deep.equal(withoutFillTimes(singleRows));
@@ -114,7 +141,10 @@ describe('a write batch decides what the same writes decide one by one', functio
     const exchange = await freshExchange();
     opened.push(exchange);
     await exchange.pool.query(`INSERT INTO accounts VALUES ('poor', 0)`);
-    const resting: Write[] = Array.from({ length: 200 }, (_, index): Write => ['order', 'A', 'X', '-0.01', String(1 + index / 100)]);
+    const resting: Write[] = Array.from(
+      { length: 200 },
+      (_, index): Write => ['order', 'A', 'X', '-0.01', String(1 + index / 100)],
+    );
     const placed = (await exchange.pool.query(APPLY, writeArrays(resting))).rows as Row[];
     expect(placed.filter((row) => row.order_id !== null)).to.have.length(200);
 
@@ -122,8 +152,14 @@ describe('a write batch decides what the same writes decide one by one', functio
       const client = await exchange.pool.connect();
       try {
         // The view also holds this session's counts not yet flushed: take the difference.
-        const scansSoFar = async () => Number((await client.query<{ idx_scan: string }>(
-          `SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'`)).rows[0]?.idx_scan ?? 0);
+        const scansSoFar = async () =>
+          Number(
+            (
+              await client.query<{ idx_scan: string }>(
+                `SELECT idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'`,
+              )
+            ).rows[0]?.idx_scan ?? 0,
+          );
         await client.query('BEGIN');
         const before = await scansSoFar();
         const rows = (await client.query(APPLY, writeArrays(writes))).rows as Row[];

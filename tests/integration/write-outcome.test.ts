@@ -12,7 +12,13 @@ import type pg from 'pg';
 import { findInvariantViolations } from '../../client/invariants.js';
 import { applySchema } from '../../server/store/migrate.js';
 import { createPool } from '../../server/store/pool.js';
-import { OUTCOME_RETENTION_MS, OutcomePruner, lookUpBatch, newBatchToken, uuidV7 } from '../../server/store/write-outcome.js';
+import {
+  OUTCOME_RETENTION_MS,
+  OutcomePruner,
+  lookUpBatch,
+  newBatchToken,
+  uuidV7,
+} from '../../server/store/write-outcome.js';
 import { sendRequest } from '../support/client.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { GrantLedger } from '../support/ledger.js';
@@ -35,7 +41,11 @@ async function setUp(outcomeLookupMs: number): Promise<Setup> {
   const database = await createTestDatabase();
   const target = new URL(database.url);
   const proxy = await PgProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
-  const server = await startTestServer({ database, poolUrl: proxy.urlFor(database.url), writeLimits: { outcomeLookupMs } });
+  const server = await startTestServer({
+    database,
+    poolUrl: proxy.urlFor(database.url),
+    writeLimits: { outcomeLookupMs },
+  });
   const admin = createPool({ databaseUrl: database.url, maxConnections: 3 });
   admin.on('error', () => undefined);
   return { database, proxy, server, admin, grants: new GrantLedger() };
@@ -64,41 +74,68 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
   const account = (index: number) => `${tag}${String(index).padStart(2, '0')}`;
   const sym = `C${tag}`;
   const accounts = Array.from({ length: 12 }, (_, index) => account(index + 1));
-  const created = await send(port, `<create>${accounts.map((id) => `<account id="${id}" balance="1000"/>`).join('')}`
-    + `<symbol sym="${sym}">${accounts.map((id) => `<account id="${id}">100</account>`).join('')}</symbol></create>`);
-  expect(created.every((node) => node.name === 'created'), JSON.stringify(created)).to.equal(true);
+  const created = await send(
+    port,
+    `<create>${accounts.map((id) => `<account id="${id}" balance="1000"/>`).join('')}` +
+      `<symbol sym="${sym}">${accounts.map((id) => `<account id="${id}">100</account>`).join('')}</symbol></create>`,
+  );
+  expect(
+    created.every((node) => node.name === 'created'),
+    JSON.stringify(created),
+  ).to.equal(true);
   for (const _ of accounts) {
     grants.addCash('1000');
     grants.addShares(sym, '100');
   }
   // Two resting sells to cancel in the batch; the first is partly filled (1 of 5 at 20).
-  const [sell1] = await send(port, `<transactions id="${account(1)}"><order sym="${sym}" amount="-5" limit="20"/></transactions>`);
-  const [sell2] = await send(port, `<transactions id="${account(2)}"><order sym="${sym}" amount="-3" limit="21"/></transactions>`);
-  const [taker] = await send(port, `<transactions id="${account(3)}"><order sym="${sym}" amount="1" limit="20.5"/></transactions>`);
+  const [sell1] = await send(
+    port,
+    `<transactions id="${account(1)}"><order sym="${sym}" amount="-5" limit="20"/></transactions>`,
+  );
+  const [sell2] = await send(
+    port,
+    `<transactions id="${account(2)}"><order sym="${sym}" amount="-3" limit="21"/></transactions>`,
+  );
+  const [taker] = await send(
+    port,
+    `<transactions id="${account(3)}"><order sym="${sym}" amount="1" limit="20.5"/></transactions>`,
+  );
   const canceledId = sell1?.attributes.id as string;
   const untouchedId = sell2?.attributes.id as string;
   expect([sell1?.name, sell2?.name, taker?.name]).to.deep.equal(['opened', 'opened', 'opened']);
-  const tombstonesBefore = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n);
+  const tombstonesBefore = Number(
+    (await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n,
+  );
 
   // Hold the write lock so that the writes below queue up and form one batch behind a first one.
   const holder = await admin.connect();
   let cutBatch = 0;
   try {
     await holder.query('BEGIN; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
-    const first = send(port, `<transactions id="${account(12)}"><order sym="${sym}0" amount="1" limit="1"/></transactions>`);
+    const first = send(
+      port,
+      `<transactions id="${account(12)}"><order sym="${sym}0" amount="1" limit="1"/></transactions>`,
+    );
     for (;;) {
       const waiting = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pg_locks
         WHERE locktype = 'relation' AND relation = 'exchange_write_lock'::regclass AND NOT granted`);
       if (Number(waiting.rows[0]?.n) > 0) break;
       await sleep(20);
     }
-    const cut = setup.proxy.cutOnce((chunk) => {
-      const writes = writesIn(chunk);
-      if (writes >= 2) cutBatch = writes;
-      return writes >= 2;
-    }, mode, downMs);
+    const cut = setup.proxy.cutOnce(
+      (chunk) => {
+        const writes = writesIn(chunk);
+        if (writes >= 2) cutBatch = writes;
+        return writes >= 2;
+      },
+      mode,
+      downMs,
+    );
     const requests: Array<[string, string]> = [
-      ...[4, 5, 6, 7, 8, 9].map((index): [string, string] => [account(index), `<order sym="${sym}${index}" amount="2" limit="3"/>`]),
+      ...[4, 5, 6, 7, 8, 9].map((index): [string, string] => [
+        account(index),
+        `<order sym="${sym}${index}" amount="2" limit="3"/>`,
+      ]),
       [account(10), `<order sym="${sym}" amount="1000" limit="1000"/>`],
       [account(11), `<order sym="${sym}" amount="-2" limit="30"/>`],
       [account(1), `<cancel id="${canceledId}"/>`],
@@ -114,7 +151,9 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
     const results = await Promise.all(replies);
     expect(firstReply[0]?.name).to.equal('opened');
     const text = JSON.stringify(results);
-    expect(text, `no reply is "outcome unknown" or a refusal: ${text}`).to.not.match(/unknown|internal error|not applied/);
+    expect(text, `no reply is "outcome unknown" or a refusal: ${text}`).to.not.match(
+      /unknown|internal error|not applied/,
+    );
     expect(cutBatch, 'the cut batch carried most of the writes').to.be.at.least(5);
 
     // Orders: the six buys and the sell opened, the unpayable buy was refused.
@@ -135,22 +174,34 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
     const [canceled] = results[8] as ReplyNode[];
     expect(canceled?.name).to.equal('canceled');
     expect(canceled?.attributes.id).to.equal(canceledId);
-    expect(canceled?.children.map((child) => [child.name, child.attributes.shares, child.attributes.price ?? null]))
-      .to.deep.equal([['canceled', '4', null], ['executed', '1', '20']]);
+    expect(
+      canceled?.children.map((child) => [child.name, child.attributes.shares, child.attributes.price ?? null]),
+    ).to.deep.equal([
+      ['canceled', '4', null],
+      ['executed', '1', '20'],
+    ]);
     const [other] = results[9] as ReplyNode[];
     expect(other?.children.map((child) => [child.name, child.attributes.shares])).to.deep.equal([['canceled', '3']]);
 
     // In SQL: each write applied exactly once, the ids as replied.
     const rows = await admin.query<{ id: string; account_id: string }>(
-      'SELECT id::text, account_id FROM orders WHERE account_id = ANY ($1) AND id > $2::bigint', [accounts, taker?.attributes.id]);
+      'SELECT id::text, account_id FROM orders WHERE account_id = ANY ($1) AND id > $2::bigint',
+      [accounts, taker?.attributes.id],
+    );
     const stored = new Map(rows.rows.map((row) => [row.id, row.account_id]));
     expect(stored.size, 'one order row per opened order (the first order included)').to.equal(opened.size + 1);
     for (const [id, owner] of opened) expect(stored.get(id), `order ${id}`).to.equal(owner);
     const state = await admin.query<{ canceled: string | null; open: string }>(
       'SELECT canceled_shares::text AS canceled, open_shares::text AS open FROM orders WHERE id = ANY ($1::bigint[]) ORDER BY id',
-      [[canceledId, untouchedId]]);
-    expect(state.rows).to.deep.equal([{ canceled: '4', open: '0' }, { canceled: '3', open: '0' }]);
-    const tombstones = Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n);
+      [[canceledId, untouchedId]],
+    );
+    expect(state.rows).to.deep.equal([
+      { canceled: '4', open: '0' },
+      { canceled: '3', open: '0' },
+    ]);
+    const tombstones = Number(
+      (await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n,
+    );
     // Cut after its reply, the batch committed and its record was read; before sending, a
     // tombstone made sure it never would, and the writes ran again; in flight, either.
     if (mode === 'after-reply') expect(tombstones - tombstonesBefore).to.equal(0);
@@ -178,10 +229,26 @@ describe('a write batch whose connection to PostgreSQL is lost during COMMIT', f
   const cases: Array<[string, CutMode, number]> = [
     ['cut once the batch committed, before its reply: every client gets its real outcome, read back', 'after-reply', 0],
     ['cut before PostgreSQL received the batch (it never runs): the writes run again, once each', 'before-sending', 0],
-    ['cut while the batch is in flight (the lookup races it): every client gets its real outcome, each write applied once', 'in-flight', 0],
-    ['cut once the batch committed, then PostgreSQL unreachable for 1.5 s: the outcome is read back once it answers', 'after-reply', 1_500],
-    ['cut before sending, then PostgreSQL unreachable for 1.5 s: the writes run again once it answers', 'before-sending', 1_500],
-    ['cut in flight, then PostgreSQL unreachable for 1.5 s: every client gets its real outcome once it answers', 'in-flight', 1_500],
+    [
+      'cut while the batch is in flight (the lookup races it): every client gets its real outcome, each write applied once',
+      'in-flight',
+      0,
+    ],
+    [
+      'cut once the batch committed, then PostgreSQL unreachable for 1.5 s: the outcome is read back once it answers',
+      'after-reply',
+      1_500,
+    ],
+    [
+      'cut before sending, then PostgreSQL unreachable for 1.5 s: the writes run again once it answers',
+      'before-sending',
+      1_500,
+    ],
+    [
+      'cut in flight, then PostgreSQL unreachable for 1.5 s: every client gets its real outcome once it answers',
+      'in-flight',
+      1_500,
+    ],
   ];
   cases.forEach(([title, mode, downMs], index) => {
     it(title, async () => {
@@ -207,7 +274,10 @@ describe('a write batch whose outcome cannot be looked up before the deadline', 
     const { server, proxy, admin } = setup as Setup;
     await send(server.port, '<create><account id="9001" balance="100"/></create>');
     const cut = proxy.cutOnce((chunk) => writesIn(chunk) >= 1, 'after-reply', 3_000);
-    const reply = await send(server.port, '<transactions id="9001"><order sym="DX" amount="1" limit="1"/></transactions>');
+    const reply = await send(
+      server.port,
+      '<transactions id="9001"><order sym="DX" amount="1" limit="1"/></transactions>',
+    );
     await cut;
     expect(reply[0]?.name).to.equal('error');
     expect(reply[0]?.text).to.match(/outcome is unknown; query before retrying/);
@@ -254,10 +324,18 @@ describe('batch records', function () {
     ];
     await pool.query('DELETE FROM write_batches');
     for (const [token, createdAt] of rows) {
-      await pool.query(`INSERT INTO write_batches (token, created_at, order_ids, outcomes) VALUES ($1, ${createdAt}, '{1}', '{NULL}')`, [token]);
+      await pool.query(
+        `INSERT INTO write_batches (token, created_at, order_ids, outcomes) VALUES ($1, ${createdAt}, '{1}', '{NULL}')`,
+        [token],
+      );
     }
     expect(await new OutcomePruner(pool).prune()).to.equal(1);
     const left = await pool.query<{ token: string }>('SELECT token FROM write_batches ORDER BY token');
-    expect(left.rows.map((row) => row.token).sort()).to.deep.equal(rows.slice(1).map(([token]) => token).sort());
+    expect(left.rows.map((row) => row.token).sort()).to.deep.equal(
+      rows
+        .slice(1)
+        .map(([token]) => token)
+        .sort(),
+    );
   });
 });

@@ -50,11 +50,17 @@ describe('a write that runs past the write time limit', function () {
   before(async () => {
     server = await startTestServer({ writeLimits: { writeTimeoutMs: WRITE_TIMEOUT_MS } });
     admin = createPool({ databaseUrl: server.database.url, maxConnections: 3 });
-    const created = await send(server.port, `<create><account id="${SELLER}" balance="0"/><account id="${SWEEPER}" balance="10000000"/>`
-      + `${traders.map((id) => `<account id="${id}" balance="1000"/>`).join('')}`
-      + `<symbol sym="${DEEP}"><account id="${SELLER}">${DEPTH}</account></symbol>`
-      + `<symbol sym="${OTHER}">${traders.map((id) => `<account id="${id}">100</account>`).join('')}</symbol></create>`);
-    expect(created.every((node) => node.name === 'created'), JSON.stringify(created)).to.equal(true);
+    const created = await send(
+      server.port,
+      `<create><account id="${SELLER}" balance="0"/><account id="${SWEEPER}" balance="10000000"/>` +
+        `${traders.map((id) => `<account id="${id}" balance="1000"/>`).join('')}` +
+        `<symbol sym="${DEEP}"><account id="${SELLER}">${DEPTH}</account></symbol>` +
+        `<symbol sym="${OTHER}">${traders.map((id) => `<account id="${id}">100</account>`).join('')}</symbol></create>`,
+    );
+    expect(
+      created.every((node) => node.name === 'created'),
+      JSON.stringify(created),
+    ).to.equal(true);
     grants.addCash('10000000');
     for (const _ of traders) {
       grants.addCash('1000');
@@ -63,8 +69,11 @@ describe('a write that runs past the write time limit', function () {
     grants.addShares(DEEP, String(DEPTH));
     // The deep book, written directly (as DEPTH orders of the seller would leave it):
     // one share each at rising prices, the shares taken from the seller's position.
-    await admin.query(`INSERT INTO orders (id, account_id, sym, amount, limit_price, open_shares)
-      SELECT nextval('order_ids'), $1, $2, -1, 10 + i * 0.0001, 1 FROM generate_series(1, $3::int) i`, [SELLER, DEEP, DEPTH]);
+    await admin.query(
+      `INSERT INTO orders (id, account_id, sym, amount, limit_price, open_shares)
+      SELECT nextval('order_ids'), $1, $2, -1, 10 + i * 0.0001, 1 FROM generate_series(1, $3::int) i`,
+      [SELLER, DEEP, DEPTH],
+    );
     await admin.query('UPDATE positions SET shares = 0 WHERE account_id = $1 AND sym = $2', [SELLER, DEEP]);
     await admin.query('ANALYZE orders');
   });
@@ -80,7 +89,10 @@ describe('a write that runs past the write time limit', function () {
     const holder = await admin.connect();
     try {
       await holder.query('BEGIN; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
-      const first = send(server.port, `<transactions id="${traders[0]}"><order sym="${OTHER}" amount="1" limit="1"/></transactions>`);
+      const first = send(
+        server.port,
+        `<transactions id="${traders[0]}"><order sym="${OTHER}" amount="1" limit="1"/></transactions>`,
+      );
       for (;;) {
         const waiting = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pg_locks
           WHERE locktype = 'relation' AND relation = 'exchange_write_lock'::regclass AND NOT granted`);
@@ -98,7 +110,9 @@ describe('a write that runs past the write time limit', function () {
         [traders[6] as string, `<order sym="${OTHER}" amount="-2" limit="9.5"/>`],
         [traders[7] as string, `<order sym="${OTHER}" amount="-3" limit="10"/>`],
       ];
-      const replies = requests.map(([id, item]) => send(server.port, `<transactions id="${id}">${item}</transactions>`));
+      const replies = requests.map(([id, item]) =>
+        send(server.port, `<transactions id="${id}">${item}</transactions>`),
+      );
       while (server.listener.connectionCount < requests.length + 1) await sleep(10);
       await sleep(300);
       await holder.query('COMMIT');
@@ -108,14 +122,20 @@ describe('a write that runs past the write time limit', function () {
       const sweep = results[3] as ReplyNode;
       expect(sweep.name, JSON.stringify(sweep)).to.equal('error');
       expect(sweep.attributes).to.deep.equal({ sym: DEEP, amount: String(DEPTH), limit: '100' });
-      expect(sweep.text).to.match(new RegExp(`^not applied: it took longer than the ${WRITE_TIMEOUT_MS} ms one write may hold the exchange .*nothing was changed$`));
+      expect(sweep.text).to.match(
+        new RegExp(
+          `^not applied: it took longer than the ${WRITE_TIMEOUT_MS} ms one write may hold the exchange .*nothing was changed$`,
+        ),
+      );
       results.forEach((node, index) => {
         if (index !== 3) expect(node.name, `${requests[index]?.[1]}: ${JSON.stringify(node)}`).to.equal('opened');
       });
       expect(await book(admin), 'the deep book and the sweeper as they were').to.deep.equal(before);
       // The others traded as serial execution says: no fill among these prices (7, 8, 9, 9.5,
       // 10 asked; 6 and 5 bid, and the first order's 1).
-      const traded = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM executions e JOIN orders o ON o.id = e.buy_order_id WHERE o.sym = '${OTHER}'`);
+      const traded = await admin.query<{ n: string }>(
+        `SELECT count(*) AS n FROM executions e JOIN orders o ON o.id = e.buy_order_id WHERE o.sym = '${OTHER}'`,
+      );
       expect(traded.rows[0]?.n).to.equal('0');
       expect(await findInvariantViolations(admin, await grants.totals(admin)), 'invariants').to.deep.equal([]);
     } finally {
@@ -126,23 +146,39 @@ describe('a write that runs past the write time limit', function () {
 
   it('alone, it is refused the same way, and the exchange goes on serving writes', async () => {
     const before = await book(admin);
-    const [sweep] = await send(server.port, `<transactions id="${SWEEPER}"><order sym="${DEEP}" amount="${DEPTH / 2}" limit="100"/></transactions>`);
+    const [sweep] = await send(
+      server.port,
+      `<transactions id="${SWEEPER}"><order sym="${DEEP}" amount="${DEPTH / 2}" limit="100"/></transactions>`,
+    );
     expect(sweep?.name).to.equal('error');
     expect(sweep?.text).to.match(/^not applied: it took longer than/);
     expect(await book(admin)).to.deep.equal(before);
-    const [next] = await send(server.port, `<transactions id="${traders[1]}"><order sym="${OTHER}" amount="1" limit="7"/></transactions>`);
+    const [next] = await send(
+      server.port,
+      `<transactions id="${traders[1]}"><order sym="${OTHER}" amount="1" limit="7"/></transactions>`,
+    );
     expect(next?.name, JSON.stringify(next)).to.equal('opened');
   });
 
   it('one request runs past the limit at most once: its later orders are not run, its queries and cancels are', async () => {
     const before = await book(admin);
-    const [resting] = await send(server.port, `<transactions id="${SWEEPER}"><order sym="${OTHER}" amount="1" limit="1"/></transactions>`);
+    const [resting] = await send(
+      server.port,
+      `<transactions id="${SWEEPER}"><order sym="${OTHER}" amount="1" limit="1"/></transactions>`,
+    );
     const restingId = resting?.attributes.id as string;
     const sweep = `<order sym="${DEEP}" amount="${DEPTH}" limit="100"/>`;
-    const tombstones = async () => Number((await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]?.n);
+    const tombstones = async () =>
+      Number(
+        (await admin.query<{ n: string }>('SELECT count(*) AS n FROM write_batches WHERE order_ids IS NULL')).rows[0]
+          ?.n,
+      );
     const tombstonesBefore = await tombstones();
-    const replies = await send(server.port, `<transactions id="${SWEEPER}">${sweep}${sweep}<order sym="${OTHER}" amount="1" limit="1"/>`
-      + `${sweep.repeat(20)}<query id="${restingId}"/><cancel id="${restingId}"/></transactions>`);
+    const replies = await send(
+      server.port,
+      `<transactions id="${SWEEPER}">${sweep}${sweep}<order sym="${OTHER}" amount="1" limit="1"/>` +
+        `${sweep.repeat(20)}<query id="${restingId}"/><cancel id="${restingId}"/></transactions>`,
+    );
     expect(replies.map((node) => node.name)).to.deep.equal(['error', ...Array(22).fill('error'), 'status', 'canceled']);
     expect(replies[0]?.text).to.match(/^not applied: it took longer than/);
     for (const node of replies.slice(1, 23)) {
@@ -151,11 +187,14 @@ describe('a write that runs past the write time limit', function () {
     expect(replies[2]?.attributes).to.deep.equal({ sym: OTHER, amount: '1', limit: '1' });
     expect(await book(admin)).to.deep.equal(before);
     // Each write that ran past the limit leaves the tombstone of its lookup: one, not 22.
-    expect(await tombstones() - tombstonesBefore, 'writes of this request that ran past the limit').to.equal(1);
+    expect((await tombstones()) - tombstonesBefore, 'writes of this request that ran past the limit').to.equal(1);
   });
 
   it('a sweep that finishes within the limit still matches everything it crosses', async () => {
-    const [sweep] = await send(server.port, `<transactions id="${SWEEPER}"><order sym="${DEEP}" amount="500" limit="100"/></transactions>`);
+    const [sweep] = await send(
+      server.port,
+      `<transactions id="${SWEEPER}"><order sym="${DEEP}" amount="500" limit="100"/></transactions>`,
+    );
     expect(sweep?.name, JSON.stringify(sweep)).to.equal('opened');
     const id = sweep?.attributes.id as string;
     const [status] = await send(server.port, `<transactions id="${SWEEPER}"><query id="${id}"/></transactions>`);

@@ -5,13 +5,21 @@ import { ReplyDecoder, frameRequest } from '../../server/protocol/framing.js';
 export { frameRequest };
 
 /** Bare framing: send raw bytes, read until the server closes. */
-export function sendRaw(port: number, data: Buffer | string | Array<Buffer | string>, options: { halfClose?: boolean; timeoutMs?: number } = {}): Promise<string> {
+export function sendRaw(
+  port: number,
+  data: Buffer | string | Array<Buffer | string>,
+  options: { halfClose?: boolean; timeoutMs?: number } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     const chunks: Buffer[] = [];
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`no close within ${options.timeoutMs ?? 10_000} ms; got ${JSON.stringify(Buffer.concat(chunks).toString())}`));
+      reject(
+        new Error(
+          `no close within ${options.timeoutMs ?? 10_000} ms; got ${JSON.stringify(Buffer.concat(chunks).toString())}`,
+        ),
+      );
     }, options.timeoutMs ?? 10_000);
     socket.on('data', (chunk) => chunks.push(chunk));
     socket.on('error', (error) => {

@@ -11,7 +11,10 @@ const SHAPE = /^(-?)(\d+)(?:\.(\d+))?$/;
 export class Decimal {
   static readonly ZERO = new Decimal(0n, 0);
 
-  private constructor(private readonly units: bigint, private readonly scale: number) {}
+  private constructor(
+    private readonly units: bigint,
+    private readonly scale: number,
+  ) {}
 
   /** A plain decimal as the wire carries it ('-' optional, no exponent; leading and trailing zeros allowed). */
   static parse(text: string): Decimal {

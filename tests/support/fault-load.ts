@@ -15,7 +15,13 @@ export type SentOrder = { tag: number; account: string; sym: string; amount: str
 export type AckedOrder = SentOrder & { id: string };
 
 /** Errors that say the order was certainly not applied. */
-const DEFINITIVE_REJECTIONS = new Set<ErrorCode | undefined>(['insufficient_funds', 'insufficient_shares', 'unknown_symbol', 'unknown_account', 'not_applied']);
+const DEFINITIVE_REJECTIONS = new Set<ErrorCode | undefined>([
+  'insufficient_funds',
+  'insufficient_shares',
+  'unknown_symbol',
+  'unknown_account',
+  'not_applied',
+]);
 
 /** What the clients were told about every order they sent, keyed by the order's unique limit. */
 export class OrderLedger {
@@ -57,7 +63,10 @@ export async function createUniverse(port: number, universe: Universe): Promise<
   const client = await LengthClient.connect(port);
   try {
     const xml = `<create>${universe.accounts.map((id) => `<account id="${id}" balance="${universe.balance}"/>`).join('')}${universe.symbols
-      .map((sym) => `<symbol sym="${sym}">${universe.accounts.map((id) => `<account id="${id}">${universe.shares}</account>`).join('')}</symbol>`)
+      .map(
+        (sym) =>
+          `<symbol sym="${sym}">${universe.accounts.map((id) => `<account id="${id}">${universe.shares}</account>`).join('')}</symbol>`,
+      )
       .join('')}</create>`;
     const results = parseResults(await client.send(xml));
     const bad = results.filter((node) => node.name !== 'created');
@@ -120,8 +129,17 @@ type Item =
  */
 export class LoadDriver {
   readonly stats: LoadStats = {
-    requests: 0, replies: 0, lostRequests: 0, connectFailures: 0, unexpectedErrors: [], anomalies: [],
-    opened: 0, rejected: 0, canceled: 0, queried: 0, records: [],
+    requests: 0,
+    replies: 0,
+    lostRequests: 0,
+    connectFailures: 0,
+    unexpectedErrors: [],
+    anomalies: [],
+    opened: 0,
+    rejected: 0,
+    canceled: 0,
+    queried: 0,
+    records: [],
   };
   private stopping = false;
   private readonly workers: Array<Promise<void>> = [];
@@ -171,23 +189,31 @@ export class LoadDriver {
           items.push({ kind: 'query', order: pick(random, mine) });
         } else if (random() < (this.options.doomedRate ?? 0)) {
           const how = Math.floor(random() * 3);
-          const order = how === 0
-            ? ledger.newOrder(account, pick(random, universe.symbols), '1000000000', 100, true)
-            : how === 1
-              ? ledger.newOrder(account, pick(random, universe.symbols), '-1000000000', 100, true)
-              : ledger.newOrder(account, 'NOSUCHSYM', '-1', 100, true);
+          const order =
+            how === 0
+              ? ledger.newOrder(account, pick(random, universe.symbols), '1000000000', 100, true)
+              : how === 1
+                ? ledger.newOrder(account, pick(random, universe.symbols), '-1000000000', 100, true)
+                : ledger.newOrder(account, 'NOSUCHSYM', '-1', 100, true);
           items.push({ kind: 'order', order });
         } else {
           const buy = random() < 0.5;
           const amount = `${buy ? '' : '-'}${1 + Math.floor(random() * 5)}`;
           // Buys at 95..104 and sells at 96..105: about half of them cross.
           const base = (buy ? 95 : 96) + Math.floor(random() * 10);
-          items.push({ kind: 'order', order: ledger.newOrder(account, pick(random, universe.symbols), amount, base, false) });
+          items.push({
+            kind: 'order',
+            order: ledger.newOrder(account, pick(random, universe.symbols), amount, base, false),
+          });
         }
       }
-      const xml = `<transactions id="${account}">${items.map((item) => item.kind === 'order'
-        ? `<order sym="${item.order.sym}" amount="${item.order.amount}" limit="${item.order.limit}"/>`
-        : `<${item.kind} id="${item.order.id}"/>`).join('')}</transactions>`;
+      const xml = `<transactions id="${account}">${items
+        .map((item) =>
+          item.kind === 'order'
+            ? `<order sym="${item.order.sym}" amount="${item.order.amount}" limit="${item.order.limit}"/>`
+            : `<${item.kind} id="${item.order.id}"/>`,
+        )
+        .join('')}</transactions>`;
       const record: RequestRecord = { sentAt: Date.now(), repliedAt: 0, ok: false, what: xml };
       this.stats.records.push(record);
       this.stats.requests++;
@@ -198,7 +224,8 @@ export class LoadDriver {
         record.repliedAt = Date.now();
         this.stats.lostRequests++;
         for (const item of items) {
-          if (item.kind === 'order') ledger.unknown.set(item.order.limit, { order: item.order, why: `no reply: ${(error as Error).message}` });
+          if (item.kind === 'order')
+            ledger.unknown.set(item.order.limit, { order: item.order, why: `no reply: ${(error as Error).message}` });
         }
         this.clients.delete(client);
         client = null;
@@ -228,7 +255,11 @@ export class LoadDriver {
   }
 
   /** Files one item's result; false when it was an error a healthy server would not give. */
-  private record(item: Item, node: ReplyNode, seen: Map<string, { open: number; fills: number; final: boolean }>): boolean {
+  private record(
+    item: Item,
+    node: ReplyNode,
+    seen: Map<string, { open: number; fills: number; final: boolean }>,
+  ): boolean {
     const { ledger } = this.options;
     if (item.kind === 'order') {
       const { order } = item;
@@ -238,7 +269,8 @@ export class LoadDriver {
       }
       if (node.name === 'opened') {
         this.stats.opened++;
-        if (order.doomed) this.stats.anomalies.push(`an order that cannot be afforded was opened: ${JSON.stringify(order)}`);
+        if (order.doomed)
+          this.stats.anomalies.push(`an order that cannot be afforded was opened: ${JSON.stringify(order)}`);
         ledger.acked.set(order.limit, { ...order, id: node.attributes.id as string });
         return true;
       }
@@ -260,7 +292,10 @@ export class LoadDriver {
         this.stats.canceled++;
         const fills = node.children.filter((child) => child.name === 'executed').length;
         seen.set(order.id, { open: 0, fills, final: true });
-        ledger.canceled.set(order.id, node.children.find((child) => child.name === 'canceled')?.attributes.shares ?? '?');
+        ledger.canceled.set(
+          order.id,
+          node.children.find((child) => child.name === 'canceled')?.attributes.shares ?? '?',
+        );
         ledger.sawFills(order.id, fills);
         return true;
       }
@@ -286,7 +321,9 @@ export class LoadDriver {
     ledger.sawFills(order.id, now.fills);
     const before = seen.get(order.id);
     if (before && (now.open > before.open || now.fills < before.fills || (before.final && !now.final))) {
-      this.stats.anomalies.push(`stale status of order ${order.id}: saw ${JSON.stringify(now)} after ${JSON.stringify(before)}`);
+      this.stats.anomalies.push(
+        `stale status of order ${order.id}: saw ${JSON.stringify(now)} after ${JSON.stringify(before)}`,
+      );
     }
     seen.set(order.id, now);
     return true;
@@ -307,7 +344,8 @@ export async function checkOrdersAgainstSql(pool: pg.Pool, ledger: OrderLedger):
   const problems: string[] = [];
   const byLimit = new Map<string, (typeof result.rows)[number]>();
   for (const row of result.rows) {
-    if (byLimit.has(row.lim)) problems.push(`two orders with limit ${row.lim} (ids ${byLimit.get(row.lim)?.id} and ${row.id}): applied twice`);
+    if (byLimit.has(row.lim))
+      problems.push(`two orders with limit ${row.lim} (ids ${byLimit.get(row.lim)?.id} and ${row.id}): applied twice`);
     byLimit.set(row.lim, row);
     if (!ledger.sent.has(row.lim)) problems.push(`order ${row.id} (limit ${row.lim}) matches no request sent`);
     const failed = ledger.failed.get(row.lim);
@@ -317,7 +355,12 @@ export async function checkOrdersAgainstSql(pool: pg.Pool, ledger: OrderLedger):
     const row = byLimit.get(acked.limit);
     if (!row) {
       problems.push(`acknowledged order ${acked.id} (${JSON.stringify(acked)}) is not in the database`);
-    } else if (row.id !== acked.id || row.account_id !== acked.account || row.sym !== acked.sym || row.amount !== acked.amount) {
+    } else if (
+      row.id !== acked.id ||
+      row.account_id !== acked.account ||
+      row.sym !== acked.sym ||
+      row.amount !== acked.amount
+    ) {
       problems.push(`acknowledged order ${JSON.stringify(acked)} differs in SQL: ${JSON.stringify(row)}`);
     }
   }
@@ -326,19 +369,29 @@ export async function checkOrdersAgainstSql(pool: pg.Pool, ledger: OrderLedger):
     `SELECT o.id::text, trim_scale(o.canceled_shares)::text AS canceled,
             (SELECT count(*)::int FROM executions e WHERE e.buy_order_id = o.id OR e.sell_order_id = o.id) AS fills
        FROM orders o WHERE o.id = ANY ($1::bigint[])`,
-    [[...new Set([...ledger.canceled.keys(), ...ledger.fillsSeen.keys()])]]);
+    [[...new Set([...ledger.canceled.keys(), ...ledger.fillsSeen.keys()])]],
+  );
   const partsById = new Map(parts.rows.map((row) => [row.id, row]));
   for (const [id, shares] of ledger.canceled) {
     const row = partsById.get(id);
-    if (row?.canceled !== shares) problems.push(`order ${id} was acknowledged canceled (${shares} shares); SQL has ${row?.canceled ?? 'no cancel'}`);
+    if (row?.canceled !== shares)
+      problems.push(
+        `order ${id} was acknowledged canceled (${shares} shares); SQL has ${row?.canceled ?? 'no cancel'}`,
+      );
   }
   for (const [id, fills] of ledger.fillsSeen) {
     const row = partsById.get(id);
-    if ((row?.fills ?? 0) < fills) problems.push(`a reply showed ${fills} fill(s) of order ${id}; SQL has ${row?.fills ?? 0}`);
+    if ((row?.fills ?? 0) < fills)
+      problems.push(`a reply showed ${fills} fill(s) of order ${id}; SQL has ${row?.fills ?? 0}`);
   }
   let unknownApplied = 0;
   for (const limit of ledger.unknown.keys()) {
     if (byLimit.has(limit)) unknownApplied++;
   }
-  return { problems, rows: result.rows.length, unknownApplied, unknownNotApplied: ledger.unknown.size - unknownApplied };
+  return {
+    problems,
+    rows: result.rows.length,
+    unknownApplied,
+    unknownNotApplied: ledger.unknown.size - unknownApplied,
+  };
 }

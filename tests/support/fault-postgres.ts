@@ -15,19 +15,32 @@ import { program } from './requirements.js';
 function serverBinDirectory(): string {
   if (process.env.PG_BIN) return process.env.PG_BIN;
   const root = '/usr/lib/postgresql';
-  const versions = existsSync(root) ? readdirSync(root).filter((name) => /^[0-9]+$/.test(name)).sort((a, b) => Number(b) - Number(a)) : [];
-  const found = versions.map((version) => path.join(root, version, 'bin')).find((dir) => existsSync(path.join(dir, 'initdb')));
+  const versions = existsSync(root)
+    ? readdirSync(root)
+        .filter((name) => /^[0-9]+$/.test(name))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  const found = versions
+    .map((version) => path.join(root, version, 'bin'))
+    .find((dir) => existsSync(path.join(dir, 'initdb')));
   return found ?? '';
 }
 
 const PG_BIN = serverBinDirectory();
 
 /** Tests that make a cluster of their own need PostgreSQL's server programs (initdb, pg_ctl). */
-export const POSTGRES_SERVER = program('initdb', 'apt-get install -y postgresql', ['--version'], path.join(PG_BIN, 'initdb'));
+export const POSTGRES_SERVER = program(
+  'initdb',
+  'apt-get install -y postgresql',
+  ['--version'],
+  path.join(PG_BIN, 'initdb'),
+);
 
 function run(command: string, args: string[]): Promise<string> {
   const asRoot = process.getuid?.() === 0;
-  const [file, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(PG_BIN, command), ...args]] : [path.join(PG_BIN, command), args];
+  const [file, argv] = asRoot
+    ? ['runuser', ['-u', 'postgres', '--', path.join(PG_BIN, command), ...args]]
+    : [path.join(PG_BIN, command), args];
   return new Promise((resolve, reject) => {
     // Asynchronous on purpose: the test's load keeps running while pg_ctl waits.
     const child = spawn(file as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -36,7 +49,9 @@ function run(command: string, args: string[]): Promise<string> {
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.once('error', reject);
     // 'exit', not 'close': a postmaster started by pg_ctl may inherit the pipes and keep them open.
-    child.once('exit', (code) => (code === 0 ? resolve(output) : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${output}`))));
+    child.once('exit', (code) =>
+      code === 0 ? resolve(output) : reject(new Error(`${command} ${args.join(' ')} exited ${code}:\n${output}`)),
+    );
   });
 }
 
@@ -44,7 +59,11 @@ export class DisposableCluster {
   private stopped = false;
   private victims: number[] = [];
 
-  private constructor(readonly dir: string, readonly port: number, private readonly settings: string[]) {}
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    private readonly settings: string[],
+  ) {}
 
   get dataDir(): string {
     return path.join(this.dir, 'data');
@@ -65,7 +84,17 @@ export class DisposableCluster {
     }
     const cluster = new DisposableCluster(dir, await freePort(), settings);
     try {
-      await run('initdb', ['-D', cluster.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions']);
+      await run('initdb', [
+        '-D',
+        cluster.dataDir,
+        '-U',
+        'postgres',
+        '--auth=trust',
+        '-E',
+        'UTF8',
+        '--no-sync',
+        '--no-instructions',
+      ]);
       await cluster.start();
     } catch (error) {
       await cluster.remove();
@@ -76,14 +105,36 @@ export class DisposableCluster {
 
   start(): Promise<string> {
     return run('pg_ctl', [
-      '-D', this.dataDir, '-l', path.join(this.dir, 'server.log'), '-w', '-t', '60',
-      '-o', [`-p ${this.port} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=60`, ...this.settings.map((setting) => `-c ${setting}`)].join(' '), 'start',
+      '-D',
+      this.dataDir,
+      '-l',
+      path.join(this.dir, 'server.log'),
+      '-w',
+      '-t',
+      '60',
+      '-o',
+      [
+        `-p ${this.port} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=60`,
+        ...this.settings.map((setting) => `-c ${setting}`),
+      ].join(' '),
+      'start',
     ]);
   }
 
   /** `pg_ctl restart -m fast|immediate`: connections are cut; immediate is a crash (recovery at start). */
   restart(mode: 'fast' | 'immediate'): Promise<string> {
-    return run('pg_ctl', ['-D', this.dataDir, '-l', path.join(this.dir, 'server.log'), '-m', mode, '-w', '-t', '60', 'restart']);
+    return run('pg_ctl', [
+      '-D',
+      this.dataDir,
+      '-l',
+      path.join(this.dir, 'server.log'),
+      '-m',
+      mode,
+      '-w',
+      '-t',
+      '60',
+      'restart',
+    ]);
   }
 
   /**
@@ -130,7 +181,8 @@ export class DisposableCluster {
       }
     };
     while (this.victims.some(present)) {
-      if (Date.now() > deadline) throw new Error(`PostgreSQL processes still present: ${this.victims.filter(present).join(', ')}`);
+      if (Date.now() > deadline)
+        throw new Error(`PostgreSQL processes still present: ${this.victims.filter(present).join(', ')}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }

@@ -53,7 +53,9 @@ export function groupMembers(pgid: number): Array<{ pid: number; state: string }
 }
 
 export function liveGroupMembers(pgid: number): number[] {
-  return groupMembers(pgid).filter((member) => member.state !== 'Z' && member.state !== 'X').map((member) => member.pid);
+  return groupMembers(pgid)
+    .filter((member) => member.state !== 'Z' && member.state !== 'X')
+    .map((member) => member.pid);
 }
 
 async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
@@ -74,7 +76,8 @@ function spawnOnce(env: Record<string, string>, port: number): FaultServer & { l
   let log = '';
   child.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('close', (code, signal) => resolve({ code, signal })));
+    child.once('close', (code, signal) => resolve({ code, signal })),
+  );
   const pid = child.pid as number;
   const server: FaultServer & { logText: () => string } = {
     port,
@@ -122,7 +125,10 @@ export async function spawnFaultServer(env: Record<string, string>, options: Spa
   for (;;) {
     const server = spawnOnce(env, port);
     const count = () => server.log().split(LISTENING).length - 1;
-    await waitUntil(() => count() >= listeners || server.child.exitCode !== null || Date.now() > deadline, timeoutMs + 1_000);
+    await waitUntil(
+      () => count() >= listeners || server.child.exitCode !== null || Date.now() > deadline,
+      timeoutMs + 1_000,
+    );
     if (count() >= listeners) return server;
     const log = server.log();
     await server.killGroup();

@@ -34,7 +34,10 @@ export class FaultRedis {
   private child: ChildProcess | null = null;
   private exited: Promise<void> = Promise.resolve();
 
-  private constructor(readonly port: number, readonly dir: string) {}
+  private constructor(
+    readonly port: number,
+    readonly dir: string,
+  ) {}
 
   static async start(): Promise<FaultRedis> {
     const redis = new FaultRedis(await freePort(), mkdtempSync(path.join(os.tmpdir(), 'fault-redis-')));
@@ -48,11 +51,25 @@ export class FaultRedis {
 
   /** Starts redis-server on the same port and directory; it loads dump.rdb if there is one. */
   async restart(): Promise<void> {
-    const child = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--dbfilename', 'dump.rdb',
-      // Snapshots only when asked (SHUTDOWN SAVE); never on its own during a test.
-      '--save', '3600 1000000', '--appendonly', 'no',
-    ], { stdio: 'ignore' });
+    const child = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        this.dir,
+        '--dbfilename',
+        'dump.rdb',
+        // Snapshots only when asked (SHUTDOWN SAVE); never on its own during a test.
+        '--save',
+        '3600 1000000',
+        '--appendonly',
+        'no',
+      ],
+      { stdio: 'ignore' },
+    );
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     for (let attempt = 0; attempt < 200; attempt++) {

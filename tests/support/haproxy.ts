@@ -96,7 +96,8 @@ export function parseShowStat(csv: string, backend: string): BackendStat[] {
   const lines = csv.split('\n').filter((line) => line.length > 0);
   const header = (lines[0] ?? '').replace(/^# /, '').split(',');
   const field = (row: string[], name: string) => row[header.indexOf(name)] ?? '';
-  return lines.slice(1)
+  return lines
+    .slice(1)
     .map((line) => line.split(','))
     .filter((row) => field(row, 'pxname') === backend && !['BACKEND', 'FRONTEND'].includes(field(row, 'svname')))
     .map((row) => ({
@@ -106,7 +107,6 @@ export function parseShowStat(csv: string, backend: string): BackendStat[] {
       checkStatus: field(row, 'check_status'),
     }));
 }
-
 
 /** Starts haproxy in front of the given 127.0.0.1 ports; rejects with its output when it does not come up. */
 export async function startBalancer(backendPorts: number[]): Promise<Balancer> {
@@ -123,10 +123,12 @@ export async function startBalancer(backendPorts: number[]): Promise<Balancer> {
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   let spawnError: Error | null = null;
   child.once('error', (error) => (spawnError = error));
-  const exited = new Promise<void>((resolve) => child.once('close', () => {
-    running.delete(child);
-    resolve();
-  }));
+  const exited = new Promise<void>((resolve) =>
+    child.once('close', () => {
+      running.delete(child);
+      resolve();
+    }),
+  );
 
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null && !spawnError) {
@@ -158,7 +160,8 @@ export async function startBalancer(backendPorts: number[]): Promise<Balancer> {
     for (;;) {
       const rows = await stats();
       if (done(rows)) return rows;
-      if (Date.now() > deadline) throw new Error(`haproxy: ${what} within ${timeoutMs} ms; show stat: ${JSON.stringify(rows)}`);
+      if (Date.now() > deadline)
+        throw new Error(`haproxy: ${what} within ${timeoutMs} ms; show stat: ${JSON.stringify(rows)}`);
       await sleep(100);
     }
   };
@@ -168,7 +171,11 @@ export async function startBalancer(backendPorts: number[]): Promise<Balancer> {
     output: () => output,
     stats,
     waitUntilAllUp: (timeoutMs = 10_000) =>
-      poll((rows) => rows.every((row) => row.status === 'UP' && row.checkStatus === 'L4OK'), 'not every backend UP', timeoutMs),
+      poll(
+        (rows) => rows.every((row) => row.status === 'UP' && row.checkStatus === 'L4OK'),
+        'not every backend UP',
+        timeoutMs,
+      ),
     waitUntilDown: async (name, timeoutMs = 10_000) => {
       await poll((rows) => rows.find((row) => row.name === name)?.status === 'DOWN', `${name} not DOWN`, timeoutMs);
     },

@@ -26,7 +26,9 @@ export const mochaHooks = {
     if (requireAllTests() && root) {
       const pending = pendingTitles(root);
       if (pending.length > 0) {
-        problems.push(`${REQUIRE_ALL_TESTS_VARIABLE}=1, yet ${pending.length} test(s) did not run:\n  ${pending.join('\n  ')}`);
+        problems.push(
+          `${REQUIRE_ALL_TESTS_VARIABLE}=1, yet ${pending.length} test(s) did not run:\n  ${pending.join('\n  ')}`,
+        );
       }
     }
 
@@ -35,13 +37,20 @@ export const mochaHooks = {
       const started = Date.now();
       const failures = validateRecordedReplies();
       if (failures.length > 0) {
-        const shown = failures.slice(0, SHOWN_FAILURES).map((failure, index) => `#${index + 1}\n${failure}`).join('\n\n');
-        problems.push(`${failures.length} of ${stats.replies} distinct replies do not match schema/replies.xsd`
-          + ` (first ${Math.min(SHOWN_FAILURES, failures.length)} below):\n\n${shown}`);
+        const shown = failures
+          .slice(0, SHOWN_FAILURES)
+          .map((failure, index) => `#${index + 1}\n${failure}`)
+          .join('\n\n');
+        problems.push(
+          `${failures.length} of ${stats.replies} distinct replies do not match schema/replies.xsd` +
+            ` (first ${Math.min(SHOWN_FAILURES, failures.length)} below):\n\n${shown}`,
+        );
       } else {
         const skipped = stats.notRecorded > 0 ? `; ${stats.notRecorded} more were not kept (recording cap)` : '';
-        console.log(`\n  reply schema: ${stats.replies} distinct replies (${(stats.chars / 1024 / 1024).toFixed(1)} MiB) match`
-          + ` schema/replies.xsd, checked in ${Date.now() - started} ms${skipped}`);
+        console.log(
+          `\n  reply schema: ${stats.replies} distinct replies (${(stats.chars / 1024 / 1024).toFixed(1)} MiB) match` +
+            ` schema/replies.xsd, checked in ${Date.now() - started} ms${skipped}`,
+        );
       }
     }
     if (problems.length > 0) throw new Error(problems.join('\n\n'));

@@ -19,7 +19,12 @@ export class GrantLedger {
   /** Exact sums, computed by PostgreSQL NUMERIC rather than JavaScript numbers. */
   async totals(pool: pg.Pool): Promise<ExpectedTotals> {
     const sum = async (values: string[]): Promise<string> =>
-      (await pool.query<{ total: string }>('SELECT coalesce(sum(v::numeric), 0)::text AS total FROM unnest($1::text[]) v', [values])).rows[0]?.total ?? '0';
+      (
+        await pool.query<{ total: string }>(
+          'SELECT coalesce(sum(v::numeric), 0)::text AS total FROM unnest($1::text[]) v',
+          [values],
+        )
+      ).rows[0]?.total ?? '0';
     const shares: Record<string, string> = {};
     for (const [sym, values] of this.shares) shares[sym] = await sum(values);
     return { cash: await sum(this.cash), shares };

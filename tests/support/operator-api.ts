@@ -5,7 +5,10 @@ import { registry } from '../../server/observability/metrics.js';
 
 export type TestOperationsPort = OperationsPort & { base: string };
 
-export async function startTestOperationsPort(databaseUrl: string, adminToken: string | null): Promise<TestOperationsPort> {
+export async function startTestOperationsPort(
+  databaseUrl: string,
+  adminToken: string | null,
+): Promise<TestOperationsPort> {
   const port = await startOperationsPort({
     port: 0,
     host: '127.0.0.1',

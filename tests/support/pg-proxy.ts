@@ -23,7 +23,10 @@ export class PgProxy {
   /** Connections refused while "down". */
   refused = 0;
 
-  private constructor(private readonly server: net.Server, readonly port: number) {}
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
 
   static async start(target: { host: string; port: number }): Promise<PgProxy> {
     let proxy: PgProxy | null = null;

@@ -41,11 +41,16 @@ export async function startServerProcess(
   let log = '';
   child.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  for (let attempt = 0; options.waitForListening !== false && attempt < 200 && !log.includes('"msg":"exchange server listening"'); attempt++) {
+  for (
+    let attempt = 0;
+    options.waitForListening !== false && attempt < 200 && !log.includes('"msg":"exchange server listening"');
+    attempt++
+  ) {
     if (child.exitCode !== null) break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  if (options.waitForListening !== false && !log.includes('listening')) throw new Error(`server did not start:\n${log}`);
+  if (options.waitForListening !== false && !log.includes('listening'))
+    throw new Error(`server did not start:\n${log}`);
   return {
     port,
     child,
@@ -58,9 +63,15 @@ export async function startServerProcess(
 }
 
 /** Runs the server to its exit (for starts that must fail); killed at the deadline, so a hang fails the test. */
-export function runServer(env: Record<string, string>, timeoutMs: number): Promise<{ code: number | null; stderr: string; timedOut: boolean }> {
+export function runServer(
+  env: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ code: number | null; stderr: string; timedOut: boolean }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [SERVER_ENTRY], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [SERVER_ENTRY], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     let timedOut = false;
     const timer = setTimeout(() => {

@@ -25,7 +25,10 @@ function answersPing(port: number): Promise<boolean> {
 export class DisposableRedis {
   private child: ChildProcess | null = null;
 
-  private constructor(readonly port: number, private readonly password: string | null) {}
+  private constructor(
+    readonly port: number,
+    private readonly password: string | null,
+  ) {}
 
   /** With a password, clients must AUTH (requirepass). */
   static async start(options: { password?: string } = {}): Promise<DisposableRedis> {
@@ -45,7 +48,11 @@ export class DisposableRedis {
 
   async restart(): Promise<void> {
     const auth = this.password === null ? [] : ['--requirepass', this.password];
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...auth], { stdio: 'ignore' });
+    this.child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...auth],
+      { stdio: 'ignore' },
+    );
     for (let attempt = 0; attempt < 100; attempt++) {
       if (await answersPing(this.port)) return;
       await new Promise((resolve) => setTimeout(resolve, 50));

@@ -74,7 +74,16 @@ export type ModelState<Time> = {
   /** Non-zero positions, as "account/sym" -> shares. */
   positions: Record<string, string>;
   symbols: string[];
-  orders: Array<{ id: string; account: string; sym: string; amount: string; limit: string; open: string; canceled: string | null; canceledAt: Time | null }>;
+  orders: Array<{
+    id: string;
+    account: string;
+    sym: string;
+    amount: string;
+    limit: string;
+    open: string;
+    canceled: string | null;
+    canceledAt: Time | null;
+  }>;
   /** In execution order. */
   executions: Array<Execution<Time>>;
 };
@@ -171,7 +180,14 @@ export class ReferenceExchange<Time> {
     }
     this.lastId += 1;
     const order: Order<Time> = {
-      id: String(this.lastId), account: accountId, sym, amount, limit, open: shares, canceled: null, fills: [],
+      id: String(this.lastId),
+      account: accountId,
+      sym,
+      amount,
+      limit,
+      open: shares,
+      canceled: null,
+      fills: [],
     };
     this.orders.push(order);
     this.ordersById.set(order.id, order);
@@ -185,10 +201,18 @@ export class ReferenceExchange<Time> {
    */
   private match(incoming: Order<Time>, now: Time): void {
     const book = this.orders
-      .filter((resting) => resting !== incoming && resting.sym === incoming.sym && isBuy(resting) !== isBuy(incoming)
-        && resting.open.isPositive()
-        && (isBuy(incoming) ? resting.limit.compare(incoming.limit) <= 0 : resting.limit.compare(incoming.limit) >= 0))
-      .sort((a, b) => (isBuy(incoming) ? a.limit.compare(b.limit) : b.limit.compare(a.limit)) || Number(a.id) - Number(b.id));
+      .filter(
+        (resting) =>
+          resting !== incoming &&
+          resting.sym === incoming.sym &&
+          isBuy(resting) !== isBuy(incoming) &&
+          resting.open.isPositive() &&
+          (isBuy(incoming) ? resting.limit.compare(incoming.limit) <= 0 : resting.limit.compare(incoming.limit) >= 0),
+      )
+      .sort(
+        (a, b) =>
+          (isBuy(incoming) ? a.limit.compare(b.limit) : b.limit.compare(a.limit)) || Number(a.id) - Number(b.id),
+      );
     for (const resting of book) {
       if (incoming.open.isZero()) break;
       const shares = incoming.open.min(resting.open);
@@ -210,7 +234,13 @@ export class ReferenceExchange<Time> {
     buyer.balance = buyer.balance.plus(shares.times(buy.limit.minus(price)));
     buy.fills.push({ shares, price, time: now });
     sell.fills.push({ shares, price, time: now });
-    this.executions.push({ buyId: buy.id, sellId: sell.id, shares: shares.toString(), price: price.toString(), time: now });
+    this.executions.push({
+      buyId: buy.id,
+      sellId: sell.id,
+      shares: shares.toString(),
+      price: price.toString(),
+      time: now,
+    });
   }
 
   /** <query id>. */
@@ -219,7 +249,8 @@ export class ReferenceExchange<Time> {
     if (!order) return { name: 'error', attributes: { id }, rejection: 'unknown order' };
     const parts: Array<StatusPart<Time>> = [];
     if (order.open.isPositive()) parts.push({ name: 'open', shares: order.open.toString() });
-    else if (order.canceled) parts.push({ name: 'canceled', shares: order.canceled.shares.toString(), time: order.canceled.time });
+    else if (order.canceled)
+      parts.push({ name: 'canceled', shares: order.canceled.shares.toString(), time: order.canceled.time });
     parts.push(...this.executed(order));
     return { name: 'status', attributes: { id }, parts };
   }
@@ -243,7 +274,12 @@ export class ReferenceExchange<Time> {
   }
 
   private executed(order: Order<Time>): Array<StatusPart<Time>> {
-    return order.fills.map((fill) => ({ name: 'executed', shares: fill.shares.toString(), price: fill.price.toString(), time: fill.time }));
+    return order.fills.map((fill) => ({
+      name: 'executed',
+      shares: fill.shares.toString(),
+      price: fill.price.toString(),
+      time: fill.time,
+    }));
   }
 
   /** An account never sees another account's orders. */

@@ -13,7 +13,10 @@ const MARKER = '\uFFFE';
 const REFERENCE: Record<string, string> = { t: '&#9;', n: '&#10;', r: '&#13;' };
 
 function marked(text: string, characters: RegExp): string {
-  return text.replace(characters, (character) => `${MARKER}${character === '\t' ? 't' : character === '\n' ? 'n' : 'r'}`);
+  return text.replace(
+    characters,
+    (character) => `${MARKER}${character === '\t' ? 't' : character === '\n' ? 'n' : 'r'}`,
+  );
 }
 
 function append(parent: XMLBuilder, reply: ReplyElement): void {
@@ -27,5 +30,7 @@ export function referenceRenderResults(results: readonly ReplyElement[]): string
   const document = create({ version: '1.0', encoding: 'UTF-8' });
   const root = document.ele('results');
   for (const result of results) append(root, result);
-  return document.end({ prettyPrint: true }).replace(/\uFFFE([tnr])/g, (_, letter: string) => REFERENCE[letter] as string);
+  return document
+    .end({ prettyPrint: true })
+    .replace(/\uFFFE([tnr])/g, (_, letter: string) => REFERENCE[letter] as string);
 }

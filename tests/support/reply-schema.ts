@@ -149,7 +149,10 @@ function run(command: string, args: readonly string[]): Promise<RunResult> {
  * The same as validateDocuments, by the xmllint program: `xmllint --noout --nonet --schema`,
  * a few hundred files per process. Throws if xmllint cannot run or the schema does not compile.
  */
-export async function validateWithXmllint(name: SchemaName, documents: readonly string[]): Promise<ValidationFailure[]> {
+export async function validateWithXmllint(
+  name: SchemaName,
+  documents: readonly string[],
+): Promise<ValidationFailure[]> {
   if (documents.length === 0) return [];
   const missing = XMLLINT.missing();
   if (missing) throw new Error(`${missing}; provide it with: ${XMLLINT.provide}`);
@@ -159,17 +162,28 @@ export async function validateWithXmllint(name: SchemaName, documents: readonly 
     const files = documents.map((_, index) => path.join(directory, `${String(index).padStart(6, '0')}.xml`));
     // Written a few at a time: 20,000 files opened at once exhaust the file descriptors.
     const write = pLimit(32);
-    await Promise.all(documents.map((document, index) => write(() => writeFile(files[index] as string, document, 'utf8'))));
+    await Promise.all(
+      documents.map((document, index) => write(() => writeFile(files[index] as string, document, 'utf8'))),
+    );
     const chunks: number[][] = [];
     for (let start = 0; start < documents.length; start += FILES_PER_PROCESS) {
-      chunks.push(Array.from({ length: Math.min(FILES_PER_PROCESS, documents.length - start) }, (_, offset) => start + offset));
+      chunks.push(
+        Array.from({ length: Math.min(FILES_PER_PROCESS, documents.length - start) }, (_, offset) => start + offset),
+      );
     }
     const failures: ValidationFailure[] = [];
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < chunks.length) {
         const chunk = chunks[next++] as number[];
-        failures.push(...(await validateChunk(schema, chunk.map((index) => files[index] as string), chunk, documents)));
+        failures.push(
+          ...(await validateChunk(
+            schema,
+            chunk.map((index) => files[index] as string),
+            chunk,
+            documents,
+          )),
+        );
       }
     };
     await Promise.all(Array.from({ length: Math.min(PARALLEL_PROCESSES, chunks.length) }, worker));
@@ -179,7 +193,12 @@ export async function validateWithXmllint(name: SchemaName, documents: readonly 
   }
 }
 
-async function validateChunk(schema: string, files: string[], indexes: number[], documents: readonly string[]): Promise<ValidationFailure[]> {
+async function validateChunk(
+  schema: string,
+  files: string[],
+  indexes: number[],
+  documents: readonly string[],
+): Promise<ValidationFailure[]> {
   const { code, output } = await run('xmllint', ['--noout', '--nonet', '--schema', schema, ...files]);
   // Exit codes: 0 all valid, 1 a file is not well-formed, 3 or 4 a file is not valid; 5 is a broken schema.
   if (code === 5 || /failed to compile/.test(output)) throw new Error(`${schema} does not compile:\n${output}`);
@@ -189,18 +208,26 @@ async function validateChunk(schema: string, files: string[], indexes: number[],
     if (lines.includes(`${file} validates`)) return;
     const errors = lines.filter((line) => line.startsWith(`${file}:`) || line === `${file} fails to validate`);
     const index = indexes[position] as number;
-    failures.push({ index, document: documents[index] as string, errors: errors.length > 0 ? errors : [`no verdict from xmllint (exit ${code})`] });
+    failures.push({
+      index,
+      document: documents[index] as string,
+      errors: errors.length > 0 ? errors : [`no verdict from xmllint (exit ${code})`],
+    });
   });
-  if (failures.length === 0 && code !== 0) throw new Error(`xmllint exited ${code} although every file validated:\n${output}`);
+  if (failures.length === 0 && code !== 0)
+    throw new Error(`xmllint exited ${code} although every file validated:\n${output}`);
   return failures;
 }
 
 function excerpt(document: string): string {
-  return document.length <= EXCERPT_CHARS ? document : `${document.slice(0, EXCERPT_CHARS)}\n... (${document.length - EXCERPT_CHARS} more characters)`;
+  return document.length <= EXCERPT_CHARS
+    ? document
+    : `${document.slice(0, EXCERPT_CHARS)}\n... (${document.length - EXCERPT_CHARS} more characters)`;
 }
 
 /** Validates every recorded reply against schema/replies.xsd; one message per invalid reply. */
 export function validateRecordedReplies(): string[] {
-  return validateDocuments('replies', [...recorded])
-    .map((failure) => `${failure.errors.join('\n')}\n--- reply:\n${excerpt(failure.document)}`);
+  return validateDocuments('replies', [...recorded]).map(
+    (failure) => `${failure.errors.join('\n')}\n--- reply:\n${excerpt(failure.document)}`,
+  );
 }

@@ -35,8 +35,12 @@ export function program(what: string, provide: string, args: readonly string[], 
     provide,
     missing: once(() => {
       const result = spawnSync(binary, args, { encoding: 'utf8', timeout: 10_000 });
-      if (result.error) return (result.error as NodeJS.ErrnoException).code === 'ENOENT' ? `${binary} is not installed` : result.error.message;
-      if (result.status !== 0) return `${binary} ${args.join(' ')} exited ${result.status}: ${`${result.stderr}${result.stdout}`.trim()}`;
+      if (result.error)
+        return (result.error as NodeJS.ErrnoException).code === 'ENOENT'
+          ? `${binary} is not installed`
+          : result.error.message;
+      if (result.status !== 0)
+        return `${binary} ${args.join(' ')} exited ${result.status}: ${`${result.stderr}${result.stdout}`.trim()}`;
       return null;
     }),
   };
@@ -70,7 +74,9 @@ export function titleNeeding(title: string, ...requirements: Requirement[]): str
 export function skipUnless(context: Context, ...requirements: Requirement[]): void {
   const missing = unmet(requirements);
   if (missing.length === 0) return;
-  const reasons = missing.map((requirement) => `${requirement.what} (${requirement.missing()}; provide it with: ${requirement.provide})`).join('; ');
+  const reasons = missing
+    .map((requirement) => `${requirement.what} (${requirement.missing()}; provide it with: ${requirement.provide})`)
+    .join('; ');
   if (requireAllTests()) throw new Error(`${REQUIRE_ALL_TESTS_VARIABLE}=1 and this test needs ${reasons}`);
   context.skip();
 }

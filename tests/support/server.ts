@@ -50,10 +50,16 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   // A connection lost under a test's proxy must not crash the test process.
   pool.on('error', () => undefined);
   await applySchema(pool);
-  const statusReadPool = createPool({ databaseUrl: options.poolUrl ?? database.url, maxConnections: 1, isolation: 'read committed' });
+  const statusReadPool = createPool({
+    databaseUrl: options.poolUrl ?? database.url,
+    maxConnections: 1,
+    isolation: 'read committed',
+  });
   statusReadPool.on('error', () => undefined);
   const store = new PostgresExchangeStore(pool, undefined, undefined, statusReadPool, options.writeLimits);
-  const cache = options.redisUrl ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 }) : null;
+  const cache = options.redisUrl
+    ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 })
+    : null;
   const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache, pool) : store;
   const listener = new ExchangeListener(
     {

@@ -6,7 +6,9 @@ import { PROJECT_ROOT } from './process.js';
 /** The fields of `exchange-stress --json` the tests read. */
 export type StressSummary = {
   framing: string;
-  requests: number; orders: number; failedRequests: number;
+  requests: number;
+  orders: number;
+  failedRequests: number;
   errors: Record<string, number>;
   rejections: Record<string, number>;
   latencyMs: Record<string, number>;
@@ -35,7 +37,10 @@ function run(script: string, args: string[], options: RunOptions): Promise<Clien
     // No DATABASE_URL from the environment: each test says whether SQL verification is used.
     const env = { ...process.env, DATABASE_URL: '', REPLY_FRAMING: '', ...options.env };
     const started = Date.now();
-    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(process.execPath, [path.join(PROJECT_ROOT, script), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+    });
     let stdout = '';
     let stderr = '';
     let timedOut = false;

@@ -5,8 +5,13 @@ import { recordReply } from './reply-schema.js';
 export type ReplyNode = { name: string; attributes: Record<string, string>; text: string; children: ReplyNode[] };
 
 const parser = new XMLParser({
-  preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', parseAttributeValue: false, parseTagValue: false,
-  ignoreDeclaration: true, trimValues: true,
+  preserveOrder: true,
+  ignoreAttributes: false,
+  attributeNamePrefix: '',
+  parseAttributeValue: false,
+  parseTagValue: false,
+  ignoreDeclaration: true,
+  trimValues: true,
 });
 
 function toNode(raw: Record<string, unknown>): ReplyNode | null {
@@ -25,8 +30,11 @@ function toNode(raw: Record<string, unknown>): ReplyNode | null {
 export function parseResults(xml: string): ReplyNode[] {
   recordReply(xml);
   if (!xml.startsWith('<?xml')) throw new Error(`reply lacks an XML declaration: ${xml}`);
-  const roots = (parser.parse(xml) as Array<Record<string, unknown>>).map(toNode).filter((node): node is ReplyNode => node !== null);
+  const roots = (parser.parse(xml) as Array<Record<string, unknown>>)
+    .map(toNode)
+    .filter((node): node is ReplyNode => node !== null);
   const root = roots[0];
-  if (roots.length !== 1 || !root || root.name !== 'results') throw new Error(`reply is not one <results> document: ${xml}`);
+  if (roots.length !== 1 || !root || root.name !== 'results')
+    throw new Error(`reply is not one <results> document: ${xml}`);
   return root.children;
 }

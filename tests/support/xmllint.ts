@@ -71,7 +71,9 @@ async function verdicts(files: string[], run: (batch: string[]) => Promise<Run>)
     const found = malformed.size - before;
     // The exit status must agree with what was read from the error lines.
     if ((code === 0) !== (found === 0)) {
-      throw new Error(`could not read xmllint's verdict (exit ${code}, ${found} files in error):\n${stderr.slice(0, 2_000)}`);
+      throw new Error(
+        `could not read xmllint's verdict (exit ${code}, ${found} files in error):\n${stderr.slice(0, 2_000)}`,
+      );
     }
   }
   return files.map((file) => !malformed.has(file));

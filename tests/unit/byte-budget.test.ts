@@ -49,8 +49,18 @@ describe('ByteBudget', () => {
     const budget = new ByteBudget(10);
     budget.adjust(10);
     const woken: string[] = [];
-    const gone: BudgetWaiter = { retry: () => { woken.push('gone'); return true; } };
-    const next: BudgetWaiter = { retry: () => { woken.push('next'); return true; } };
+    const gone: BudgetWaiter = {
+      retry: () => {
+        woken.push('gone');
+        return true;
+      },
+    };
+    const next: BudgetWaiter = {
+      retry: () => {
+        woken.push('next');
+        return true;
+      },
+    };
     budget.wait(gone);
     budget.wait(next);
     budget.cancel(gone);

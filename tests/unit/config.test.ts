@@ -58,8 +58,13 @@ describe('loadConfig', () => {
 
   it('checks LOG_LEVEL and LOG_FORMAT instead of ignoring a typo', () => {
     expect(config([], { LOG_LEVEL: 'warn', LOG_FORMAT: 'json' })).to.include({ logLevel: 'warn', logFormat: 'json' });
-    expect(config(['--log-level', 'debug', '--log-format', 'pretty'])).to.include({ logLevel: 'debug', logFormat: 'pretty' });
-    expect(configError([], { LOG_LEVEL: 'verbose' }).message).to.match(/LOG_LEVEL="verbose": must be one of debug, info, warn, error, silent/);
+    expect(config(['--log-level', 'debug', '--log-format', 'pretty'])).to.include({
+      logLevel: 'debug',
+      logFormat: 'pretty',
+    });
+    expect(configError([], { LOG_LEVEL: 'verbose' }).message).to.match(
+      /LOG_LEVEL="verbose": must be one of debug, info, warn, error, silent/,
+    );
     expect(configError([], { LOG_LEVEL: 'INFO' }).message).to.match(/LOG_LEVEL/);
     expect(configError(['--log-format', 'xml']).message).to.match(/--log-format="xml"/);
   });
@@ -135,7 +140,15 @@ describe('loadConfig', () => {
   });
 
   it('reads flags, in both --flag value and --flag=value forms', () => {
-    const loaded = config(['--port', '3000', '--reply-framing=length', '--database-url', 'postgres://x/y', '--data-dir', 'rel/dir']);
+    const loaded = config([
+      '--port',
+      '3000',
+      '--reply-framing=length',
+      '--database-url',
+      'postgres://x/y',
+      '--data-dir',
+      'rel/dir',
+    ]);
     expect(loaded.port).to.equal(3000);
     expect(loaded.replyFraming).to.equal('length');
     expect(loaded.databaseUrl).to.equal('postgres://x/y');
@@ -233,11 +246,20 @@ describe('helpText', () => {
   it('lists every flag with its environment variable and default', () => {
     const text = helpText();
     const pairs: Array<[string, string]> = [
-      ['--port', 'PORT'], ['--host', 'HOST'], ['--database-url', 'DATABASE_URL'], ['--redis-url', 'REDIS_URL'],
-      ['--reply-framing', 'REPLY_FRAMING'], ['--max-request-bytes', 'MAX_REQUEST_BYTES'],
-      ['--request-timeout-ms', 'REQUEST_TIMEOUT_MS'], ['--idle-timeout-ms', 'IDLE_TIMEOUT_MS'], ['--grace-ms', 'GRACE_MS'],
-      ['--max-connections', 'MAX_CONNECTIONS'], ['--db-pool-size', 'DB_POOL_SIZE'], ['--data-dir', 'DATA_DIR'],
-      ['--embedded-pg-port', 'EMBEDDED_PG_PORT'], ['--shutdown-timeout-ms', 'SHUTDOWN_TIMEOUT_MS'],
+      ['--port', 'PORT'],
+      ['--host', 'HOST'],
+      ['--database-url', 'DATABASE_URL'],
+      ['--redis-url', 'REDIS_URL'],
+      ['--reply-framing', 'REPLY_FRAMING'],
+      ['--max-request-bytes', 'MAX_REQUEST_BYTES'],
+      ['--request-timeout-ms', 'REQUEST_TIMEOUT_MS'],
+      ['--idle-timeout-ms', 'IDLE_TIMEOUT_MS'],
+      ['--grace-ms', 'GRACE_MS'],
+      ['--max-connections', 'MAX_CONNECTIONS'],
+      ['--db-pool-size', 'DB_POOL_SIZE'],
+      ['--data-dir', 'DATA_DIR'],
+      ['--embedded-pg-port', 'EMBEDDED_PG_PORT'],
+      ['--shutdown-timeout-ms', 'SHUTDOWN_TIMEOUT_MS'],
       ['--metrics-host', 'METRICS_HOST'],
     ];
     for (const [flag, env] of pairs) {

@@ -1,7 +1,12 @@
 import { expect } from 'chai';
 import { seededRandom as prng } from '../../client/random.js';
-import { absDecimal, canonicalDecimal, checkDecimal, MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS } from '../../server/protocol/decimal.js';
-
+import {
+  absDecimal,
+  canonicalDecimal,
+  checkDecimal,
+  MAX_FRACTION_DIGITS,
+  MAX_INTEGER_DIGITS,
+} from '../../server/protocol/decimal.js';
 
 function digits(random: () => number, count: number): string {
   let text = '';
@@ -35,8 +40,36 @@ describe('checkDecimal', () => {
   }
 
   const rejected = [
-    '', ' ', '+5', '+0', '--5', '-', '.', '.5', '5.', '-.5', '1e3', '1E3', '1e-3', ' 5', '5 ', '\t5', '5\n',
-    '1,5', '1_000', '0x10', '0b1', 'NaN', 'Infinity', '-Infinity', 'abc', '1.2.3', '$5', '5$', '１', '٣',
+    '',
+    ' ',
+    '+5',
+    '+0',
+    '--5',
+    '-',
+    '.',
+    '.5',
+    '5.',
+    '-.5',
+    '1e3',
+    '1E3',
+    '1e-3',
+    ' 5',
+    '5 ',
+    '\t5',
+    '5\n',
+    '1,5',
+    '1_000',
+    '0x10',
+    '0b1',
+    'NaN',
+    'Infinity',
+    '-Infinity',
+    'abc',
+    '1.2.3',
+    '$5',
+    '5$',
+    '１',
+    '٣',
     '1'.repeat(MAX_INTEGER_DIGITS + 1),
     `0.${'1'.repeat(MAX_FRACTION_DIGITS + 1)}`,
     '1'.repeat(65),
@@ -93,7 +126,9 @@ describe('canonicalDecimal', () => {
       const leadingZeros = '0'.repeat(Math.floor(random() * 4));
       const integerPart = digits(random, 1 + Math.floor(random() * 30));
       const hasFraction = random() < 0.7;
-      const fractionPart = hasFraction ? digits(random, 1 + Math.floor(random() * 20)) + '0'.repeat(Math.floor(random() * 4)) : '';
+      const fractionPart = hasFraction
+        ? digits(random, 1 + Math.floor(random() * 20)) + '0'.repeat(Math.floor(random() * 4))
+        : '';
       const input = `${negative ? '-' : ''}${leadingZeros}${integerPart}${hasFraction ? `.${fractionPart}` : ''}`;
 
       const integer = integerPart.replace(/^0+/, '') || '0';

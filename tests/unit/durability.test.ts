@@ -8,7 +8,12 @@ import { DurabilityBarrier, DurabilityLostError, parseLsn } from '../../server/s
 type Covered = { lsn: bigint; epoch: string };
 
 /** A flusher whose flushes the test ends one by one, each covering what it is told (in epoch E1 unless told otherwise). */
-function controlledFlusher(): { flush: () => Promise<Covered>; started: () => number; finish: (lsn: bigint, epoch?: string) => void; fail: () => void } {
+function controlledFlusher(): {
+  flush: () => Promise<Covered>;
+  started: () => number;
+  finish: (lsn: bigint, epoch?: string) => void;
+  fail: () => void;
+} {
   const pending: Array<{ resolve: (covered: Covered) => void; reject: (error: Error) => void }> = [];
   let started = 0;
   return {
@@ -34,7 +39,8 @@ describe('durability barrier', () => {
     expect(parseLsn('0/0')).to.equal(0n);
     expect(parseLsn('16/B374D848')).to.equal((0x16n << 32n) | 0xb374d848n);
     expect(parseLsn('FFFFFFFF/FFFFFFFF')).to.equal((1n << 64n) - 1n);
-    for (const bad of ['', '16', '16/', '/1', '1/2/3', 'G/0', '123456789/0']) expect(() => parseLsn(bad), bad).to.throw(/WAL position/);
+    for (const bad of ['', '16', '16/', '/1', '1/2/3', 'G/0', '123456789/0'])
+      expect(() => parseLsn(bad), bad).to.throw(/WAL position/);
   });
 
   it('does not flush what PostgreSQL already reported flushed', async () => {
@@ -53,7 +59,9 @@ describe('durability barrier', () => {
     await tick();
     expect(flusher.started()).to.equal(1);
     // Committed while that flush runs: it may not cover them, so they wait for the next one.
-    const later = Array.from({ length: 20 }, (_, index) => barrier.waitFor(mark(20n, 0n)).then(() => done.push(100 + index)));
+    const later = Array.from({ length: 20 }, (_, index) =>
+      barrier.waitFor(mark(20n, 0n)).then(() => done.push(100 + index)),
+    );
     await tick();
     expect(flusher.started(), 'the second flush waits for the first').to.equal(1);
     flusher.finish(15n);

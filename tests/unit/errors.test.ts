@@ -26,7 +26,9 @@ describe('error codes', () => {
   });
 
   it('each fixed message names one code, and reads back to it', () => {
-    const fixed = Object.entries(ERROR_MESSAGES).filter(([, message]) => message !== null) as Array<[FixedErrorCode, string]>;
+    const fixed = Object.entries(ERROR_MESSAGES).filter(([, message]) => message !== null) as Array<
+      [FixedErrorCode, string]
+    >;
     expect(new Set(fixed.map(([, message]) => message)).size).to.equal(fixed.length);
     for (const [code, message] of fixed) {
       expect(problem(code)).to.deep.equal({ code, message });
@@ -37,7 +39,10 @@ describe('error codes', () => {
 
   it('codes are snake_case words, usable as metric label values', () => {
     for (const code of Object.keys(ERROR_MESSAGES)) expect(code).to.match(/^[a-z]+(_[a-z]+)*$/);
-    expect(detailedProblem('invalid_item', 'missing sym')).to.deep.equal({ code: 'invalid_item', message: 'missing sym' });
+    expect(detailedProblem('invalid_item', 'missing sym')).to.deep.equal({
+      code: 'invalid_item',
+      message: 'missing sym',
+    });
   });
 
   // The framing error metric's label values predate the codes; the codes keep them.
@@ -57,13 +62,18 @@ describe('error codes', () => {
 
   it('error replies are counted by code, not by message', async () => {
     // Requests refused before they reach the store: any store call is a failure of this test.
-    const noStore = new Proxy({}, { get: () => () => Promise.reject(new Error('the store was called')) }) as ExchangeStore;
+    const noStore = new Proxy(
+      {},
+      { get: () => () => Promise.reject(new Error('the store was called')) },
+    ) as ExchangeStore;
     const process = createRequestProcessor(noStore);
     const count = async (code: string): Promise<number> =>
       (await metrics.errors.get()).values.find((value) => value.labels.code === code)?.value ?? 0;
     const before = await count('invalid_request');
     const reply = await process(Buffer.from('<nope/>'));
-    expect(reply).to.contain("<error>unknown root element 'nope': expected &lt;create&gt; or &lt;transactions&gt;</error>");
+    expect(reply).to.contain(
+      "<error>unknown root element 'nope': expected &lt;create&gt; or &lt;transactions&gt;</error>",
+    );
     expect(await count('invalid_request')).to.equal(before + 1);
   });
 });

@@ -4,7 +4,7 @@ import { Decimal, canonical } from '../support/exact-decimal.js';
 
 const d = (text: string): Decimal => Decimal.parse(text);
 
-describe('the reference model\'s exact decimals', () => {
+describe("the reference model's exact decimals", () => {
   it('adds, subtracts and multiplies exactly', () => {
     expect(d('0.1').plus(d('0.2')).toString()).to.equal('0.3');
     expect(d('0.3').minus(d('0.1')).minus(d('0.2')).toString()).to.equal('0');
@@ -12,7 +12,11 @@ describe('the reference model\'s exact decimals', () => {
     expect(d('1').minus(d('1.75')).toString()).to.equal('-0.75');
     // A 16-place amount times a 16-place limit has 32 places, all kept.
     expect(d('0.0000000000000001').times(d('0.0000000000000003')).toString()).to.equal(`0.${'0'.repeat(31)}3`);
-    expect(d(`${'9'.repeat(24)}.5`).times(d('2')).toString()).to.equal(`1${'9'.repeat(23)}9`);
+    expect(
+      d(`${'9'.repeat(24)}.5`)
+        .times(d('2'))
+        .toString(),
+    ).to.equal(`1${'9'.repeat(23)}9`);
   });
 
   it('compares across scales and signs', () => {
@@ -26,8 +30,15 @@ describe('the reference model\'s exact decimals', () => {
   });
 
   it('writes canonical text: no leading zeros, no trailing zeros after the point, no "-0"', () => {
-    expect(['007', '1.50', '0.000', '-0', '-0.250', '00.5', '120'].map(canonical))
-      .to.deep.equal(['7', '1.5', '0', '0', '-0.25', '0.5', '120']);
+    expect(['007', '1.50', '0.000', '-0', '-0.250', '00.5', '120'].map(canonical)).to.deep.equal([
+      '7',
+      '1.5',
+      '0',
+      '0',
+      '-0.25',
+      '0.5',
+      '120',
+    ]);
   });
 
   it('refuses what is not a plain decimal', () => {

@@ -1,18 +1,28 @@
 import { expect } from 'chai';
 import { seededRandom as prng } from '../../client/random.js';
 import {
-  ReplyDecoder, RequestFramer, frameReply, frameRequest, withoutRepeatedLengthLine, type FrameEvent, type ReplyEvent, type ReplyFraming,
+  ReplyDecoder,
+  RequestFramer,
+  frameReply,
+  frameRequest,
+  withoutRepeatedLengthLine,
+  type FrameEvent,
+  type ReplyEvent,
+  type ReplyFraming,
 } from '../../server/protocol/framing.js';
 import { isCompleteDocument } from '../../server/protocol/parse-request.js';
 import { renderResults } from '../../server/protocol/render-reply.js';
 import { element, errorElement } from '../../server/protocol/replies.js';
 import { detailedProblem } from '../../server/errors.js';
 
-
 type Shown = { type: 'request'; body: string } | { type: 'error'; reason: string };
 
 function show(events: FrameEvent[]): Shown[] {
-  return events.map((event) => (event.type === 'request' ? { type: 'request', body: event.body.toString('utf8') } : { type: 'error', reason: event.problem.message }));
+  return events.map((event) =>
+    event.type === 'request'
+      ? { type: 'request', body: event.body.toString('utf8') }
+      : { type: 'error', reason: event.problem.message },
+  );
 }
 
 function feed(framer: RequestFramer, chunks: Buffer[]): Shown[] {
@@ -43,7 +53,8 @@ function randomChunks(bytes: Buffer, random: () => number, maxChunk: number): Bu
 
 const MAX = 1_048_576;
 const CREATE = '<?xml version="1.0" encoding="UTF-8"?>\n<create><account id="1" balance="1000"/></create>';
-const TRANSACTIONS = '<transactions id="1"><order sym="SPY" amount="100" limit="145.67"/><query id="1"/></transactions>';
+const TRANSACTIONS =
+  '<transactions id="1"><order sym="SPY" amount="100" limit="145.67"/><query id="1"/></transactions>';
 const UNICODE = '<create><account id="2" balance="5">é€😀</account></create>';
 
 /** Three requests back to back, with every tolerated framing variation between them. */
@@ -96,7 +107,11 @@ describe('RequestFramer', () => {
     it('splits a multibyte UTF-8 character across chunks without damage', () => {
       const bytes = frame(UNICODE);
       const euro = bytes.indexOf(Buffer.from('€'));
-      const events = feed(new RequestFramer(MAX), [bytes.subarray(0, euro + 1), bytes.subarray(euro + 1, euro + 2), bytes.subarray(euro + 2)]);
+      const events = feed(new RequestFramer(MAX), [
+        bytes.subarray(0, euro + 1),
+        bytes.subarray(euro + 1, euro + 2),
+        bytes.subarray(euro + 2),
+      ]);
       expect(events).to.deep.equal([{ type: 'request', body: UNICODE }]);
     });
 
@@ -120,7 +135,9 @@ describe('RequestFramer', () => {
 
   describe('length line', () => {
     it('accepts \\r\\n after the length', () => {
-      expect(feed(new RequestFramer(MAX), [Buffer.from('5\r\nhello')])).to.deep.equal([{ type: 'request', body: 'hello' }]);
+      expect(feed(new RequestFramer(MAX), [Buffer.from('5\r\nhello')])).to.deep.equal([
+        { type: 'request', body: 'hello' },
+      ]);
     });
 
     it('accepts blank lines and spaces before the number', () => {
@@ -131,7 +148,9 @@ describe('RequestFramer', () => {
     });
 
     it('accepts leading zeros', () => {
-      expect(feed(new RequestFramer(MAX), [Buffer.from('0005\nhello')])).to.deep.equal([{ type: 'request', body: 'hello' }]);
+      expect(feed(new RequestFramer(MAX), [Buffer.from('0005\nhello')])).to.deep.equal([
+        { type: 'request', body: 'hello' },
+      ]);
       expect(feed(new RequestFramer(MAX), [Buffer.from('00\n')])).to.deep.equal([{ type: 'request', body: '' }]);
     });
 
@@ -145,7 +164,16 @@ describe('RequestFramer', () => {
     });
 
     it('rejects a length line that is not digits', () => {
-      for (const line of ['abc\n', '5x\nhello', '-5\nhello', '+5\nhello', '5 3\nhello', '0x10\n', '<create/>', '5.0\nhello']) {
+      for (const line of [
+        'abc\n',
+        '5x\nhello',
+        '-5\nhello',
+        '+5\nhello',
+        '5 3\nhello',
+        '0x10\n',
+        '<create/>',
+        '5.0\nhello',
+      ]) {
         const events = feed(new RequestFramer(MAX), [Buffer.from(line)]);
         expect(events, JSON.stringify(line)).to.have.length(1);
         expect(events[0]?.type, JSON.stringify(line)).to.equal('error');
@@ -245,15 +273,24 @@ describe('RequestFramer', () => {
       ];
       expect(feed(new RequestFramer(MAX), byteByByte(stream))).to.deep.equal(expected);
       for (let cut = 0; cut <= stream.length; cut++) {
-        expect(feed(new RequestFramer(MAX), [stream.subarray(0, cut), stream.subarray(cut)]), `cut at ${cut}`).to.deep.equal(expected);
+        expect(
+          feed(new RequestFramer(MAX), [stream.subarray(0, cut), stream.subarray(cut)]),
+          `cut at ${cut}`,
+        ).to.deep.equal(expected);
       }
     });
 
     it('tolerates on the inner line what it tolerates on the outer one: \\r\\n, spaces after, leading zeros', () => {
-      for (const [before, after] of [['', '\r\n'], ['', ' \t\r\n'], ['000', '\n']] as const) {
+      for (const [before, after] of [
+        ['', '\r\n'],
+        ['', ' \t\r\n'],
+        ['000', '\n'],
+      ] as const) {
         const body = Buffer.from(`${before}${Buffer.byteLength(TRANSACTIONS)}${after}${TRANSACTIONS}`);
         const framed = Buffer.concat([Buffer.from(`${body.length}\n`), body]);
-        expect(feed(new RequestFramer(MAX), [framed]), JSON.stringify([before, after])).to.deep.equal([{ type: 'request', body: TRANSACTIONS }]);
+        expect(feed(new RequestFramer(MAX), [framed]), JSON.stringify([before, after])).to.deep.equal([
+          { type: 'request', body: TRANSACTIONS },
+        ]);
       }
     });
 
@@ -261,7 +298,9 @@ describe('RequestFramer', () => {
       const bytes = Buffer.byteLength(TRANSACTIONS);
       for (const inner of [bytes - 1, bytes + 1, 0, 10 * bytes]) {
         const body = `${inner}\n${TRANSACTIONS}`;
-        expect(feed(new RequestFramer(MAX), [frame(body)]), `inner ${inner}`).to.deep.equal([{ type: 'request', body }]);
+        expect(feed(new RequestFramer(MAX), [frame(body)]), `inner ${inner}`).to.deep.equal([
+          { type: 'request', body },
+        ]);
       }
     });
 
@@ -273,7 +312,10 @@ describe('RequestFramer', () => {
         expect(withoutRepeatedLengthLine(Buffer.from(body)).toString(), JSON.stringify(body)).to.equal(body);
       }
       expect(withoutRepeatedLengthLine(Buffer.from('0\n')).toString()).to.equal('');
-      expect(withoutRepeatedLengthLine(Buffer.from(`${'0'.repeat(40)}5\nhello`)).toString(), 'an inner line past 32 bytes is not a length line').to.equal(`${'0'.repeat(40)}5\nhello`);
+      expect(
+        withoutRepeatedLengthLine(Buffer.from(`${'0'.repeat(40)}5\nhello`)).toString(),
+        'an inner line past 32 bytes is not a length line',
+      ).to.equal(`${'0'.repeat(40)}5\nhello`);
     });
 
     it('applies to a complete short body taken after the grace period, and at half-close', () => {
@@ -433,9 +475,15 @@ describe('frameReply', () => {
     expect(frameReply(multibyte, 'bare').equals(Buffer.from(multibyte, 'utf8'))).to.equal(true);
   });
 
-  for (const [label, xml] of [['ASCII', ascii], ['multibyte UTF-8', multibyte]] as const) {
+  for (const [label, xml] of [
+    ['ASCII', ascii],
+    ['multibyte UTF-8', multibyte],
+  ] as const) {
     it(`length: the byte count, a newline, the document (${label})`, () => {
-      const expected = Buffer.concat([Buffer.from(`${Buffer.byteLength(xml, 'utf8')}\n`, 'ascii'), Buffer.from(xml, 'utf8')]);
+      const expected = Buffer.concat([
+        Buffer.from(`${Buffer.byteLength(xml, 'utf8')}\n`, 'ascii'),
+        Buffer.from(xml, 'utf8'),
+      ]);
       expect(frameReply(xml, 'length').equals(expected)).to.equal(true);
     });
   }
@@ -448,7 +496,9 @@ describe('frameReply', () => {
   it('length: a framed reply reads back with the request framer (framed like a request)', () => {
     const framer = new RequestFramer(1 << 20);
     const events = framer.push(Buffer.concat([frameReply(ascii, 'length'), frameReply(multibyte, 'length')]));
-    expect(events.map((event) => (event.type === 'request' ? event.body.toString('utf8') : event.problem.message))).to.deep.equal([ascii, multibyte]);
+    expect(
+      events.map((event) => (event.type === 'request' ? event.body.toString('utf8') : event.problem.message)),
+    ).to.deep.equal([ascii, multibyte]);
   });
 });
 
@@ -456,9 +506,15 @@ describe('ReplyDecoder', () => {
   const ONE = renderResults([element('created', [['id', '1']])]);
   const TWO = renderResults([errorElement([['sym', 'é']], detailedProblem('invalid_item', '€ and 😀'))]);
 
-  type ShownReply = { type: 'reply'; xml: string } | { type: 'error'; code: string; serverFraming: ReplyFraming | null };
-  const showReplies = (events: ReplyEvent[]): ShownReply[] => events.map((event) => (event.type === 'reply'
-    ? event : { type: 'error', code: event.error.code, serverFraming: event.error.serverFraming }));
+  type ShownReply =
+    | { type: 'reply'; xml: string }
+    | { type: 'error'; code: string; serverFraming: ReplyFraming | null };
+  const showReplies = (events: ReplyEvent[]): ShownReply[] =>
+    events.map((event) =>
+      event.type === 'reply'
+        ? event
+        : { type: 'error', code: event.error.code, serverFraming: event.error.serverFraming },
+    );
 
   function decode(decoder: ReplyDecoder, chunks: Buffer[], close = false): ShownReply[] {
     const events: ReplyEvent[] = [];
@@ -469,22 +525,34 @@ describe('ReplyDecoder', () => {
 
   describe('length framing', () => {
     const stream = Buffer.concat([frameReply(ONE, 'length'), frameReply(TWO, 'length'), frameReply(ONE, 'length')]);
-    const expected = [{ type: 'reply', xml: ONE }, { type: 'reply', xml: TWO }, { type: 'reply', xml: ONE }];
+    const expected = [
+      { type: 'reply', xml: ONE },
+      { type: 'reply', xml: TWO },
+      { type: 'reply', xml: ONE },
+    ];
 
     it('decodes replies back to back, however the stream is chunked', () => {
       expect(decode(new ReplyDecoder('length'), [stream], true)).to.deep.equal(expected);
       expect(decode(new ReplyDecoder('length'), byteByByte(stream), true)).to.deep.equal(expected);
       for (let cut = 0; cut <= stream.length; cut++) {
-        expect(decode(new ReplyDecoder('length'), [stream.subarray(0, cut), stream.subarray(cut)], true), `cut at ${cut}`).to.deep.equal(expected);
+        expect(
+          decode(new ReplyDecoder('length'), [stream.subarray(0, cut), stream.subarray(cut)], true),
+          `cut at ${cut}`,
+        ).to.deep.equal(expected);
       }
       for (let seed = 1; seed <= 50; seed++) {
-        expect(decode(new ReplyDecoder('length'), randomChunks(stream, prng(seed), 30), true), `seed ${seed}`).to.deep.equal(expected);
+        expect(
+          decode(new ReplyDecoder('length'), randomChunks(stream, prng(seed), 30), true),
+          `seed ${seed}`,
+        ).to.deep.equal(expected);
       }
     });
 
     it('says at once that a bare server replied (the reply starts with "<"), never waiting for more', () => {
       const decoder = new ReplyDecoder('length');
-      expect(decode(decoder, [Buffer.from('<?xml')])).to.deep.equal([{ type: 'error', code: 'wrong-framing', serverFraming: 'bare' }]);
+      expect(decode(decoder, [Buffer.from('<?xml')])).to.deep.equal([
+        { type: 'error', code: 'wrong-framing', serverFraming: 'bare' },
+      ]);
       expect(decoder.hasPartialReply()).to.equal(false);
       expect(decode(decoder, [Buffer.from(' version="1.0"?>')], true), 'nothing after the error').to.deep.equal([]);
     });
@@ -492,7 +560,10 @@ describe('ReplyDecoder', () => {
     it('a bad length line is an error, never a loop or a wait', () => {
       for (const bad of ['12x\n', 'abc\n', '-5\n', '1.5\n', `${'1'.repeat(40)}`, '5 5\n']) {
         const shown = decode(new ReplyDecoder('length'), [frameReply(ONE, 'length'), Buffer.from(bad)]);
-        expect(shown, JSON.stringify(bad)).to.deep.equal([{ type: 'reply', xml: ONE }, { type: 'error', code: 'bad-length-line', serverFraming: null }]);
+        expect(shown, JSON.stringify(bad)).to.deep.equal([
+          { type: 'reply', xml: ONE },
+          { type: 'error', code: 'bad-length-line', serverFraming: null },
+        ]);
       }
       // Mid-stream, a document where a length line belongs is a broken stream, not a framing to detect.
       const shown = decode(new ReplyDecoder('length'), [frameReply(ONE, 'length'), frameReply(ONE, 'bare')]);
@@ -500,14 +571,22 @@ describe('ReplyDecoder', () => {
     });
 
     it('refuses a declared length above its maximum without buffering it', () => {
-      expect(decode(new ReplyDecoder('length', 1000), [Buffer.from('1001\n<')])).to.deep.equal([{ type: 'error', code: 'reply-too-large', serverFraming: null }]);
-      expect(decode(new ReplyDecoder('length'), [Buffer.from('99999999999999999999\n')])).to.deep.equal([{ type: 'error', code: 'reply-too-large', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('length', 1000), [Buffer.from('1001\n<')])).to.deep.equal([
+        { type: 'error', code: 'reply-too-large', serverFraming: null },
+      ]);
+      expect(decode(new ReplyDecoder('length'), [Buffer.from('99999999999999999999\n')])).to.deep.equal([
+        { type: 'error', code: 'reply-too-large', serverFraming: null },
+      ]);
     });
 
     it('a close in the middle of a reply is "truncated"; a close between replies is nothing', () => {
       const framed = frameReply(ONE, 'length');
-      expect(decode(new ReplyDecoder('length'), [framed.subarray(0, framed.length - 1)], true)).to.deep.equal([{ type: 'error', code: 'truncated', serverFraming: null }]);
-      expect(decode(new ReplyDecoder('length'), [Buffer.from('12')], true)).to.deep.equal([{ type: 'error', code: 'truncated', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('length'), [framed.subarray(0, framed.length - 1)], true)).to.deep.equal([
+        { type: 'error', code: 'truncated', serverFraming: null },
+      ]);
+      expect(decode(new ReplyDecoder('length'), [Buffer.from('12')], true)).to.deep.equal([
+        { type: 'error', code: 'truncated', serverFraming: null },
+      ]);
       expect(decode(new ReplyDecoder('length'), [framed], true)).to.deep.equal([{ type: 'reply', xml: ONE }]);
       expect(decode(new ReplyDecoder('length'), [], true)).to.deep.equal([]);
     });
@@ -523,27 +602,36 @@ describe('ReplyDecoder', () => {
     });
 
     it('says at once that a length server replied (the reply starts with a digit)', () => {
-      expect(decode(new ReplyDecoder('bare'), [Buffer.from('1')])).to.deep.equal([{ type: 'error', code: 'wrong-framing', serverFraming: 'length' }]);
+      expect(decode(new ReplyDecoder('bare'), [Buffer.from('1')])).to.deep.equal([
+        { type: 'error', code: 'wrong-framing', serverFraming: 'length' },
+      ]);
     });
 
     it('a close with no reply at all is "no-reply"; bytes that are no reply are "not-a-reply"', () => {
-      expect(decode(new ReplyDecoder('bare'), [], true)).to.deep.equal([{ type: 'error', code: 'no-reply', serverFraming: null }]);
-      expect(decode(new ReplyDecoder('bare'), [Buffer.from('HTTP/1.1 400')])).to.deep.equal([{ type: 'error', code: 'not-a-reply', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('bare'), [], true)).to.deep.equal([
+        { type: 'error', code: 'no-reply', serverFraming: null },
+      ]);
+      expect(decode(new ReplyDecoder('bare'), [Buffer.from('HTTP/1.1 400')])).to.deep.equal([
+        { type: 'error', code: 'not-a-reply', serverFraming: null },
+      ]);
     });
 
     it('refuses a reply above its maximum', () => {
-      expect(decode(new ReplyDecoder('bare', 100), [Buffer.from(`<${'x'.repeat(100)}`)])).to.deep.equal([{ type: 'error', code: 'reply-too-large', serverFraming: null }]);
+      expect(decode(new ReplyDecoder('bare', 100), [Buffer.from(`<${'x'.repeat(100)}`)])).to.deep.equal([
+        { type: 'error', code: 'reply-too-large', serverFraming: null },
+      ]);
     });
   });
 
-  describe('auto (detecting the server\'s framing)', () => {
+  describe("auto (detecting the server's framing)", () => {
     it('takes length framing from a first reply that starts with a digit, and holds to it', () => {
       const decoder = new ReplyDecoder('auto');
       expect(decoder.framing).to.equal(null);
       expect(decode(decoder, [frameReply(ONE, 'length').subarray(0, 1)])).to.deep.equal([]);
       expect(decoder.framing).to.equal('length');
       expect(decode(decoder, [frameReply(ONE, 'length').subarray(1), frameReply(TWO, 'length')], true)).to.deep.equal([
-        { type: 'reply', xml: ONE }, { type: 'reply', xml: TWO },
+        { type: 'reply', xml: ONE },
+        { type: 'reply', xml: TWO },
       ]);
     });
 

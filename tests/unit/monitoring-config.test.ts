@@ -11,9 +11,19 @@ import { expect } from 'chai';
 import { load } from 'js-yaml';
 import { PROJECT_ROOT } from '../support/process.js';
 
-type Service = { profiles?: string[]; image?: string; volumes?: string[]; environment?: Record<string, string>; ports?: string[] };
+type Service = {
+  profiles?: string[];
+  image?: string;
+  volumes?: string[];
+  environment?: Record<string, string>;
+  ports?: string[];
+};
 type Compose = { services: Record<string, Service>; volumes: Record<string, unknown> };
-type Panel = { title: string; datasource: { uid: string }; targets: Array<{ expr: string; datasource: { uid: string } }> };
+type Panel = {
+  title: string;
+  datasource: { uid: string };
+  targets: Array<{ expr: string; datasource: { uid: string } }>;
+};
 
 const read = (file: string) => readFileSync(path.join(PROJECT_ROOT, file), 'utf8');
 const compose = load(read('docker-compose.yml')) as Compose;
@@ -34,7 +44,8 @@ describe('compose monitoring profile (Prometheus and Grafana)', () => {
       for (const port of service?.ports ?? []) expect(port, name).to.match(/^127\.0\.0\.1:/);
       for (const volume of service?.volumes ?? []) {
         const source = volume.split(':')[0] as string;
-        if (source.startsWith('./')) expect(existsSync(path.join(PROJECT_ROOT, source)), `${name} mounts ${source}`).to.equal(true);
+        if (source.startsWith('./'))
+          expect(existsSync(path.join(PROJECT_ROOT, source)), `${name} mounts ${source}`).to.equal(true);
         else expect(compose.volumes, `${name} volume ${source}`).to.have.property(source);
       }
     }
@@ -59,11 +70,18 @@ describe('compose monitoring profile (Prometheus and Grafana)', () => {
     };
     const [datasource] = datasources.datasources;
     expect(datasource).to.include({ type: 'prometheus', url: 'http://prometheus:9090' });
-    const providers = load(read('deploy/monitoring/grafana/provisioning/dashboards/exchange.yml')) as { providers: Array<{ options: { path: string } }> };
+    const providers = load(read('deploy/monitoring/grafana/provisioning/dashboards/exchange.yml')) as {
+      providers: Array<{ options: { path: string } }>;
+    };
     expect(providers.providers[0]?.options.path).to.equal('/etc/grafana/dashboards');
-    expect(compose.services.grafana?.volumes).to.include('./deploy/monitoring/grafana/dashboards:/etc/grafana/dashboards:ro');
+    expect(compose.services.grafana?.volumes).to.include(
+      './deploy/monitoring/grafana/dashboards:/etc/grafana/dashboards:ro',
+    );
 
-    const dashboard = JSON.parse(read('deploy/monitoring/grafana/dashboards/exchange.json')) as { uid: string; panels: Panel[] };
+    const dashboard = JSON.parse(read('deploy/monitoring/grafana/dashboards/exchange.json')) as {
+      uid: string;
+      panels: Panel[];
+    };
     expect(dashboard.uid).to.be.a('string');
     expect(dashboard.panels.length).to.be.greaterThan(5);
     const exported = exportedMetrics();
@@ -73,7 +91,9 @@ describe('compose monitoring profile (Prometheus and Grafana)', () => {
       expect(panel.targets.length, panel.title).to.be.greaterThan(0);
       for (const target of panel.targets) {
         expect(target.datasource.uid, panel.title).to.equal(datasource?.uid);
-        const names = [...target.expr.matchAll(/\b((?:exchange|process|nodejs)_[a-z_]+)/g)].map((match) => match[1] as string);
+        const names = [...target.expr.matchAll(/\b((?:exchange|process|nodejs)_[a-z_]+)/g)].map(
+          (match) => match[1] as string,
+        );
         expect(names.length, target.expr).to.be.greaterThan(0);
         for (const name of names) {
           if (!name.startsWith('exchange_')) continue;

@@ -1,7 +1,12 @@
 import { expect } from 'chai';
 import {
-  isCompleteDocument, parseRequest, parseRequestInSlices, MAX_ATTRIBUTES_PER_ELEMENT, MAX_ELEMENTS_PER_REQUEST,
-  MAX_ITEMS_PER_REQUEST, MAX_NESTING,
+  isCompleteDocument,
+  parseRequest,
+  parseRequestInSlices,
+  MAX_ATTRIBUTES_PER_ELEMENT,
+  MAX_ELEMENTS_PER_REQUEST,
+  MAX_ITEMS_PER_REQUEST,
+  MAX_NESTING,
 } from '../../server/protocol/parse-request.js';
 import type { CreateRequest, Request, TransactionsRequest } from '../../server/protocol/requests.js';
 
@@ -97,17 +102,25 @@ describe('parseRequest', () => {
       const [first, second, third, fourth, fifth] = request.groups;
       expect(first).to.deep.equal({ kind: 'account', item: { kind: 'account', accountId: '1', balance: '100' } });
       expect(second?.kind === 'account' && second.item).to.include({ kind: 'invalid' });
-      expect(second?.kind === 'account' && second.item.kind === 'invalid' && second.item.echo).to.deep.equal([['id', '']]);
+      expect(second?.kind === 'account' && second.item.kind === 'invalid' && second.item.echo).to.deep.equal([
+        ['id', ''],
+      ]);
       if (third?.kind !== 'symbol') throw new Error('expected a symbol group');
       expect(third.sym).to.equal('X');
       expect(third.items.map((item) => item.kind)).to.deep.equal(['shares', 'invalid', 'invalid']);
       const bad = third.items[1];
       if (bad?.kind !== 'invalid') throw new Error('expected invalid');
-      expect(bad.echo).to.deep.equal([['sym', 'X'], ['id', 'a']]);
+      expect(bad.echo).to.deep.equal([
+        ['sym', 'X'],
+        ['id', 'a'],
+      ]);
       expect(bad.reason).to.be.a('string').and.not.empty;
       const negative = third.items[2];
       if (negative?.kind !== 'invalid') throw new Error('expected invalid');
-      expect(negative.echo).to.deep.equal([['sym', 'X'], ['id', '2']]);
+      expect(negative.echo).to.deep.equal([
+        ['sym', 'X'],
+        ['id', '2'],
+      ]);
       if (fourth?.kind !== 'account' || fourth.item.kind !== 'invalid') throw new Error('expected invalid account');
       expect(fourth.item.echo).to.deep.equal([['id', '3']]);
       expect(fourth.item.reason).to.match(/negative/);
@@ -116,12 +129,28 @@ describe('parseRequest', () => {
     });
 
     it('gives every inner account an error when the symbol is invalid', () => {
-      const group = create('<create><symbol sym="A-B"><account id="1">5</account><account id="2">6</account></symbol></create>').groups[0];
+      const group = create(
+        '<create><symbol sym="A-B"><account id="1">5</account><account id="2">6</account></symbol></create>',
+      ).groups[0];
       if (group?.kind !== 'symbol') throw new Error('expected a symbol group');
       expect(group.sym).to.equal(null);
       expect(group.items).to.deep.equal([
-        { kind: 'invalid', echo: [['sym', 'A-B'], ['id', '1']], reason: 'sym must be ASCII letters and digits' },
-        { kind: 'invalid', echo: [['sym', 'A-B'], ['id', '2']], reason: 'sym must be ASCII letters and digits' },
+        {
+          kind: 'invalid',
+          echo: [
+            ['sym', 'A-B'],
+            ['id', '1'],
+          ],
+          reason: 'sym must be ASCII letters and digits',
+        },
+        {
+          kind: 'invalid',
+          echo: [
+            ['sym', 'A-B'],
+            ['id', '2'],
+          ],
+          reason: 'sym must be ASCII letters and digits',
+        },
       ]);
     });
 
@@ -159,7 +188,12 @@ describe('parseRequest', () => {
   });
 
   describe('<create><account> attribute validation', () => {
-    const valid = ['id="1" balance="0"', 'id="1" balance="-0"', 'id="007" balance="100.50"', `id="${'9'.repeat(40)}" balance="1"`];
+    const valid = [
+      'id="1" balance="0"',
+      'id="1" balance="-0"',
+      'id="007" balance="100.50"',
+      `id="${'9'.repeat(40)}" balance="1"`,
+    ];
     for (const attributes of valid) {
       it(`accepts ${attributes}`, () => {
         expect(accountProblem(attributes)).to.equal(null);
@@ -225,8 +259,28 @@ describe('parseRequest', () => {
         accountEcho: [['id', '123456']],
         accountIdProblem: null,
         items: [
-          { kind: 'order', sym: 'SPY', amount: '100', limit: '145.67', echo: [['sym', 'SPY'], ['amount', '100'], ['limit', '145.67']] },
-          { kind: 'order', sym: 'BTC', amount: '-0.5', limit: '30000', echo: [['sym', 'BTC'], ['amount', '-0.5'], ['limit', '30000']] },
+          {
+            kind: 'order',
+            sym: 'SPY',
+            amount: '100',
+            limit: '145.67',
+            echo: [
+              ['sym', 'SPY'],
+              ['amount', '100'],
+              ['limit', '145.67'],
+            ],
+          },
+          {
+            kind: 'order',
+            sym: 'BTC',
+            amount: '-0.5',
+            limit: '30000',
+            echo: [
+              ['sym', 'BTC'],
+              ['amount', '-0.5'],
+              ['limit', '30000'],
+            ],
+          },
           { kind: 'query', orderId: '1', echo: [['id', '1']] },
           { kind: 'cancel', orderId: '2', echo: [['id', '2']] },
           { kind: 'invalid', echo: [], reason: 'unknown element <frobnicate> in <transactions>' },
@@ -235,10 +289,19 @@ describe('parseRequest', () => {
     });
 
     it('echoes order attributes exactly as sent, in sym/amount/limit order', () => {
-      const item = transactions('<transactions id="1"><order limit="007.50" amount="-0100" sym="T5asdf"/></transactions>').items[0];
+      const item = transactions(
+        '<transactions id="1"><order limit="007.50" amount="-0100" sym="T5asdf"/></transactions>',
+      ).items[0];
       expect(item).to.deep.equal({
-        kind: 'order', sym: 'T5asdf', amount: '-0100', limit: '007.50',
-        echo: [['sym', 'T5asdf'], ['amount', '-0100'], ['limit', '007.50']],
+        kind: 'order',
+        sym: 'T5asdf',
+        amount: '-0100',
+        limit: '007.50',
+        echo: [
+          ['sym', 'T5asdf'],
+          ['amount', '-0100'],
+          ['limit', '007.50'],
+        ],
       });
     });
 
@@ -266,7 +329,11 @@ describe('parseRequest', () => {
     });
 
     describe('order attribute validation', () => {
-      const valid = ['sym="X" amount="1" limit="1"', 'sym="abc123" amount="-1.5" limit="0.01"', 'sym="X" amount="0.0000000000000001" limit="99"'];
+      const valid = [
+        'sym="X" amount="1" limit="1"',
+        'sym="abc123" amount="-1.5" limit="0.01"',
+        'sym="X" amount="0.0000000000000001" limit="99"',
+      ];
       for (const attributes of valid) {
         it(`accepts ${attributes}`, () => {
           expect(orderProblem(attributes)).to.equal(null);
@@ -304,8 +371,18 @@ describe('parseRequest', () => {
       }
 
       it('rejects an order with children', () => {
-        const item = transactions('<transactions id="1"><order sym="X" amount="5" limit="1"><x/></order></transactions>').items[0];
-        expect(item).to.deep.equal({ kind: 'invalid', echo: [['sym', 'X'], ['amount', '5'], ['limit', '1']], reason: '<order> takes no children' });
+        const item = transactions(
+          '<transactions id="1"><order sym="X" amount="5" limit="1"><x/></order></transactions>',
+        ).items[0];
+        expect(item).to.deep.equal({
+          kind: 'invalid',
+          echo: [
+            ['sym', 'X'],
+            ['amount', '5'],
+            ['limit', '1'],
+          ],
+          reason: '<order> takes no children',
+        });
       });
     });
 
@@ -347,7 +424,10 @@ describe('parseRequest', () => {
     });
 
     it('accepts a UTF-8 byte order mark', () => {
-      const body = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('<?xml version="1.0" encoding="UTF-8"?><create/>')]);
+      const body = Buffer.concat([
+        Buffer.from([0xef, 0xbb, 0xbf]),
+        Buffer.from('<?xml version="1.0" encoding="UTF-8"?><create/>'),
+      ]);
       expect(parse(body).kind).to.equal('create');
       const bare = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('<create/>')]);
       expect(parse(bare).kind).to.equal('create');
@@ -359,13 +439,20 @@ describe('parseRequest', () => {
     });
 
     it('decodes the predefined entities in attribute values', () => {
-      const group = create('<create><symbol sym="A&amp;&lt;&gt;&quot;&apos;B"><account id="1">5</account></symbol></create>').groups[0];
+      const group = create(
+        '<create><symbol sym="A&amp;&lt;&gt;&quot;&apos;B"><account id="1">5</account></symbol></create>',
+      ).groups[0];
       if (group?.kind !== 'symbol') throw new Error('expected a symbol group');
-      expect(group.items[0]?.kind === 'invalid' && group.items[0].echo).to.deep.equal([['sym', 'A&<>"\'B'], ['id', '1']]);
+      expect(group.items[0]?.kind === 'invalid' && group.items[0].echo).to.deep.equal([
+        ['sym', 'A&<>"\'B'],
+        ['id', '1'],
+      ]);
     });
 
     it('decodes character references (XML 1.0 section 4.1)', () => {
-      const request = create('<create><symbol sym="&#65;&#x42;"><account id="&#x31;">&#53;</account></symbol></create>');
+      const request = create(
+        '<create><symbol sym="&#65;&#x42;"><account id="&#x31;">&#53;</account></symbol></create>',
+      );
       expect(request.groups).to.deep.equal([
         { kind: 'symbol', sym: 'AB', items: [{ kind: 'shares', sym: 'AB', accountId: '1', shares: '5' }] },
       ]);
@@ -401,7 +488,8 @@ describe('parseRequest', () => {
       expectError('<!doctype create><create/>', /DOCTYPE/);
       expectError('<?xml version="1.0"?>\n<!DOCTYPE create SYSTEM "file:///etc/passwd"><create/>', /DOCTYPE/);
       expectError('<create><!ENTITY x "y"></create>', /DOCTYPE|entity/);
-      const lol = '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">]><create>&lol2;</create>';
+      const lol =
+        '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">]><create>&lol2;</create>';
       expectError(lol);
     });
 
@@ -452,10 +540,23 @@ describe('parseRequest', () => {
 
     it('refuses invalid UTF-8', () => {
       expectError(Buffer.from([0x3c, 0x63, 0xff, 0x3e]), /UTF-8/);
-      expectError(Buffer.concat([Buffer.from('<create><account id="1" balance="'), Buffer.from([0xc3]), Buffer.from('"/></create>')]), /UTF-8/);
+      expectError(
+        Buffer.concat([
+          Buffer.from('<create><account id="1" balance="'),
+          Buffer.from([0xc3]),
+          Buffer.from('"/></create>'),
+        ]),
+        /UTF-8/,
+      );
       // Overlong encoding of '/' and an encoded UTF-16 surrogate.
-      expectError(Buffer.concat([Buffer.from('<create>'), Buffer.from([0xc0, 0xaf]), Buffer.from('</create>')]), /UTF-8/);
-      expectError(Buffer.concat([Buffer.from('<create>'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('</create>')]), /UTF-8/);
+      expectError(
+        Buffer.concat([Buffer.from('<create>'), Buffer.from([0xc0, 0xaf]), Buffer.from('</create>')]),
+        /UTF-8/,
+      );
+      expectError(
+        Buffer.concat([Buffer.from('<create>'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('</create>')]),
+        /UTF-8/,
+      );
       // Truncated multibyte character at the very end.
       expectError(Buffer.concat([Buffer.from('<create/>'), Buffer.from([0xe2, 0x82])]), /UTF-8/);
     });
@@ -475,7 +576,9 @@ describe('parseRequest', () => {
     it('accepts the nesting real requests need', () => {
       expect(parse('<create><symbol sym="X"><account id="1">5</account></symbol></create>').kind).to.equal('create');
       const shallow = transactions(`<transactions id="1"><a><b><c/></b></a></transactions>`);
-      expect(shallow.items).to.deep.equal([{ kind: 'invalid', echo: [], reason: 'unknown element <a> in <transactions>' }]);
+      expect(shallow.items).to.deep.equal([
+        { kind: 'invalid', echo: [], reason: 'unknown element <a> in <transactions>' },
+      ]);
     });
   });
 });
@@ -494,36 +597,55 @@ describe('the shape of one request is bounded while it is read', () => {
     // Deep inside an item, where it would only have made that item's error.
     expectError(`<transactions id="1"><order><a><b${over}/></a></order></transactions>`, tooMany);
     // 90,000 attributes on one element (about 1 MiB): refused at the 17th.
-    expectError(`<transactions id="1"><order sym="S" amount="1" limit="1"${attributes(90_000)}/></transactions>`, tooMany);
+    expectError(
+      `<transactions id="1"><order sym="S" amount="1" limit="1"${attributes(90_000)}/></transactions>`,
+      tooMany,
+    );
   });
 
   it(`takes ${MAX_ATTRIBUTES_PER_ELEMENT} attributes on an element (unknown ones are that item's error)`, () => {
-    const request = transactions(`<transactions id="1"><order sym="S" amount="1" limit="1"${attributes(MAX_ATTRIBUTES_PER_ELEMENT - 3)}/></transactions>`);
+    const request = transactions(
+      `<transactions id="1"><order sym="S" amount="1" limit="1"${attributes(MAX_ATTRIBUTES_PER_ELEMENT - 3)}/></transactions>`,
+    );
     expect(request.items[0]).to.deep.include({ kind: 'invalid', reason: "unexpected attribute 'a0'" });
   });
 
   it(`refuses more than ${MAX_ELEMENTS_PER_REQUEST} elements below the root, nested in items or not`, () => {
     const tooMany = new RegExp(`more than ${MAX_ELEMENTS_PER_REQUEST} elements`);
-    expectError(`<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST)}</order></transactions>`, tooMany);
+    expectError(
+      `<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST)}</order></transactions>`,
+      tooMany,
+    );
     // 260,000 empty elements in one order (1 MiB): refused at the 20,001st.
     expectError(`<transactions id="1"><order>${'<a/>'.repeat(260_000)}</order></transactions>`, tooMany);
-    expectError(`<create><account id="1" balance="1">${'<x><y/></x>'.repeat(MAX_ELEMENTS_PER_REQUEST / 2)}</account></create>`, tooMany);
-    const atLimit = transactions(`<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST - 1)}</order></transactions>`);
+    expectError(
+      `<create><account id="1" balance="1">${'<x><y/></x>'.repeat(MAX_ELEMENTS_PER_REQUEST / 2)}</account></create>`,
+      tooMany,
+    );
+    const atLimit = transactions(
+      `<transactions id="1"><order>${'<a/>'.repeat(MAX_ELEMENTS_PER_REQUEST - 1)}</order></transactions>`,
+    );
     expect(atLimit.items).to.have.length(1);
   });
 
   it(`takes the largest valid <create>: ${MAX_ITEMS_PER_REQUEST} symbols of one account each (${MAX_ELEMENTS_PER_REQUEST} elements)`, () => {
-    const request = create(`<create>${'<symbol sym="S"><account id="1">1</account></symbol>'.repeat(MAX_ITEMS_PER_REQUEST)}</create>`);
+    const request = create(
+      `<create>${'<symbol sym="S"><account id="1">1</account></symbol>'.repeat(MAX_ITEMS_PER_REQUEST)}</create>`,
+    );
     expect(request.groups).to.have.length(MAX_ITEMS_PER_REQUEST);
   });
 
   it(`counts items as they are read: ${MAX_ITEMS_PER_REQUEST} accounts across symbols pass, one more is refused`, () => {
     const half = MAX_ITEMS_PER_REQUEST / 2;
     const accounts = (count: number): string => '<account id="1">1</account>'.repeat(count);
-    const at = create(`<create><symbol sym="S">${accounts(half)}</symbol><symbol sym="T">${accounts(half - 1)}</symbol><account id="2" balance="1"/></create>`);
+    const at = create(
+      `<create><symbol sym="S">${accounts(half)}</symbol><symbol sym="T">${accounts(half - 1)}</symbol><account id="2" balance="1"/></create>`,
+    );
     expect(at.groups).to.have.length(3);
-    expectError(`<create><symbol sym="S">${accounts(half)}</symbol><symbol sym="T">${accounts(half)}</symbol><account id="2" balance="1"/></create>`,
-      new RegExp(`more than ${MAX_ITEMS_PER_REQUEST} items`));
+    expectError(
+      `<create><symbol sym="S">${accounts(half)}</symbol><symbol sym="T">${accounts(half)}</symbol><account id="2" balance="1"/></create>`,
+      new RegExp(`more than ${MAX_ITEMS_PER_REQUEST} items`),
+    );
     // An empty <symbol> is one item (its error); accounts in an unknown element are none.
     expectError(`<create>${'<symbol sym="S"/>'.repeat(MAX_ITEMS_PER_REQUEST + 1)}</create>`, /more than 10000 items/);
     expect(create(`<create><bogus>${accounts(MAX_ITEMS_PER_REQUEST + 1)}</bogus></create>`).groups).to.have.length(1);
@@ -531,7 +653,9 @@ describe('the shape of one request is bounded while it is read', () => {
 
   it(`refuses nesting deeper than ${MAX_NESTING} levels`, () => {
     expectError(`<create>${'<a>'.repeat(MAX_NESTING)}${'</a>'.repeat(MAX_NESTING)}</create>`, /deeper than 16/);
-    expect(create(`<create>${'<a>'.repeat(MAX_NESTING - 1)}${'</a>'.repeat(MAX_NESTING - 1)}</create>`).groups).to.have.length(1);
+    expect(
+      create(`<create>${'<a>'.repeat(MAX_NESTING - 1)}${'</a>'.repeat(MAX_NESTING - 1)}</create>`).groups,
+    ).to.have.length(1);
   });
 
   it('parseRequestInSlices gives the same answer as parseRequest, with characters split across slices', async () => {
@@ -540,10 +664,20 @@ describe('the shape of one request is bounded while it is read', () => {
     const filler = (size: number): string => `<!--${'x'.repeat(size)}-->`;
     const bodies: string[] = [];
     for (const offset of [-3, -2, -1, 0, 1, 2]) {
-      for (const piece of ['é', '😀', '\r\n', '&#49;', '&amp;', '<order sym="S" amount="1" limit="1"/>', '<order sym="S" amount="1" limit="1" x="&#0;"/>']) {
+      for (const piece of [
+        'é',
+        '😀',
+        '\r\n',
+        '&#49;',
+        '&amp;',
+        '<order sym="S" amount="1" limit="1"/>',
+        '<order sym="S" amount="1" limit="1" x="&#0;"/>',
+      ]) {
         const head = '<transactions id="1">';
         bodies.push(`${head}${filler(64 * 1024 - head.length - 7 + offset)}${piece}${order}</transactions>`);
-        bodies.push(`${head}${filler(2 * 64 * 1024 - head.length - 7 + offset)}<order sym="${piece}" amount="1" limit="1"/></transactions>`);
+        bodies.push(
+          `${head}${filler(2 * 64 * 1024 - head.length - 7 + offset)}<order sym="${piece}" amount="1" limit="1"/></transactions>`,
+        );
       }
     }
     bodies.push(`<transactions id="1">${order.repeat(MAX_ITEMS_PER_REQUEST)}</transactions>`);

@@ -4,7 +4,8 @@ import { element, errorElement as errorWithCode } from '../../server/protocol/re
 import { detailedProblem, problem } from '../../server/errors.js';
 
 /** The rendering of an error depends only on its message. */
-const errorElement = (attributes: Parameters<typeof errorWithCode>[0], message: string) => errorWithCode(attributes, detailedProblem('invalid_item', message));
+const errorElement = (attributes: Parameters<typeof errorWithCode>[0], message: string) =>
+  errorWithCode(attributes, detailedProblem('invalid_item', message));
 import { parseResults } from '../support/xml.js';
 
 const DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>';
@@ -19,14 +20,39 @@ describe('renderResults', () => {
   it('renders results in order, with the declaration on the first line', () => {
     const xml = renderResults([
       element('created', [['id', '123456']]),
-      element('created', [['sym', 'SPY'], ['id', '123456']]),
-      errorWithCode([['id', '7']], problem('account_exists')),
-      element('opened', [['sym', 'SPY'], ['amount', '100'], ['limit', '145.67'], ['id', '1']]),
-      element('status', [['id', '1']], [
-        element('open', [['shares', '100']]),
-        element('executed', [['shares', '200'], ['price', '125'], ['time', '1519348326']]),
+      element('created', [
+        ['sym', 'SPY'],
+        ['id', '123456'],
       ]),
-      element('canceled', [['id', '2']], [element('canceled', [['shares', '50'], ['time', '1519348327']])]),
+      errorWithCode([['id', '7']], problem('account_exists')),
+      element('opened', [
+        ['sym', 'SPY'],
+        ['amount', '100'],
+        ['limit', '145.67'],
+        ['id', '1'],
+      ]),
+      element(
+        'status',
+        [['id', '1']],
+        [
+          element('open', [['shares', '100']]),
+          element('executed', [
+            ['shares', '200'],
+            ['price', '125'],
+            ['time', '1519348326'],
+          ]),
+        ],
+      ),
+      element(
+        'canceled',
+        [['id', '2']],
+        [
+          element('canceled', [
+            ['shares', '50'],
+            ['time', '1519348327'],
+          ]),
+        ],
+      ),
     ]);
     expect(xml).to.equal(
       [
@@ -50,7 +76,16 @@ describe('renderResults', () => {
   });
 
   it('keeps attribute order as given', () => {
-    const xml = renderResults([errorElement([['limit', '1'], ['sym', 'X'], ['amount', '2']], 'why')]);
+    const xml = renderResults([
+      errorElement(
+        [
+          ['limit', '1'],
+          ['sym', 'X'],
+          ['amount', '2'],
+        ],
+        'why',
+      ),
+    ]);
     expect(xml).to.contain('<error limit="1" sym="X" amount="2">why</error>');
   });
 
@@ -67,7 +102,15 @@ describe('renderResults', () => {
   it('escapes "&" even where it starts something that looks like a reference', () => {
     // A decoded "&amp;amp;" must echo as "&amp;amp;", and a decoded "&#38;#0;" must not become
     // the illegal reference "&#0;" (xmlbuilder2, the renderer before, wrote both unescaped).
-    const xml = renderResults([errorElement([['sym', '&amp;'], ['id', '&#0;']], '&lt; &foo; &#65;')]);
+    const xml = renderResults([
+      errorElement(
+        [
+          ['sym', '&amp;'],
+          ['id', '&#0;'],
+        ],
+        '&lt; &foo; &#65;',
+      ),
+    ]);
     expect(xml).to.contain('<error sym="&amp;amp;" id="&amp;#0;">&amp;lt; &amp;foo; &amp;#65;</error>');
     const [node] = parseResults(xml);
     expect(node?.attributes).to.deep.equal({ sym: '&amp;', id: '&#0;' });
@@ -79,7 +122,9 @@ describe('renderResults', () => {
   });
 
   it('writes multibyte text as UTF-8 characters', () => {
-    expect(renderResults([errorElement([], 'é€😀')])).to.equal(`${DECLARATION}\n<results>\n  <error>é€😀</error>\n</results>`);
+    expect(renderResults([errorElement([], 'é€😀')])).to.equal(
+      `${DECLARATION}\n<results>\n  <error>é€😀</error>\n</results>`,
+    );
   });
 
   it('never emits characters that are illegal in XML 1.0', () => {
@@ -90,18 +135,22 @@ describe('renderResults', () => {
 
 describe('renderRequestError', () => {
   it('renders <results><error>why</error></results>', () => {
-    expect(renderRequestError(detailedProblem('invalid_request', 'malformed XML'))).to.equal(`${DECLARATION}\n<results>\n  <error>malformed XML</error>\n</results>`);
+    expect(renderRequestError(detailedProblem('invalid_request', 'malformed XML'))).to.equal(
+      `${DECLARATION}\n<results>\n  <error>malformed XML</error>\n</results>`,
+    );
   });
 
   it('escapes the reason', () => {
     const xml = renderRequestError(detailedProblem('invalid_request', "unknown root element 'a<b' & more"));
-    expect(xml).to.contain('<error>unknown root element \'a&lt;b\' &amp; more</error>');
+    expect(xml).to.contain("<error>unknown root element 'a&lt;b' &amp; more</error>");
     const nodes = parseResults(xml);
     expect(nodes).to.have.length(1);
     expect(nodes[0]?.name).to.equal('error');
   });
 
   it('stays well-formed when the reason quotes an illegal character', () => {
-    expect(renderRequestError(detailedProblem('invalid_request', "malformed XML: char '\u0001' is not expected."))).to.not.match(NOT_XML_CHAR);
+    expect(
+      renderRequestError(detailedProblem('invalid_request', "malformed XML: char '\u0001' is not expected.")),
+    ).to.not.match(NOT_XML_CHAR);
   });
 });

@@ -1,7 +1,14 @@
 import { expect } from 'chai';
 import {
-  backoffMs, DEADLOCK_DETECTED, DEFAULT_RETRY_POLICY, isRetryable, RetriesExhaustedError, SERIALIZATION_FAILURE,
-  withRetry, type RetryCounters, type RetryPolicy,
+  backoffMs,
+  DEADLOCK_DETECTED,
+  DEFAULT_RETRY_POLICY,
+  isRetryable,
+  RetriesExhaustedError,
+  SERIALIZATION_FAILURE,
+  withRetry,
+  type RetryCounters,
+  type RetryPolicy,
 } from '../../server/store/retry.js';
 
 /** No real waiting: backoff is Math.random() * 0. */
@@ -97,7 +104,14 @@ describe('withRetry', () => {
 
   it('gives up after maxAttempts with RetriesExhaustedError', async () => {
     const counters: RetryCounters = { retries: 0, exhausted: 0 };
-    const failures = [pgError('40001'), pgError('40P01'), pgError('40001'), pgError('40P01'), pgError('40001'), pgError('40001')];
+    const failures = [
+      pgError('40001'),
+      pgError('40P01'),
+      pgError('40001'),
+      pgError('40P01'),
+      pgError('40001'),
+      pgError('40001'),
+    ];
     const script = scripted(failures, 'never');
     const error = await rejection(withRetry(script.attempt, FAST, counters));
     expect(error).to.be.instanceOf(RetriesExhaustedError);
@@ -113,7 +127,16 @@ describe('withRetry', () => {
   it('accumulates counters across calls', async () => {
     const counters: RetryCounters = { retries: 0, exhausted: 0 };
     await withRetry(scripted([pgError('40001')], 1).attempt, FAST, counters);
-    await rejection(withRetry(scripted(Array.from({ length: 10 }, () => pgError('40001')), 1).attempt, { ...FAST, maxAttempts: 3 }, counters));
+    await rejection(
+      withRetry(
+        scripted(
+          Array.from({ length: 10 }, () => pgError('40001')),
+          1,
+        ).attempt,
+        { ...FAST, maxAttempts: 3 },
+        counters,
+      ),
+    );
     await withRetry(scripted([pgError('40P01'), pgError('40P01')], 1).attempt, FAST, counters);
     expect(counters).to.deep.equal({ retries: 1 + 2 + 2, exhausted: 1 });
   });
@@ -129,9 +152,17 @@ describe('withRetry', () => {
 
   it('works without counters', async () => {
     expect(await withRetry(scripted([pgError('40001')], 'x').attempt, FAST)).to.equal('x');
-    expect(await rejection(withRetry(scripted(Array.from({ length: 5 }, () => pgError('40001')), 'x').attempt, FAST))).to.be.instanceOf(
-      RetriesExhaustedError,
-    );
+    expect(
+      await rejection(
+        withRetry(
+          scripted(
+            Array.from({ length: 5 }, () => pgError('40001')),
+            'x',
+          ).attempt,
+          FAST,
+        ),
+      ),
+    ).to.be.instanceOf(RetriesExhaustedError);
   });
 
   it('waits between attempts', async () => {
@@ -154,7 +185,17 @@ describe('isRetryable', () => {
     expect(DEADLOCK_DETECTED).to.equal('40P01');
     expect(isRetryable(pgError('40001'))).to.equal(true);
     expect(isRetryable({ code: '40P01' })).to.equal(true);
-    for (const value of [pgError('40000'), pgError('23505'), { code: 40001 }, new Error('x'), null, undefined, 'x', 7, {}]) {
+    for (const value of [
+      pgError('40000'),
+      pgError('23505'),
+      { code: 40001 },
+      new Error('x'),
+      null,
+      undefined,
+      'x',
+      7,
+      {},
+    ]) {
       expect(isRetryable(value), String(value)).to.equal(false);
     }
   });

@@ -24,13 +24,17 @@ type Report = {
 
 /** PATH without the directories that hold any of `programs`. */
 function pathWithout(...programs: string[]): string {
-  return (process.env.PATH ?? '').split(path.delimiter)
+  return (process.env.PATH ?? '')
+    .split(path.delimiter)
     .filter((directory) => directory !== '' && !programs.some((program) => existsSync(path.join(directory, program))))
     .join(path.delimiter);
 }
 
 /** Runs one compiled test file in a child mocha (the project's root hooks, JSON report); `extra` overrides the environment. */
-async function runMocha(file: string, extra: Record<string, string | undefined>): Promise<{ code: number | null; report: Report; output: string }> {
+async function runMocha(
+  file: string,
+  extra: Record<string, string | undefined>,
+): Promise<{ code: number | null; report: Report; output: string }> {
   const directory = mkdtempSync(path.join(os.tmpdir(), 'mocha-report-'));
   const reportFile = path.join(directory, 'report.json');
   const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
@@ -40,8 +44,20 @@ async function runMocha(file: string, extra: Record<string, string | undefined>)
     else env[name] = value;
   }
   try {
-    const args = [MOCHA, '--no-config', '--require', HOOKS, '--timeout', '60000', '--exit',
-      '--reporter', 'json', '--reporter-option', `output=${reportFile}`, path.join(here, '..', file)];
+    const args = [
+      MOCHA,
+      '--no-config',
+      '--require',
+      HOOKS,
+      '--timeout',
+      '60000',
+      '--exit',
+      '--reporter',
+      'json',
+      '--reporter-option',
+      `output=${reportFile}`,
+      path.join(here, '..', file),
+    ];
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -69,17 +85,23 @@ describe('tests that need a program npm cannot install', function () {
       expect(report.stats.passes).to.equal(0);
       expect(report.stats.pending).to.be.greaterThan(0);
       expect(report.stats.pending).to.equal(report.stats.tests);
-      for (const { fullTitle } of report.pending) expect(fullTitle).to.include('needs haproxy: apt-get install -y haproxy');
+      for (const { fullTitle } of report.pending)
+        expect(fullTitle).to.include('needs haproxy: apt-get install -y haproxy');
       expect(code).to.equal(0);
     });
 
     it(`fail, saying why, with ${REQUIRE_ALL_TESTS_VARIABLE}=1`, async () => {
-      const { code, report, output } = await runMocha('integration/scale-out.test.js', { ...withoutHaproxy, [REQUIRE_ALL_TESTS_VARIABLE]: '1' });
+      const { code, report, output } = await runMocha('integration/scale-out.test.js', {
+        ...withoutHaproxy,
+        [REQUIRE_ALL_TESTS_VARIABLE]: '1',
+      });
       expect(report.stats.passes, output).to.equal(0);
       expect(report.stats.pending).to.equal(0);
       expect(report.stats.failures).to.be.greaterThan(0);
       const messages = report.failures.map((failure) => failure.err.message ?? '').join('\n');
-      expect(messages).to.include(`${REQUIRE_ALL_TESTS_VARIABLE}=1 and this test needs haproxy (haproxy is not installed; provide it with: apt-get install -y haproxy)`);
+      expect(messages).to.include(
+        `${REQUIRE_ALL_TESTS_VARIABLE}=1 and this test needs haproxy (haproxy is not installed; provide it with: apt-get install -y haproxy)`,
+      );
       expect(code).to.not.equal(0);
     });
   });
@@ -92,15 +114,22 @@ describe('tests that need a program npm cannot install', function () {
       expect(report.stats.failures, output).to.equal(0);
       expect(report.pending.map((test) => test.fullTitle)).to.have.length(1);
       expect(report.pending[0]?.fullTitle).to.include('needs xmllint: apt-get install -y libxml2-utils');
-      expect(report.stats.passes).to.equal(report.stats.tests - 1).and.to.be.greaterThan(10);
+      expect(report.stats.passes)
+        .to.equal(report.stats.tests - 1)
+        .and.to.be.greaterThan(10);
       expect(code).to.equal(0);
     });
 
     it(`fails with ${REQUIRE_ALL_TESTS_VARIABLE}=1`, async () => {
-      const { code, report, output } = await runMocha('unit/schemas.test.js', { ...withoutXmllint, [REQUIRE_ALL_TESTS_VARIABLE]: '1' });
+      const { code, report, output } = await runMocha('unit/schemas.test.js', {
+        ...withoutXmllint,
+        [REQUIRE_ALL_TESTS_VARIABLE]: '1',
+      });
       expect(report.stats.pending, output).to.equal(0);
       expect(report.failures.map((failure) => failure.fullTitle)).to.have.length(1);
-      expect(report.failures[0]?.err.message).to.include('needs xmllint (xmllint is not installed; provide it with: apt-get install -y libxml2-utils)');
+      expect(report.failures[0]?.err.message).to.include(
+        'needs xmllint (xmllint is not installed; provide it with: apt-get install -y libxml2-utils)',
+      );
       expect(code).to.not.equal(0);
     });
   });
@@ -108,7 +137,8 @@ describe('tests that need a program npm cannot install', function () {
   it(`with ${REQUIRE_ALL_TESTS_VARIABLE}=1, any other pending test fails the run too (the root hook)`, async () => {
     // A test file of nothing but it.skip: run alone, the run passes without the variable and fails with it.
     const { code, report, output } = await runMocha('unit/test-requirements.test.js', {
-      [REQUIRE_ALL_TESTS_VARIABLE]: '1', MOCHA_PENDING_PROBE: '1',
+      [REQUIRE_ALL_TESTS_VARIABLE]: '1',
+      MOCHA_PENDING_PROBE: '1',
     });
     expect(report.stats.pending, output).to.equal(1);
     const messages = report.failures.map((failure) => failure.err.message ?? '').join('\n');
