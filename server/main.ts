@@ -1,21 +1,13 @@
-/** Entry point: configuration, database, schema, listener, signals. */
+/** Entry point: configuration, database, schema, workers, signals; exchange-server.ts assembles the rest. */
 import { ConfigError, helpText, loadConfig, type Config } from './config.js';
-import { createRequestProcessor } from './app.js';
-import { ExchangeListener } from './net/listener.js';
-import { isCompleteDocument } from './protocol/parse-request.js';
-import { renderRequestError } from './protocol/render-reply.js';
+import { startExchangeServer } from './exchange-server.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './store/embedded.js';
-import { PostgresExchangeStore, type ExchangeStore } from './store/exchange-store.js';
-import { CachedExchangeStore } from './cache/cached-store.js';
-import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
 import { createPool } from './store/pool.js';
 import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
-import { metrics, registerSources, registry } from './observability/metrics.js';
-import { reachable } from './observability/http.js';
-import { startOperationsPort } from './admin/operations-port.js';
+import { registerSources } from './observability/metrics.js';
 import { exitOnStopSignal, onStopSignal } from './signals.js';
 
 async function run(config: Config): Promise<void> {
@@ -95,60 +87,9 @@ async function serve(
   embedded: EmbeddedDatabase | null,
   migrate: boolean,
 ): Promise<void> {
-  const pool = createPool({
-    databaseUrl,
-    maxConnections: config.dbPoolSize,
-    onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
-  });
-  if (migrate) await applySchema(pool);
-  // Status reads run one batch at a time: one connection, READ COMMITTED (see readStatuses).
-  const statusReadPool = createPool({
-    databaseUrl,
-    maxConnections: 1,
-    isolation: 'read committed',
-    onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
-  });
-  const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool, {
-    writeTimeoutMs: config.writeTimeoutMs,
-  });
-  let cache: RedisReadCache | null = null;
-  let store: ExchangeStore = database;
-  if (config.redisUrl === null) {
-    log.info('REDIS_URL unset: running without a cache; every read goes to PostgreSQL');
-  } else {
-    cache = new RedisReadCache({
-      url: config.redisUrl,
-      ttlSeconds: config.cacheTtlSeconds,
-      commandTimeoutMs: config.cacheTimeoutMs,
-    });
-    store = await CachedExchangeStore.create(database, cache, pool);
-    log.info('read-through cache on Redis', { ttlSeconds: config.cacheTtlSeconds });
-  }
-
-  const listener = new ExchangeListener(
-    {
-      host: config.host,
-      port: config.port,
-      maxConnections: config.maxConnections,
-      maxBufferedBytes: config.maxBufferedBytes,
-      framing: config.replyFraming,
-      maxRequestBytes: config.maxRequestBytes,
-      requestTimeoutMs: config.requestTimeoutMs,
-      idleTimeoutMs: config.idleTimeoutMs,
-      graceMs: config.graceMs,
-      maxQueuedRequests: 64,
-    },
-    {
-      processRequest: createRequestProcessor(store, { slowRequestMs: config.slowRequestMs }),
-      renderError: (problem) => {
-        // One line per connection problem (info: hostile clients must not flood warnings).
-        metrics.framingErrors.inc({ reason: problem.code });
-        log.info('connection problem', { code: problem.code, reason: problem.message });
-        return renderRequestError(problem);
-      },
-      isCompleteDocument,
-    },
-  );
+  // In a multi-process server the primary serves the (aggregated) metrics.
+  const server = await startExchangeServer({ ...config, databaseUrl }, { migrate, operationsPort: !cluster.isWorker });
+  const { pool, store: database, listener, cache } = server;
   registerSources({
     retries: () => database.retryCounters,
     cache: () => cache?.counters ?? null,
@@ -156,55 +97,11 @@ async function serve(
     buffered: () => ({ bytes: listener.budget.usedBytes, waiting: listener.budget.waitingCount }),
     pool: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   });
-  const address = await listener.listen().catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'EADDRINUSE') {
-      throw new Error(
-        `cannot listen on ${config.host}:${config.port}: the port is already in use (another server running there? choose another with PORT or --port)`,
-      );
-    }
-    if (error.code === 'EACCES') throw new Error(`cannot listen on ${config.host}:${config.port}: permission denied`);
-    throw error;
-  });
-  log.info('exchange server listening', {
-    host: address.address,
-    port: address.port,
-    replyFraming: config.replyFraming,
-  });
-  if (!cluster.isWorker) logReady({ ...config, port: address.port }, databaseUrl, embedded);
-  // In a multi-process server the primary serves the (aggregated) metrics.
-  // Health checks use a connection of their own: behind busy request traffic the
-  // shared pool would make a healthy database look unreachable.
-  const healthPool =
-    config.metricsPort !== null && !cluster.isWorker
-      ? createPool({ databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 })
-      : null;
-  const operations =
-    healthPool !== null
-      ? await startOperationsPort({
-          port: config.metricsPort as number,
-          host: config.metricsHost,
-          databaseUrl,
-          adminToken: config.adminToken,
-          metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-          health: async () => ({
-            // Started after the listener: this process listens.
-            server: 'listening' as const,
-            postgres: (await reachable(() => healthPool.query('SELECT 1'))) ? 'ok' : 'unreachable',
-            redis:
-              cache === null ? 'off' : (await reachable(() => (cache as RedisReadCache).ping())) ? 'ok' : 'unreachable',
-          }),
-        })
-      : null;
+  if (!cluster.isWorker) logReady({ ...config, port: server.port }, databaseUrl, embedded);
 
   const stopEverything = async (signal: string): Promise<void> => {
     log.info('shutting down', { signal });
-    const closingOperations = operations?.close();
-    await listener.close(config.shutdownTimeoutMs);
-    await closingOperations;
-    await pool.end();
-    await statusReadPool.end();
-    await healthPool?.end();
-    await cache?.close();
+    await server.close();
     if (embedded) await embedded.stop();
     log.info('stopped', {
       serializationRetries: database.retryCounters.retries,

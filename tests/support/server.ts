@@ -1,15 +1,14 @@
 /** A real exchange server in this process, on a random port, over its own database. */
 import type pg from 'pg';
-import { createRequestProcessor } from '../../server/app.js';
-import { ExchangeListener } from '../../server/net/listener.js';
-import { isCompleteDocument } from '../../server/protocol/parse-request.js';
+import { startExchangeServer } from '../../server/exchange-server.js';
+import type { ExchangeListener } from '../../server/net/listener.js';
 import type { ReplyFraming } from '../../server/protocol/framing.js';
-import { renderRequestError } from '../../server/protocol/render-reply.js';
-import { CachedExchangeStore } from '../../server/cache/cached-store.js';
-import { RedisReadCache } from '../../server/cache/read-cache.js';
-import { PostgresExchangeStore, type ExchangeStore, type WriteLimits } from '../../server/store/exchange-store.js';
-import { applySchema } from '../../server/store/migrate.js';
-import { createPool } from '../../server/store/pool.js';
+import type { RedisReadCache } from '../../server/cache/read-cache.js';
+import {
+  DEFAULT_WRITE_TIMEOUT_MS,
+  type PostgresExchangeStore,
+  type WriteLimits,
+} from '../../server/store/exchange-store.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 
 export type TestServer = {
@@ -43,52 +42,52 @@ export type TestServerOptions = {
   writeLimits?: WriteLimits;
 };
 
+/** Test settings where they differ from production (server/config.ts): small pool, short timeouts. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const ownsDatabase = options.database === undefined;
   const database = options.database ?? (await createTestDatabase());
-  const pool = createPool({ databaseUrl: options.poolUrl ?? database.url, maxConnections: options.poolSize ?? 10 });
-  // A connection lost under a test's proxy must not crash the test process.
-  pool.on('error', () => undefined);
-  await applySchema(pool);
-  const statusReadPool = createPool({
-    databaseUrl: options.poolUrl ?? database.url,
-    maxConnections: 1,
-    isolation: 'read committed',
-  });
-  statusReadPool.on('error', () => undefined);
-  const store = new PostgresExchangeStore(pool, undefined, undefined, statusReadPool, options.writeLimits);
-  const cache = options.redisUrl
-    ? new RedisReadCache({ url: options.redisUrl, ttlSeconds: 600, commandTimeoutMs: 200 })
-    : null;
-  const handlerStore: ExchangeStore = cache ? await CachedExchangeStore.create(store, cache, pool) : store;
-  const listener = new ExchangeListener(
+  const server = await startExchangeServer(
     {
       host: '127.0.0.1',
       port: 0,
-      maxConnections: options.maxConnections ?? 10_000,
-      maxBufferedBytes: options.maxBufferedBytes ?? 64 * 1024 * 1024,
-      framing: options.framing ?? 'bare',
+      databaseUrl: options.poolUrl ?? database.url,
+      redisUrl: options.redisUrl ?? null,
+      replyFraming: options.framing ?? 'bare',
       maxRequestBytes: options.maxRequestBytes ?? 1024 * 1024,
       requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
       graceMs: options.graceMs ?? 100,
-      maxQueuedRequests: 64,
+      maxConnections: options.maxConnections ?? 10_000,
+      maxBufferedBytes: options.maxBufferedBytes ?? 64 * 1024 * 1024,
+      dbPoolSize: options.poolSize ?? 10,
+      writeFlush: 'auto',
+      writeTimeoutMs: options.writeLimits?.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS,
+      slowRequestMs: 1_000,
+      cacheTtlSeconds: 600,
+      cacheTimeoutMs: 200,
+      metricsPort: null,
+      metricsHost: '127.0.0.1',
+      adminToken: null,
+      shutdownTimeoutMs: 2_000,
     },
-    { processRequest: createRequestProcessor(handlerStore), renderError: renderRequestError, isCompleteDocument },
-  );
-  const address = await listener.listen();
+    {
+      outcomeLookupMs: options.writeLimits?.outcomeLookupMs,
+      // A connection lost under a test's proxy is expected there, not worth a warning.
+      onIdleError: () => undefined,
+    },
+  ).catch(async (error: unknown) => {
+    if (ownsDatabase) await database.drop();
+    throw error;
+  });
   return {
-    port: address.port,
-    pool,
-    store,
-    listener,
-    cache,
+    port: server.port,
+    pool: server.pool,
+    store: server.store,
+    listener: server.listener,
+    cache: server.cache,
     database,
     close: async () => {
-      await listener.close(2_000);
-      await pool.end();
-      await statusReadPool.end();
-      await cache?.close();
+      await server.close();
       if (ownsDatabase) await database.drop();
     },
   };
