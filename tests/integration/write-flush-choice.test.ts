@@ -1,0 +1,107 @@
+/**
+ * Where a write batch's WAL flush happens (WRITE_FLUSH=auto): apply_writes commits
+ * without waiting for the flush only when another writer arrived after its batch
+ * (exchange_writer_arrivals), so that the flush never holds up a waiting writer,
+ * and synchronously when it is alone. Sessions here play the store's batch message
+ * by hand, so each step can be taken in turn.
+ */
+import { expect } from 'chai';
+import type pg from 'pg';
+import { applySchema } from '../../server/store/migrate.js';
+import { createPool } from '../../server/store/pool.js';
+import { writeArrays } from '../support/apply-writes.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { waitFor } from '../support/waiting.js';
+
+/** The store's batch message up to its lock: synchronous commit, a number from the sequence, the lock. */
+const ARRIVE_AND_LOCK = `BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT set_config('synchronous_commit', 'on', true),
+  set_config('exchange.writer_arrival', nextval('exchange_writer_arrivals')::text, true);
+LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE`;
+
+/** Runs an empty batch through apply_writes and says which commit it chose. */
+async function commitChosenByApplyWrites(client: pg.PoolClient): Promise<string> {
+  await client.query('SELECT * FROM apply_writes($1, $2, $3, $4, $5, $6)', writeArrays([]));
+  const { rows } = await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit');
+  return rows[0]?.synchronous_commit ?? 'unknown';
+}
+
+describe('the write batch flushes under the lock only when no writer waits for it', function () {
+  this.timeout(60_000);
+  let database: TestDatabase;
+  let pool: pg.Pool;
+
+  before(async () => {
+    database = await createTestDatabase();
+    pool = createPool({ databaseUrl: database.url, maxConnections: 4 });
+    await applySchema(pool);
+  });
+  after(async () => {
+    await pool.end();
+    await database.drop();
+  });
+
+  it('alone on the lane: a synchronous commit', async () => {
+    const client = await pool.connect();
+    try {
+      await client.query(ARRIVE_AND_LOCK);
+      expect(await commitChosenByApplyWrites(client)).to.equal('on');
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+  });
+
+  it('with a writer waiting for the lock: commits without the flush, and the waiter, then alone, flushes', async () => {
+    const [holder, waiter] = await Promise.all([pool.connect(), pool.connect()]);
+    try {
+      await holder.query(ARRIVE_AND_LOCK);
+      const waiterLocked = waiter.query(ARRIVE_AND_LOCK);
+      const waiting = async () => {
+        const { rows } = await pool.query<{ n: string }>(
+          `SELECT count(*) AS n FROM pg_locks WHERE relation = 'exchange_write_lock'::regclass AND NOT granted`,
+        );
+        return rows[0]?.n === '1';
+      };
+      await waitFor('the second writer to wait for the lock', waiting);
+      expect(await commitChosenByApplyWrites(holder)).to.equal('off');
+      await holder.query('COMMIT');
+      await waiterLocked;
+      expect(await commitChosenByApplyWrites(waiter)).to.equal('on');
+      await waiter.query('COMMIT');
+    } finally {
+      holder.release();
+      waiter.release();
+    }
+  });
+
+  it('a writer that arrived later but got the lock first costs at most a flush outside the lock', async () => {
+    const [early, late] = await Promise.all([pool.connect(), pool.connect()]);
+    try {
+      // The early writer takes its number, then is slow to ask for the lock.
+      await early.query(`BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT set_config('exchange.writer_arrival', nextval('exchange_writer_arrivals')::text, true)`);
+      await late.query(ARRIVE_AND_LOCK);
+      expect(await commitChosenByApplyWrites(late)).to.equal('on');
+      await late.query('COMMIT');
+      await early.query('LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
+      // Nobody waits, but a later number was handed out: it errs on the side of the waiting writer.
+      expect(await commitChosenByApplyWrites(early)).to.equal('off');
+      await early.query('COMMIT');
+    } finally {
+      early.release();
+      late.release();
+    }
+  });
+
+  it('a caller that took no number (the SQL-level tests) commits synchronously', async () => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
+      expect(await commitChosenByApplyWrites(client)).to.equal('on');
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+  });
+});
