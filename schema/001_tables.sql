@@ -134,11 +134,3 @@ CREATE OR REPLACE VIEW order_fills AS
 -- SERIALIZABLE they would otherwise abort each other (often on false positives
 -- from index-page predicate locks). Nothing reads or writes its rows.
 CREATE TABLE IF NOT EXISTS exchange_write_lock (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton));
-
--- Each write batch takes a number from this sequence just before it asks for the
--- write lock. A batch holding the lock that sees a higher number handed out knows
--- another writer arrived after it, and is most likely waiting for the lock: it
--- then commits without waiting for the WAL flush (see apply_writes). Reading a
--- sequence costs a buffer read; pg_locks, asked the same question, collected
--- every lock of every backend, about 50 µs inside the exchange's one serial lane.
-CREATE SEQUENCE IF NOT EXISTS exchange_writer_arrivals AS bigint;

@@ -306,12 +306,8 @@ BEGIN
   -- the write lock: then the flush would hold up the whole exchange, and the
   -- replies wait for it outside the lock instead (server/store/durability.ts).
   -- Alone, a synchronous commit costs one round trip less than a separate flush.
-  -- A writer arrived after this batch if a later number was handed out
-  -- (exchange_writer_arrivals, taken before LOCK); one that got the lock first
-  -- only costs a flush outside the lock. A caller that took no number commits
-  -- synchronously.
-  IF (SELECT last_value FROM exchange_writer_arrivals)
-     > NULLIF(current_setting('exchange.writer_arrival', true), '')::bigint THEN
+  IF EXISTS (SELECT FROM pg_locks
+              WHERE locktype = 'relation' AND relation = 'exchange_write_lock'::regclass AND NOT granted) THEN
     PERFORM set_config('synchronous_commit', 'off', true);
   END IF;
 END $$;

@@ -517,8 +517,7 @@ export class PostgresExchangeStore implements ExchangeStore {
     // statement_timeout bounds how long a batch holds the write lock: set once the lock is
     // held, so that waiting for it (while another batch runs) does not count.
     const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
-SELECT set_config('synchronous_commit', '${this.writeFlush === 'after-lock' ? 'off' : 'on'}', true),
-  set_config('exchange.writer_arrival', nextval('exchange_writer_arrivals')::text, true);
+SET LOCAL synchronous_commit = ${this.writeFlush === 'after-lock' ? 'off' : 'on'};
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
 SET LOCAL statement_timeout = ${this.writeTimeoutMs};
 EXECUTE apply_batch(${pg.escapeLiteral(token)}, ${column((request) => request.kind)}, ${column((request) => request.accountId)},

@@ -22,7 +22,9 @@ export function createPool(options: PoolOptions): pg.Pool {
     // Statements outside an explicit BEGIN are their own SERIALIZABLE transaction,
     // so a single-statement operation costs one round trip and keeps the isolation.
     // synchronous_commit=on: an acknowledged order must survive a crash, whatever the server default.
-    options: `-c default_transaction_isolation=${(options.isolation ?? 'serializable').replace(' ', '\\ ')} -c synchronous_commit=on`,
+    // jit=off: every statement here is small, and a plan whose cost passes jit_above_cost
+    // (any scan with enable_seqscan off counts as very costly) would compile for tens of ms.
+    options: `-c default_transaction_isolation=${(options.isolation ?? 'serializable').replace(' ', '\\ ')} -c synchronous_commit=on -c jit=off`,
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
   });

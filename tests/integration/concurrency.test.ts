@@ -138,6 +138,11 @@ describe('concurrency: racing clients keep every invariant', function () {
     }
   });
 
+  it('sessions never JIT-compile: a statement costed high by the planner settings would compile for tens of ms', async () => {
+    const result = await server.pool.query<{ jit: string }>('SHOW jit');
+    expect(result.rows[0]?.jit).to.equal('off');
+  });
+
   it('status reads alone run at READ COMMITTED (one snapshot, no predicate locks)', async () => {
     const readPool = createPool({ databaseUrl: server.database.url, maxConnections: 1, isolation: 'read committed' });
     try {
