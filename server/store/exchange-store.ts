@@ -27,6 +27,7 @@ import {
   type WalMarkRow,
 } from './durability.js';
 import { ERROR_MESSAGES, type ErrorCode } from '../errors.js';
+import { withPoolClient } from './pool.js';
 
 export type Fill = { shares: string; price: string; time: string };
 export type OrderStatus = {
@@ -529,50 +530,36 @@ COMMIT;
 SELECT ${WAL_MARK_COLUMNS};`;
     const attempt = () =>
       withRetry(
-        async () => {
-          const client = await this.pool.connect();
-          let healthy = true;
-          // A checked-out client has no pool error listener: a connection dying between two
-          // of our queries would otherwise be an uncaught 'error' event and kill the process.
-          const onError = () => {
-            healthy = false;
-          };
-          client.on('error', onError);
-          try {
-            if (!this.preparedClients.has(client)) {
-              // Its own round trip, before the batch's message, so the lock is not held meanwhile.
-              await client.query(PREPARE_APPLY_BATCH);
-              this.preparedClients.add(client);
+        () =>
+          withPoolClient(this.pool, async (client, connection) => {
+            try {
+              if (!this.preparedClients.has(client)) {
+                // Its own round trip, before the batch's message, so the lock is not held meanwhile.
+                await client.query(PREPARE_APPLY_BATCH);
+                this.preparedClients.add(client);
+              }
+              const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
+              const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
+              const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
+              if (!selected || !mark) throw new Error('the write transaction returned no batch result');
+              return { rows: selected.rows, wal: walMarkOf(mark) };
+            } catch (error) {
+              // A statement that failed left the transaction open and aborted (the rest of the
+              // message was skipped): roll it back. A lost connection is discarded instead.
+              // A prepared statement that failed is made again on the next use.
+              if (isPreparedStatementError(error)) this.preparedClients.delete(client);
+              if (isRetryable(error) || isStatementError(error)) {
+                // A client whose ROLLBACK failed may still be inside the aborted transaction.
+                await client.query('ROLLBACK').catch(() => connection.discard());
+                // A plan that no longer fits (0A000) leaves the statement in place: drop it so it can be made again.
+                if (connection.healthy && isPreparedStatementError(error))
+                  await client.query('DEALLOCATE apply_batch').catch(() => undefined);
+              } else {
+                connection.discard();
+              }
+              throw error;
             }
-            const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
-            const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
-            const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
-            if (!selected || !mark) throw new Error('the write transaction returned no batch result');
-            return { rows: selected.rows, wal: walMarkOf(mark) };
-          } catch (error) {
-            // A statement that failed left the transaction open and aborted (the rest of the
-            // message was skipped): roll it back. A lost connection is discarded instead.
-            // A prepared statement that failed is made again on the next use.
-            if (isPreparedStatementError(error)) this.preparedClients.delete(client);
-            if (isRetryable(error) || isStatementError(error)) {
-              // A client whose ROLLBACK failed may still be inside the aborted transaction.
-              await client.query('ROLLBACK').catch(() => {
-                healthy = false;
-              });
-              // A plan that no longer fits (0A000) leaves the statement in place: drop it so it can be made again.
-              if (healthy && isPreparedStatementError(error))
-                await client.query('DEALLOCATE apply_batch').catch(() => undefined);
-            } else {
-              healthy = false;
-            }
-            throw error;
-          } finally {
-            // A client whose connection failed is discarded, not returned to the pool; it keeps
-            // our listener, since a dying connection can report more errors after release.
-            if (healthy) client.off('error', onError);
-            client.release(!healthy);
-          }
-        },
+          }),
         this.retryPolicy,
         this.retryCounters,
       );

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { withRetry } from './retry.js';
+import { withPoolClient } from './pool.js';
 
 /** schema/ at the project root, found from this file in both server/ and dist/server/. */
 export async function findSchemaDirectory(): Promise<string> {
@@ -35,38 +36,32 @@ export async function applySchema(pool: pg.Pool, schemaDirectory?: string): Prom
   files.forEach((file, index) => digest.update(`${file}\0${scripts[index]}\0`));
   const schemaDigest = digest.digest('hex');
   return withRetry(
-    async () => {
-      const client = await pool.connect();
-      // See exchange-store.ts: a checked-out client needs its own error listener.
-      const onError = () => undefined;
-      client.on('error', onError);
-      try {
-        await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-        await client.query("SELECT pg_advisory_xact_lock(hashtext('exchange-schema'))");
-        await client.query('SET LOCAL client_min_messages = warning');
-        await client.query(`CREATE TABLE IF NOT EXISTS exchange_schema_version (
+    () =>
+      withPoolClient(pool, async (client) => {
+        try {
+          await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+          await client.query("SELECT pg_advisory_xact_lock(hashtext('exchange-schema'))");
+          await client.query('SET LOCAL client_min_messages = warning');
+          await client.query(`CREATE TABLE IF NOT EXISTS exchange_schema_version (
         singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), digest text NOT NULL)`);
-        const current = await client.query<{ digest: string }>('SELECT digest FROM exchange_schema_version');
-        if (current.rows[0]?.digest === schemaDigest) {
-          await client.query('COMMIT');
-          return [];
-        }
-        for (const script of scripts) await client.query(script);
-        await client.query(
-          `INSERT INTO exchange_schema_version (digest) VALUES ($1)
+          const current = await client.query<{ digest: string }>('SELECT digest FROM exchange_schema_version');
+          if (current.rows[0]?.digest === schemaDigest) {
+            await client.query('COMMIT');
+            return [];
+          }
+          for (const script of scripts) await client.query(script);
+          await client.query(
+            `INSERT INTO exchange_schema_version (digest) VALUES ($1)
          ON CONFLICT (singleton) DO UPDATE SET digest = EXCLUDED.digest`,
-          [schemaDigest],
-        );
-        await client.query('COMMIT');
-        return files;
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw error;
-      } finally {
-        client.off('error', onError);
-        client.release();
-      }
-    },
+            [schemaDigest],
+          );
+          await client.query('COMMIT');
+          return files;
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw error;
+        }
+      }),
     { maxAttempts: 10, baseDelayMs: 10, maxDelayMs: 500 },
   );
 }

@@ -16,6 +16,7 @@
  */
 import type pg from 'pg';
 import { DurabilityBarrier, WAL_MARK_COLUMNS, walFlusher, walMarkOf, type WalMarkRow } from './durability.js';
+import { withPoolClient } from './pool.js';
 
 export type BookLevel = { price: string; shares: string; orders: number };
 export type Book = { sym: string; bids: BookLevel[]; asks: BookLevel[] };
@@ -80,32 +81,21 @@ export class OperatorReads {
   }
 
   private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<{ result: T; mark: WalMarkRow }> {
-    const client = await this.pool.connect();
-    let healthy = true;
-    // A checked-out client has no pool error listener (see exchange-store.ts).
-    const onError = () => {
-      healthy = false;
-    };
-    client.on('error', onError);
-    try {
-      // No parallel workers: a dashboard's small reads are not worth a worker's start-up.
-      await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = ${STATEMENT_TIMEOUT_MS};
+    return withPoolClient(this.pool, async (client, connection) => {
+      try {
+        // No parallel workers: a dashboard's small reads are not worth a worker's start-up.
+        await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = ${STATEMENT_TIMEOUT_MS};
         SET LOCAL max_parallel_workers_per_gather = 0`);
-      const result = await work(client);
-      const mark = (await client.query<WalMarkRow>(`SELECT ${WAL_MARK_COLUMNS}`)).rows[0];
-      await client.query('COMMIT');
-      if (!mark) throw new Error('no WAL position');
-      return { result, mark };
-    } catch (error) {
-      if (healthy)
-        await client.query('ROLLBACK').catch(() => {
-          healthy = false;
-        });
-      throw error;
-    } finally {
-      if (healthy) client.off('error', onError);
-      client.release(!healthy);
-    }
+        const result = await work(client);
+        const mark = (await client.query<WalMarkRow>(`SELECT ${WAL_MARK_COLUMNS}`)).rows[0];
+        await client.query('COMMIT');
+        if (!mark) throw new Error('no WAL position');
+        return { result, mark };
+      } catch (error) {
+        if (connection.healthy) await client.query('ROLLBACK').catch(() => connection.discard());
+        throw error;
+      }
+    });
   }
 
   /** The aggregated book, best prices first, `depth` levels a side; null for an unknown symbol. */

@@ -32,3 +32,44 @@ export function createPool(options: PoolOptions): pg.Pool {
   pool.on('error', (error) => options.onIdleError?.(error));
   return pool;
 }
+
+/** A checked-out client's state as the work sees it. */
+export type CheckedOutConnection = {
+  /** False once the connection failed, or the work said it cannot be reused. */
+  readonly healthy: boolean;
+  /** The client must not go back to the pool (say, its ROLLBACK failed). */
+  discard(): void;
+};
+
+/**
+ * Runs `work` on a client checked out of the pool. A checked-out client has no pool error
+ * listener: a connection dying between two queries would otherwise be an uncaught 'error'
+ * event and kill the process. A client whose connection failed, or that the work discarded,
+ * is destroyed rather than returned to the pool; it keeps the listener, since a dying
+ * connection can report more errors after release.
+ */
+export async function withPoolClient<T>(
+  pool: pg.Pool,
+  work: (client: pg.PoolClient, connection: CheckedOutConnection) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  let healthy = true;
+  const onError = () => {
+    healthy = false;
+  };
+  client.on('error', onError);
+  const connection: CheckedOutConnection = {
+    get healthy() {
+      return healthy;
+    },
+    discard() {
+      healthy = false;
+    },
+  };
+  try {
+    return await work(client, connection);
+  } finally {
+    if (healthy) client.off('error', onError);
+    client.release(!healthy);
+  }
+}

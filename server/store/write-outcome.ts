@@ -9,6 +9,8 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { WAL_MARK_COLUMNS, walMarkOf, type WalMark, type WalMarkRow } from './durability.js';
+import { withPoolClient } from './pool.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** How long a batch's record is kept: far longer than any lookup of it may take. */
 export const OUTCOME_RETENTION_MS = 10 * 60_000;
@@ -53,33 +55,24 @@ function checkedToken(token: string): string {
  */
 export async function lookUpBatch(pool: pg.Pool, token: string): Promise<BatchOutcome> {
   const literal = `'${checkedToken(token)}'`;
-  const client = await pool.connect();
-  let healthy = true;
-  const onError = () => {
-    healthy = false;
-  };
-  client.on('error', onError);
-  try {
-    const results = (await client.query(`BEGIN ISOLATION LEVEL READ COMMITTED;
+  return withPoolClient(pool, async (client, connection) => {
+    try {
+      const results = (await client.query(`BEGIN ISOLATION LEVEL READ COMMITTED;
 SET LOCAL synchronous_commit = on;
 INSERT INTO write_batches (token) VALUES (${literal}) ON CONFLICT (token) DO NOTHING;
 SELECT order_ids, outcomes, ${WAL_MARK_COLUMNS} FROM write_batches WHERE token = ${literal};
 COMMIT;`)) as unknown as Array<pg.QueryResult>;
-    const row = (results[3] as pg.QueryResult<OutcomeRow> | undefined)?.rows[0];
-    if (!row) throw new Error('the batch outcome lookup returned no row');
-    if (row.order_ids === null || row.outcomes === null) return { committed: false };
-    return { committed: true, record: { orderIds: row.order_ids, outcomes: row.outcomes }, wal: walMarkOf(row) };
-  } catch (error) {
-    // Discarded, not rolled back: closing the connection ends its transaction.
-    healthy = false;
-    throw error;
-  } finally {
-    if (healthy) client.off('error', onError);
-    client.release(!healthy);
-  }
+      const row = (results[3] as pg.QueryResult<OutcomeRow> | undefined)?.rows[0];
+      if (!row) throw new Error('the batch outcome lookup returned no row');
+      if (row.order_ids === null || row.outcomes === null) return { committed: false };
+      return { committed: true, record: { orderIds: row.order_ids, outcomes: row.outcomes }, wal: walMarkOf(row) };
+    } catch (error) {
+      // Discarded, not rolled back: closing the connection ends its transaction.
+      connection.discard();
+      throw error;
+    }
+  });
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Looks the batch up until PostgreSQL answers or the deadline passes (then null: the
