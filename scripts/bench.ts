@@ -28,6 +28,7 @@ import {
   targetsTable,
 } from './bench-support/tables.js';
 import { failedRequests, type TargetRow, targetRows } from './bench-support/targets.js';
+import { pgTransport, transportProblem } from './bench-support/transport.js';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -63,16 +64,21 @@ Options:
   --json              print one JSON object with every figure on stdout (the tables go to stderr)
   --out-dir DIR       also write there results.md (the tables), runs.csv (every run) and, for the
                       cores scenario, throughput-C-connections.svg and latency-C-connections.svg
+  --pg-socket DIR     the server and pgbench both reach PostgreSQL through its Unix-domain socket
+                      in DIR (e.g. /var/run/postgresql), not over TCP (default: TCP to the host
+                      and port of ADMIN_DATABASE_URL)
   --help              this text
 
 Examples:
   npm run bench -- --out-dir docs/bench                            everything, into docs/bench
   npm run bench -- --scenarios cores --connections 8 --repeats 3   the scaling sweep alone
   npm run bench -- --scenarios mixed,hot --connections 32 --plan   what that would run
+  npm run bench -- --pg-socket /var/run/postgresql                 everything, over the socket
 
 Progress (run k of n, elapsed, time left) goes to stderr. Environment: ADMIN_DATABASE_URL
 (default postgres://postgres@127.0.0.1:5432/postgres), where the scratch databases are created
-and dropped; PGBENCH, the pgbench binary (default /usr/bin/pgbench).
+and dropped, through this URL also with --pg-socket (whose socket is the one of its port);
+PGBENCH, the pgbench binary (default /usr/bin/pgbench).
 Exit status: 0 when every run passed, whether or not the targets are met (they are figures, not
 tests); 1 when a run failed (invariant violation, failed request, retries exhausted, crash); 2 on
 bad usage.`;
@@ -181,7 +187,12 @@ async function main(): Promise<number> {
   const cpus = allowedCpus();
   const options = optionsOrExit(HELP, () => parseBenchOptions(argv, cpus.length));
   if (typeof options === 'number') return options;
-  const settings: Settings = { seconds: options.seconds, warmup: options.warmup, repeats: options.repeats };
+  const settings: Settings = {
+    seconds: options.seconds,
+    warmup: options.warmup,
+    repeats: options.repeats,
+    transport: pgTransport(options.pgSocket),
+  };
   const plan: Step[] = buildPlan({ ...options, allowedCpus: cpus });
   const planLines = planTable(plan, settings);
   if (options.dryRun) {
@@ -191,6 +202,11 @@ async function main(): Promise<number> {
   process.stderr.write(`${planLines.join('\n')}\n\n`);
   if (!existsSync(DEFAULT_STRESS_CLIENT)) {
     process.stderr.write(`stress client not found: ${DEFAULT_STRESS_CLIENT} (run npm run build)\n`);
+    return 2;
+  }
+  const transportError = transportProblem(settings.transport);
+  if (transportError) {
+    process.stderr.write(`${transportError}\n`);
     return 2;
   }
   const date = new Date();

@@ -19,6 +19,8 @@ export type BenchOptions = {
   dryRun: boolean;
   json: boolean;
   outDir: string | null;
+  /** --pg-socket: the directory of PostgreSQL's Unix-domain socket; null: TCP. */
+  pgSocket: string | null;
 };
 
 function wholeNumber(
@@ -49,6 +51,13 @@ function scenarioList(text: string | undefined): Scenario[] {
   });
 }
 
+/** The directory made absolute: node-postgres and libpq take a host for a socket directory only if it starts with '/'. */
+function socketDirectory(text: string | undefined): string | null {
+  if (text === undefined) return null;
+  if (text.trim() === '') throw new UsageError('--pg-socket takes a directory, e.g. /var/run/postgresql');
+  return path.resolve(PROJECT_ROOT, text);
+}
+
 /** allowedCores: the CPUs this process may use, the most a run or the cores sweep can have. */
 export function parseBenchOptions(argv: string[], allowedCores: number): BenchOptions | 'help' {
   const { values } = parseArgs({
@@ -66,6 +75,7 @@ export function parseBenchOptions(argv: string[], allowedCores: number): BenchOp
       'dry-run': { type: 'boolean' },
       json: { type: 'boolean' },
       'out-dir': { type: 'string' },
+      'pg-socket': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
@@ -91,6 +101,7 @@ export function parseBenchOptions(argv: string[], allowedCores: number): BenchOp
     dryRun: values.plan === true || values['dry-run'] === true,
     json: values.json === true,
     outDir: values['out-dir'] === undefined ? null : path.resolve(PROJECT_ROOT, values['out-dir']),
+    pgSocket: socketDirectory(values['pg-socket']),
   };
 }
 

@@ -3,20 +3,14 @@ import { existsSync } from 'node:fs';
 import { ADMIN_URL, createDatabase } from './databases.js';
 import { runProcess } from './processes.js';
 import { progress } from './progress.js';
+import type { PgTransport } from './transport.js';
 
 const pgbenchBinary = process.env.PGBENCH ?? (existsSync('/usr/bin/pgbench') ? '/usr/bin/pgbench' : 'pgbench');
 
-/** Host, port and user for pgbench, taken from the admin URL so both hit the same server. */
-function pgbenchConnection(): { args: string[]; env: NodeJS.ProcessEnv } {
+/** Host (or socket directory) and port as the server gets them; user and password from the admin URL. */
+function pgbenchConnection(transport: PgTransport): { args: string[]; env: NodeJS.ProcessEnv } {
   const url = new URL(ADMIN_URL);
-  const args = [
-    '-h',
-    url.hostname || '127.0.0.1',
-    '-p',
-    url.port || '5432',
-    '-U',
-    decodeURIComponent(url.username) || 'postgres',
-  ];
+  const args = ['-h', transport.host, '-p', transport.port, '-U', decodeURIComponent(url.username) || 'postgres'];
   // Same durability as the server (its pool sets synchronous_commit=on): a commit waits for the WAL flush.
   const env: NodeJS.ProcessEnv = { ...process.env, PGOPTIONS: '-c synchronous_commit=on' };
   if (url.password) env.PGPASSWORD = decodeURIComponent(url.password);
@@ -35,17 +29,22 @@ export function pgbenchCommand(connections: number, seconds: number): string {
 }
 
 /** Creates the scratch database `name` and fills it with `pgbench -i -s 10`. */
-export async function preparePgbench(name: string): Promise<void> {
+export async function preparePgbench(name: string, transport: PgTransport): Promise<void> {
   await createDatabase(name);
-  const { args, env } = pgbenchConnection();
+  const { args, env } = pgbenchConnection(transport);
   progress(`pgbench -i -s 10 into scratch database ${name}`);
   const init = await runProcess(pgbenchBinary, [...args, '-i', '-s', '10', '-q', name], env);
   if (init.code !== 0) throw new Error(`pgbench -i failed (${init.code}):\n${init.stderr}`);
 }
 
 /** One run of pgbench -N against the prepared database `name`: its transactions per second. */
-export async function runPgbench(name: string, connections: number, seconds: number): Promise<number> {
-  const { args, env } = pgbenchConnection();
+export async function runPgbench(
+  name: string,
+  connections: number,
+  seconds: number,
+  transport: PgTransport,
+): Promise<number> {
+  const { args, env } = pgbenchConnection(transport);
   const threads = Math.min(2, connections); // pgbench refuses more threads than clients
   const run = await runProcess(
     pgbenchBinary,

@@ -6,6 +6,7 @@ import { createDatabase, databaseCounters, dropDatabase, type DatabaseCounters }
 import { progress } from './progress.js';
 import { startServer, type ServerShutdown } from './server.js';
 import { runStressClient, type StressLoad, type StressOutcome } from './stress.js';
+import { type PgTransport, transportUrl } from './transport.js';
 
 export type ServerRun = {
   /** Names the run in progress lines, e.g. "mixed 2c/1w, 8 connections, repeat 1". */
@@ -15,6 +16,8 @@ export type ServerRun = {
   cpus: number[];
   workers: number;
   load: StressLoad;
+  /** How the server reaches its database; the stress client's SQL checks and the PostgreSQL counters go the same way. */
+  transport: PgTransport;
 };
 
 export type ServerRunResult = {
@@ -31,7 +34,8 @@ export type ServerRunResult = {
 export async function runServerUnderLoad(run: ServerRun): Promise<ServerRunResult> {
   // A fresh database per run: every run starts from an empty book, so runs are independent
   // and a later run does not inherit the orders (and index growth) of the earlier ones.
-  const url = await createDatabase(run.database);
+  await createDatabase(run.database);
+  const url = transportUrl(run.transport, run.database);
   const timestamp = new Date().toISOString();
   try {
     const server = await startServer(run.cpus, run.workers, url);

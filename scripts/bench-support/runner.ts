@@ -12,8 +12,10 @@ import { configName, estimatedSeconds, LOADS, type PgbenchStep, type ServerStep,
 import { progress } from './progress.js';
 import { runServerUnderLoad } from './run.js';
 import { type StressLoad, type StressResult, stressArgs } from './stress.js';
+import type { PgTransport } from './transport.js';
 
-export type Settings = { seconds: number; warmup: number; repeats: number };
+/** How every run is made; transport: how the server and pgbench reach PostgreSQL. */
+export type Settings = { seconds: number; warmup: number; repeats: number; transport: PgTransport };
 
 export type ServerRecord = {
   step: ServerStep;
@@ -51,9 +53,9 @@ const pgbenchDatabase = (connections: number): string => `bench_pgbench_${proces
 
 async function runPgbenchStep(step: PgbenchStep, settings: Settings): Promise<PgbenchRecord> {
   const name = pgbenchDatabase(step.connections);
-  if (step.repeat === 1) await preparePgbench(name);
+  if (step.repeat === 1) await preparePgbench(name, settings.transport);
   const timestamp = new Date().toISOString();
-  const tps = await runPgbench(name, step.connections, settings.seconds);
+  const tps = await runPgbench(name, step.connections, settings.seconds, settings.transport);
   progress(`pgbench -N -c ${step.connections} run ${step.repeat}/${step.repeats}: ${tps.toFixed(0)} tps`);
   // Dropped before the server runs, so they do not share the machine with its autovacuum.
   if (step.repeat === step.repeats) await dropDatabase(name);
@@ -90,6 +92,7 @@ async function runServerStep(step: ServerStep, rate: number | null, settings: Se
     cpus: step.cpus,
     workers: step.workers,
     load,
+    transport: settings.transport,
   });
   const stress = outcome.result;
   // Beyond what runServerUnderLoad fails a run for: retries given up on, invariants not checked in SQL.
