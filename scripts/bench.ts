@@ -28,7 +28,7 @@ import {
   targetsTable,
 } from './bench-support/tables.js';
 import { failedRequests, type TargetRow, targetRows } from './bench-support/targets.js';
-import { pgTransport, transportProblem } from './bench-support/transport.js';
+import { describeTransport, pgTransport, transportProblem } from './bench-support/transport.js';
 
 const HELP = `Usage: npm run bench -- [options]
 
@@ -66,7 +66,7 @@ Options:
                       cores scenario, throughput-C-connections.svg and latency-C-connections.svg
   --pg-socket DIR     the server and pgbench both reach PostgreSQL through its Unix-domain socket
                       in DIR (e.g. /var/run/postgresql), not over TCP (default: TCP to the host
-                      and port of ADMIN_DATABASE_URL)
+                      and port of ADMIN_DATABASE_URL); the reports name the transport used
   --help              this text
 
 Examples:
@@ -234,6 +234,7 @@ async function main(): Promise<number> {
       date: date.toISOString(),
       machine,
       options,
+      transport: describeTransport(settings.transport),
       plan,
       pgbench: all.map((section) => section.pgbench),
       configurations: all.flatMap((section) => section.configs),

@@ -2,6 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { type PgbenchFigures, runFigures } from './figures.js';
 import type { Results, Settings } from './runner.js';
+import { describeTransport } from './transport.js';
 
 /** Empty, not 'n/a' or NaN, where a run measured nothing: spreadsheets read that as missing. */
 const fixed = (value: number | undefined, digits: number): string =>
@@ -24,6 +25,7 @@ const COLUMNS = [
   'scenarios',
   'seconds',
   'warmup',
+  'transport',
   'rate',
   'requests_per_s',
   'orders_per_s',
@@ -67,6 +69,7 @@ export function writeRunsCsv(file: string, results: Results, pgbench: PgbenchFig
       run: 'pgbench -N',
       repeat: record.step.repeat,
       seconds: settings.seconds,
+      transport: describeTransport(settings.transport),
       pgbench_tps: fixed(record.tps, 1),
     }),
   );
@@ -86,6 +89,7 @@ export function writeRunsCsv(file: string, results: Results, pgbench: PgbenchFig
       scenarios: step.scenarios.join(' '),
       seconds: settings.seconds,
       warmup: settings.warmup,
+      transport: describeTransport(settings.transport),
       rate: record.rate ?? '',
       requests_per_s: fixed(stress?.requestsPerSecond, 1),
       orders_per_s: fixed(stress?.ordersPerSecond, 1),

@@ -10,6 +10,7 @@ import { configName, estimatedSeconds, type Step } from './plan.js';
 import { minutes, type ServerRecord, type Settings } from './runner.js';
 import { fixed, meanAndSd } from './stats.js';
 import type { TargetRow } from './targets.js';
+import { describeTransport } from './transport.js';
 
 /** A markdown table with aligned columns, so it reads in a terminal and pastes into a document. */
 export function markdownTable(header: string[], rows: string[][]): string[] {
@@ -36,7 +37,7 @@ export function planTable(plan: Step[], settings: Settings): string[] {
       ]),
     ),
     '',
-    `${plan.length} runs, about ${minutes(total)} (min:s)`,
+    `${plan.length} runs, about ${minutes(total)} (min:s); PostgreSQL over ${describeTransport(settings.transport)}`,
   ];
 }
 
@@ -54,6 +55,7 @@ export function machineTable(machine: Machine, facts: RunFacts): string[] {
       ['CPU', `${machine.cpuModel}, ${machine.cores} cores available`],
       ['memory', `${machine.memoryGiB.toFixed(1)} GiB`],
       ['PostgreSQL', machine.postgres],
+      ['PostgreSQL transport', `${describeTransport(facts.settings.transport)} (server and pgbench)`],
       ['PostgreSQL settings', machine.pgSettings],
       ['Node', machine.node],
       ['kernel', machine.kernel],
