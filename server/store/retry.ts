@@ -67,3 +67,35 @@ export async function withRetry<T>(
     }
   }
 }
+
+/**
+ * The connection failed or PostgreSQL is going away or not yet accepting (class 08,
+ * 57P01-57P03), or the pool could not connect: no SQLSTATE of a statement's own.
+ */
+export function isConnectionFailure(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === undefined || code === null) return error instanceof Error && !(error instanceof RetriesExhaustedError);
+  return typeof code === 'string' && (/^(08|57P0[123])/.test(code) || /^E[A-Z]+$/.test(code));
+}
+
+/**
+ * A read changes nothing, so one whose connection failed (PostgreSQL restarting, say)
+ * is simply made again, until PostgreSQL answers or the deadline passes: "outcome
+ * unknown" is for writes that may have committed, never for a read.
+ */
+export async function withReconnects<T>(
+  attempt: () => Promise<T>,
+  deadlineMs: number,
+  policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+  counters?: RetryCounters,
+): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  for (let delay = 50; ; delay = Math.min(1_000, delay * 2)) {
+    try {
+      return await withRetry(attempt, policy, counters);
+    } catch (error) {
+      if (!isConnectionFailure(error) || Date.now() + delay > deadline) throw error;
+      await sleep(delay);
+    }
+  }
+}
