@@ -23,6 +23,8 @@ export function defaultWorkers(cores: number): number {
 /** Short tokens can be guessed; 32 hex characters (openssl rand -hex 16) is the least accepted. */
 export const MIN_ADMIN_TOKEN_LENGTH = 32;
 
+export type WriteQueue = 'shared' | 'per-worker';
+
 export type Config = {
   host: string;
   port: number;
@@ -41,6 +43,8 @@ export type Config = {
   /** The longest one write batch may hold the write lock. */
   writeTimeoutMs: number;
   workers: number;
+  /** With WORKERS > 1: one write queue in the primary for every worker ('shared'), or one per worker. */
+  writeQueue: WriteQueue;
   metricsPort: number | null;
   /** Address of the metrics, dashboard and operator API port (127.0.0.1: this machine only). */
   metricsHost: string;
@@ -239,6 +243,17 @@ const SETTINGS: Setting[] = [
     help: "'auto' (a write batch waits for its WAL flush under the write lock unless other writers wait for it) or 'after-lock' (never under the lock; replies wait for a shared flush)",
     parse: (text) => {
       if (text !== 'auto' && text !== 'after-lock') throw new ConfigError("must be 'auto' or 'after-lock'");
+      return text;
+    },
+  },
+  {
+    key: 'writeQueue',
+    env: 'WRITE_QUEUE',
+    flag: 'write-queue',
+    default: 'shared',
+    help: "with WORKERS > 1: 'shared' (workers forward orders and cancels to the primary, which batches them all: one write lane for the host) or 'per-worker' (each worker batches its own, and the batches take turns on the write lock)",
+    parse: (text) => {
+      if (text !== 'shared' && text !== 'per-worker') throw new ConfigError("must be 'shared' or 'per-worker'");
       return text;
     },
   },

@@ -11,6 +11,7 @@ import { ExchangeListener } from './net/listener.js';
 import { isCompleteDocument } from './protocol/parse-request.js';
 import { renderRequestError } from './protocol/render-reply.js';
 import { PostgresExchangeStore, type ExchangeStore } from './store/exchange-store.js';
+import type { WriteSubmitter } from './store/write-lane.js';
 import { CachedExchangeStore } from './cache/cached-store.js';
 import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
@@ -53,6 +54,8 @@ export type ExchangeServerDeps = {
   operationsPort?: boolean;
   /** How long a batch whose outcome is in doubt is looked up (default: the store's). */
   outcomeLookupMs?: number;
+  /** Where orders and cancels go (default: a write lane of this process). */
+  writes?: WriteSubmitter;
   /** An idle database connection was lost (default: a warning in the log). */
   onIdleError?: (error: Error) => void;
 };
@@ -112,6 +115,7 @@ export async function startExchangeServer(
     const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool, {
       writeTimeoutMs: config.writeTimeoutMs,
       outcomeLookupMs: deps.outcomeLookupMs,
+      writes: deps.writes,
     });
     let cache: RedisReadCache | null = null;
     let store: ExchangeStore = database;

@@ -7,7 +7,8 @@ import { createPool } from './store/pool.js';
 import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
-import { registerSources } from './observability/metrics.js';
+import { WRITE_BATCH_SIZE_METRIC, registerSources, registry } from './observability/metrics.js';
+import { ForwardedWrites } from './store/forwarded-writes.js';
 import { exitOnStopSignal, onStopSignal } from './signals.js';
 
 async function run(config: Config): Promise<void> {
@@ -76,9 +77,26 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
     metricsPort: config.metricsPort,
     metricsHost: config.metricsHost,
     adminToken: config.adminToken,
+    sharedWrites:
+      config.writeQueue === 'shared'
+        ? { writeFlush: config.writeFlush, writeTimeoutMs: config.writeTimeoutMs, poolSize: config.dbPoolSize }
+        : null,
     onListening: () => logReady(config, databaseUrl, embedded),
     onStopped: () => embedded?.stop(),
   });
+}
+
+/** A worker's writes go to the primary's one write lane (workers.ts), over the cluster's IPC channel. */
+function forwardWritesToPrimary(): ForwardedWrites {
+  const writes = new ForwardedWrites((message, sent) => {
+    if (!process.send || !process.connected) return sent(new Error('no channel to the primary'));
+    process.send(message, undefined, {}, (error: Error | null) => sent(error ?? null));
+  });
+  process.on('message', (message) => writes.receive(message));
+  process.once('disconnect', () => writes.close('the primary process went away'));
+  // Batches form in the primary, which reports their sizes.
+  registry.removeSingleMetric(WRITE_BATCH_SIZE_METRIC);
+  return writes;
 }
 
 async function serve(
@@ -87,11 +105,20 @@ async function serve(
   embedded: EmbeddedDatabase | null,
   migrate: boolean,
 ): Promise<void> {
+  const writes = cluster.isWorker && config.writeQueue === 'shared' ? forwardWritesToPrimary() : null;
   // In a multi-process server the primary serves the (aggregated) metrics.
-  const server = await startExchangeServer({ ...config, databaseUrl }, { migrate, operationsPort: !cluster.isWorker });
+  const server = await startExchangeServer(
+    { ...config, databaseUrl },
+    { migrate, operationsPort: !cluster.isWorker, writes: writes ?? undefined },
+  );
   const { pool, store: database, listener, cache } = server;
+  // This process's retries, and those the shared write lane reported to it.
+  const retries = () => ({
+    retries: database.retryCounters.retries + (writes?.retryCounters.retries ?? 0),
+    exhausted: database.retryCounters.exhausted + (writes?.retryCounters.exhausted ?? 0),
+  });
   registerSources({
-    retries: () => database.retryCounters,
+    retries,
     cache: () => cache?.counters ?? null,
     openConnections: () => listener.connectionCount,
     buffered: () => ({ bytes: listener.budget.usedBytes, waiting: listener.budget.waitingCount }),
@@ -104,8 +131,8 @@ async function serve(
     await server.close();
     if (embedded) await embedded.stop();
     log.info('stopped', {
-      serializationRetries: database.retryCounters.retries,
-      retriesExhausted: database.retryCounters.exhausted,
+      serializationRetries: retries().retries,
+      retriesExhausted: retries().exhausted,
       cache: cache ? cache.counters : 'off',
     });
   };

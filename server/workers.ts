@@ -13,6 +13,9 @@ import { startOperationsPort } from './admin/operations-port.js';
 import { AggregatorRegistry } from './observability/metrics.js';
 import { RedisReadCache } from './cache/read-cache.js';
 import { onStopSignal } from './signals.js';
+import { WriteLane, type WriteFlush } from './store/write-lane.js';
+import { answerForwardedWrites, isForwardedWritesMessage } from './store/forwarded-writes.js';
+import { WRITE_BATCH_SIZE_METRIC, registry } from './observability/metrics.js';
 
 /** What a worker tells the primary just before it exits because it could not start. */
 export type StartFailedMessage = { type: 'start-failed'; reason: string };
@@ -32,6 +35,8 @@ export type WorkersOptions = {
   metricsHost: string;
   /** The operator API's token (null: /api/accounts is off). */
   adminToken: string | null;
+  /** When set, the primary runs the one write lane every worker forwards its orders and cancels to. */
+  sharedWrites: { writeFlush: WriteFlush; writeTimeoutMs: number; poolSize: number } | null;
   /** Runs once the first worker listens (the "ready" line). */
   onListening: () => void;
   /** Runs after the last worker stopped (stops the embedded PostgreSQL). */
@@ -39,6 +44,12 @@ export type WorkersOptions = {
 };
 
 /** Workers keep their own metrics; the primary asks each for them at scrape time. */
+/** The primary's own families to add to the workers' (the shared write lane batches here, not in a worker). */
+async function primaryMetrics(options: WorkersOptions): Promise<string> {
+  if (options.sharedWrites === null) return '';
+  return `${await registry.getSingleMetricAsString(WRITE_BATCH_SIZE_METRIC)}\n`;
+}
+
 async function serveOperations(options: WorkersOptions, listening: () => number): Promise<() => Promise<void>> {
   const aggregator = new AggregatorRegistry();
   const pool = createPool({ databaseUrl: options.databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 });
@@ -57,7 +68,10 @@ async function serveOperations(options: WorkersOptions, listening: () => number)
       host: options.metricsHost,
       databaseUrl: options.databaseUrl,
       adminToken: options.adminToken,
-      metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
+      metrics: async () => ({
+        contentType: aggregator.contentType,
+        body: (await aggregator.clusterMetrics()) + (await primaryMetrics(options)),
+      }),
       health: async () => ({
         server: listening() > 0 ? 'listening' : 'starting',
         workers: { listening: listening(), wanted: options.workers },
@@ -76,6 +90,32 @@ async function serveOperations(options: WorkersOptions, listening: () => number)
   }
 }
 
+/**
+ * The host's one write lane: every worker forwards its orders and cancels here
+ * (forwarded-writes.ts). Its pool outlives the workers: it closes after they stopped.
+ */
+function runSharedWriteLane(
+  options: WorkersOptions,
+  settings: NonNullable<WorkersOptions['sharedWrites']>,
+): () => Promise<void> {
+  const pool = createPool({
+    databaseUrl: options.databaseUrl,
+    maxConnections: settings.poolSize,
+    onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
+  });
+  const lane = new WriteLane(pool, { writeFlush: settings.writeFlush, writeTimeoutMs: settings.writeTimeoutMs });
+  const reported = { retries: 0, exhausted: 0 };
+  cluster.on('message', (worker, message: unknown) => {
+    if (!isForwardedWritesMessage(message)) return;
+    void answerForwardedWrites(lane, lane.retryCounters, reported, message, (answer) => {
+      // A worker that died took its clients with it: nobody waits for this answer.
+      if (worker.isConnected()) worker.send(answer, undefined, {}, () => undefined);
+    });
+  });
+  log.info('one write lane for every worker: workers forward orders and cancels to the primary');
+  return () => pool.end();
+}
+
 /** Longer than a worker's own graceful shutdown (SHUTDOWN_TIMEOUT_MS, 10 s by default, and closing its clients). */
 const WORKER_STOP_DEADLINE_MS = 60_000;
 
@@ -86,6 +126,7 @@ export function runWorkers(options: WorkersOptions): void {
   /** Whether any worker has ever listened: until then, a worker's death is a failed start. */
   let started = false;
   const startFailures = new Map<number, string>();
+  const closeWriteLane = options.sharedWrites === null ? null : runSharedWriteLane(options, options.sharedWrites);
   const fork = (): Worker => cluster.fork({ DATABASE_URL: options.databaseUrl });
   for (let index = 0; index < options.workers; index++) fork();
   log.info('started workers', { workers: options.workers });
@@ -133,6 +174,8 @@ export function runWorkers(options: WorkersOptions): void {
       ),
     );
     await (await closeOperations)();
+    // Only now: workers stopping still wait for their writes' answers.
+    await closeWriteLane?.().catch(() => undefined);
     await options.onStopped();
   };
 

@@ -16,6 +16,9 @@ if (maxFds) maxFds.aggregator = 'max';
 // only when an AggregatorRegistry is constructed in that worker.
 if (cluster.isWorker) new client.AggregatorRegistry();
 
+/** Observed where write batches form: the primary when workers share its write lane (workers.ts). */
+export const WRITE_BATCH_SIZE_METRIC = 'exchange_write_batch_size';
+
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 export const metrics = {
@@ -53,7 +56,7 @@ export const metrics = {
     labelNames: ['reason'],
   }),
   writeBatchSize: new client.Histogram({
-    name: 'exchange_write_batch_size',
+    name: WRITE_BATCH_SIZE_METRIC,
     help: 'Writes (orders and cancels) committed per transaction',
     buckets: [1, 2, 4, 8, 16, 32, 64],
   }),

@@ -36,6 +36,7 @@ describe('loadConfig', () => {
       maxBufferedBytes: 64 * 1024 * 1024,
       dbPoolSize: 10,
       writeFlush: 'auto',
+      writeQueue: 'shared',
       writeTimeoutMs: 5000,
       workers: defaultWorkers(os.availableParallelism()),
       metricsPort: null,
@@ -95,6 +96,7 @@ describe('loadConfig', () => {
       MAX_BUFFERED_BYTES: '1000000',
       DB_POOL_SIZE: '3',
       WRITE_FLUSH: 'after-lock',
+      WRITE_QUEUE: 'per-worker',
       WRITE_TIMEOUT_MS: '800',
       WORKERS: '2',
       METRICS_PORT: '9464',
@@ -123,6 +125,7 @@ describe('loadConfig', () => {
       maxBufferedBytes: 1_000_000,
       dbPoolSize: 3,
       writeFlush: 'after-lock',
+      writeQueue: 'per-worker',
       writeTimeoutMs: 800,
       workers: 2,
       metricsPort: 9464,
@@ -197,6 +200,7 @@ describe('loadConfig', () => {
     ['DB_POOL_SIZE', '1001'],
     ['EMBEDDED_PG_PORT', '0'],
     ['SHUTDOWN_TIMEOUT_MS', '-5'],
+    ['WRITE_QUEUE', 'primary'],
   ];
   for (const [name, value] of badEnv) {
     it(`rejects ${name}=${JSON.stringify(value)} naming the variable`, () => {
