@@ -1,0 +1,103 @@
+/**
+ * WORKERS=2: where write batches form. With WRITE_QUEUE=shared (the default) both
+ * workers forward their orders to the primary's one lane, so writes that arrive on
+ * either worker while the lane waits join one batch, and only one writer ever waits
+ * for the write lock. With per-worker queues each worker's first write waits for the
+ * lock on its own, and the batches stay apart. The test holds the write lock itself,
+ * so what forms a batch is decided by the test's steps; each batch's size is read
+ * from its record in write_batches.
+ */
+import { expect } from 'chai';
+import pg from 'pg';
+import { LengthClient, sendOnce } from '../support/client.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { spawnServer } from '../support/process.js';
+import { sleep, waitFor } from '../support/waiting.js';
+
+const CONNECTIONS = 8;
+
+async function lockWaiters(pool: pg.Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>(
+    `SELECT count(*) AS n FROM pg_locks WHERE relation = 'exchange_write_lock'::regclass AND NOT granted`,
+  );
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** Sizes of the write batches recorded so far, oldest first. */
+async function batchSizes(pool: pg.Pool): Promise<number[]> {
+  const { rows } = await pool.query<{ n: number }>(
+    'SELECT cardinality(order_ids) AS n FROM write_batches ORDER BY token',
+  );
+  return rows.map((row) => row.n);
+}
+
+describe('WORKERS=2: one write lane for both workers', function () {
+  this.timeout(120_000);
+  let database: TestDatabase;
+  let pool: pg.Pool;
+
+  beforeEach(async () => {
+    database = await createTestDatabase();
+    pool = new pg.Pool({ connectionString: database.url, max: 3 });
+  });
+  afterEach(async () => {
+    await pool.end();
+    await database.drop();
+  });
+
+  /**
+   * Holds the write lock, sends one order on each of CONNECTIONS connections (the cluster
+   * deals connections to the workers in turn), waits for `waiters` writers to queue on
+   * the lock and a second more, then lets go. Returns the batch sizes and the replies.
+   */
+  async function ordersWhileLocked(writeQueue: string, waiters: number) {
+    // Both workers listening, so the cluster deals the connections to both.
+    const server = await spawnServer(
+      { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2', WRITE_QUEUE: writeQueue },
+      { listeners: 2 },
+    );
+    const clients: LengthClient[] = [];
+    const holder = await pool.connect();
+    try {
+      const accounts = Array.from({ length: CONNECTIONS }, (_, index) => `<account id="${index + 1}" balance="1000"/>`);
+      expect(await sendOnce(server.port, `<create>${accounts.join('')}</create>`)).not.to.contain('<error');
+      // Batches before this point are not the test's.
+      const before = (await batchSizes(pool)).length;
+      for (let index = 0; index < CONNECTIONS; index++) clients.push(await LengthClient.connect(server.port));
+      await holder.query('BEGIN; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
+      const replies = clients.map((client, index) =>
+        client.send(`<transactions id="${index + 1}"><order sym="X" amount="1" limit="${10 + index}"/></transactions>`),
+      );
+      await waitFor(
+        `${waiters} writer(s) to wait for the write lock`,
+        async () => (await lockWaiters(pool)) >= waiters,
+      );
+      // The other writes reach their queues meanwhile (a local round trip each).
+      await sleep(1_000);
+      const waitersSeen = await lockWaiters(pool);
+      await holder.query('COMMIT');
+      const answered = await Promise.all(replies);
+      const sizes = (await batchSizes(pool)).slice(before);
+      return { answered, sizes, waitersSeen };
+    } finally {
+      holder.release();
+      for (const client of clients) client.close();
+      expect(await server.stop()).to.equal(0);
+    }
+  }
+
+  it('shared (default): one writer waits for the lock, and the writes of both workers then form one batch', async () => {
+    const { answered, sizes, waitersSeen } = await ordersWhileLocked('shared', 1);
+    for (const reply of answered) expect(reply).to.match(/<opened [^>]*id="\d+"/);
+    expect(waitersSeen).to.equal(1);
+    expect(sizes).to.deep.equal([1, CONNECTIONS - 1]);
+  });
+
+  it('per-worker: each worker has a writer waiting for the lock, and the batches stay apart', async () => {
+    const { answered, sizes, waitersSeen } = await ordersWhileLocked('per-worker', 2);
+    for (const reply of answered) expect(reply).to.match(/<opened [^>]*id="\d+"/);
+    expect(waitersSeen).to.equal(2);
+    expect(sizes.reduce((sum, size) => sum + size, 0)).to.equal(CONNECTIONS);
+    expect(Math.max(...sizes)).to.be.below(CONNECTIONS - 1);
+  });
+});
