@@ -10,8 +10,9 @@ import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js
  * Workers started when WORKERS is unset: one per CORES_PER_WORKER cores, at least one, at most
  * MAX_DEFAULT_WORKERS. Measured (docs/performance.md): at its peak one server process uses
  * about a quarter of the CPU an order costs, PostgreSQL and the clients the rest, so a second
- * process pays off only where it has cores of its own; below that it only makes smaller write
- * batches that take turns on the write lock, and was slower than one.
+ * process pays off only where it has cores of its own. Below that it was slower than one, even
+ * with every worker's writes in the primary's one write lane: each process then wakes up for
+ * fewer requests, and the processes together spent about three times the CPU per request.
  */
 export const CORES_PER_WORKER = 4;
 export const MAX_DEFAULT_WORKERS = 4;
