@@ -111,9 +111,11 @@ function sections(results: Results, options: BenchOptions, settings: Settings, a
   });
 }
 
-/** The run whose statements are shown: the first passing mixed run on all cores that has them. */
+/** The run whose statements are shown: the first passing mixed run on all cores, shared write queue, that has them. */
 function statementsRun(section: Section, allowedCores: number): ServerRecord | undefined {
-  const mixed = section.configs.find((config) => config.load === 'mixed' && config.cpus.length === allowedCores);
+  const mixed = section.configs.find(
+    (config) => config.load === 'mixed' && config.cpus.length === allowedCores && config.writeQueue === undefined,
+  );
   return section.records.find(
     (record) =>
       mixed !== undefined &&

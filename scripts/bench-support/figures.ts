@@ -53,13 +53,15 @@ export function runFigures(record: ServerRecord, settings: Settings): RunFigures
   };
 }
 
-/** One configuration (load, connections, CPUs, workers) over its repeats; means over the runs that passed. */
+/** One configuration (load, connections, CPUs, workers, write queue) over its repeats; means over the runs that passed. */
 export type ConfigFigures = RunFigures & {
   name: string;
   load: Load;
   connections: number;
   cpus: number[];
   workers: number;
+  /** As in the plan: set only for per-worker write queues, absent for the server's default. */
+  writeQueue?: 'per-worker';
   scenarios: Scenario[];
   runs: number;
   passed: number;
@@ -116,6 +118,7 @@ export function configFigures(records: ServerRecord[], pgbench: PgbenchFigures[]
         connections: first.step.connections,
         cpus: first.step.cpus,
         workers: first.step.workers,
+        writeQueue: first.step.writeQueue,
         scenarios: first.step.scenarios,
         runs: all.length,
         passed: passed.length,

@@ -3,11 +3,12 @@
  * processes, no database), so it can be printed before anything runs.
  *
  * A server run is a load (the stress client's workload) × connections × the server's CPUs ×
- * WORKERS × repeat. Scenarios name the parts of the plan a user selects; two scenarios that
- * need the same run share it, so on two cores `mixed` (all cores, default WORKERS) is also the
- * 2-core, 1-worker run of `workers`, and `cores` adds nothing that `workers` did not.
+ * WORKERS × write queue × repeat. Scenarios name the parts of the plan a user selects; two
+ * scenarios that need the same run share it, so on two cores `mixed` (all cores, default
+ * WORKERS) is also the 2-core, 1-worker run of `workers`, and `cores` adds nothing that
+ * `workers` did not.
  */
-import { defaultWorkers } from '../../server/config.js';
+import { defaultWorkers, type WriteQueue } from '../../server/config.js';
 
 export const SCENARIOS = ['mixed', 'cross20', 'half-rate', 'hot', 'workers', 'cores'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -28,6 +29,8 @@ export type ServerStep = {
   connections: number;
   cpus: number[];
   workers: number;
+  /** Set for the run that compares per-worker write queues; absent, the server's default (shared). */
+  writeQueue?: 'per-worker';
   repeat: number;
   /** The scenarios that asked for this run. */
   scenarios: Scenario[];
@@ -46,16 +49,26 @@ export type PlanOptions = {
   allowedCpus: number[];
 };
 
-/** "mixed 2c/1w": a run's load, cores and workers; the same name for each repeat and connection count. */
-export function configName(step: { load: Load; cpus: number[]; workers: number }): string {
-  return `${step.load} ${step.cpus.length}c/${step.workers}w`;
+type ConfigKey = { load: Load; cpus: number[]; workers: number; writeQueue?: 'per-worker' };
+
+/**
+ * "mixed 2c/1w", "mixed 2c/2w per-worker": a run's load, cores, workers and write queue; the same
+ * name for each repeat and connection count.
+ */
+export function configName(step: ConfigKey): string {
+  const queue = step.writeQueue ? ` ${step.writeQueue}` : '';
+  return `${step.load} ${step.cpus.length}c/${step.workers}w${queue}`;
 }
 
-/** The (load, cores, workers) configurations a scenario needs, in the order they run. */
-function configurations(
-  scenario: Scenario,
-  options: PlanOptions,
-): Array<{ load: Load; cores: number; workers: number }> {
+/** The WRITE_QUEUE a run's server gets: said outright, so one in the benchmark's environment cannot leak in. */
+export function writeQueueOf(step: { writeQueue?: 'per-worker' }): WriteQueue {
+  return step.writeQueue ?? 'shared';
+}
+
+type Configuration = { load: Load; cores: number; workers: number; writeQueue?: 'per-worker' };
+
+/** The (load, cores, workers, write queue) configurations a scenario needs, in the order they run. */
+function configurations(scenario: Scenario, options: PlanOptions): Configuration[] {
   const all = options.allowedCpus.length;
   const workers = defaultWorkers(all);
   switch (scenario) {
@@ -95,14 +108,14 @@ export function buildPlan(options: PlanOptions): Step[] {
     for (let repeat = 1; repeat <= options.repeats; repeat++) {
       const round = new Map<string, ServerStep>();
       for (const scenario of SCENARIOS.filter((name) => options.scenarios.includes(name))) {
-        for (const { load, cores, workers } of configurations(scenario, options)) {
-          const cpus = options.allowedCpus.slice(0, cores);
-          const name = configName({ load, cpus, workers });
+        for (const { cores, ...config } of configurations(scenario, options)) {
+          const key = { ...config, cpus: options.allowedCpus.slice(0, cores) };
+          const name = configName(key);
           const existing = round.get(name);
           if (existing) {
             if (!existing.scenarios.includes(scenario)) existing.scenarios.push(scenario);
           } else {
-            round.set(name, { kind: 'server', load, connections, cpus, workers, repeat, scenarios: [scenario] });
+            round.set(name, { kind: 'server', ...key, connections, repeat, scenarios: [scenario] });
           }
         }
       }

@@ -2,6 +2,7 @@
  * One benchmark run: a fresh database, the server pinned to some CPUs with some workers, the
  * stress client against it, the server stopped, PostgreSQL's counters read, the database dropped.
  */
+import type { WriteQueue } from '../../server/config.js';
 import { createDatabase, databaseCounters, dropDatabase, type DatabaseCounters } from './databases.js';
 import { progress } from './progress.js';
 import { startServer, type ServerShutdown } from './server.js';
@@ -15,6 +16,7 @@ export type ServerRun = {
   database: string;
   cpus: number[];
   workers: number;
+  writeQueue: WriteQueue;
   load: StressLoad;
   /** How the server reaches its database; the stress client's SQL checks and the PostgreSQL counters go the same way. */
   transport: PgTransport;
@@ -38,7 +40,7 @@ export async function runServerUnderLoad(run: ServerRun): Promise<ServerRunResul
   const url = transportUrl(run.transport, run.database);
   const timestamp = new Date().toISOString();
   try {
-    const server = await startServer(run.cpus, run.workers, url);
+    const server = await startServer(run.cpus, run.workers, run.writeQueue, url);
     progress(
       `${run.label} (cpu ${run.cpus.join(',')}, ${run.workers} worker(s)): server up on port ${server.port}; stressing ${run.load.warmup} + ${run.load.seconds} s`,
     );

@@ -8,7 +8,15 @@ import { type DatabaseCounters, dropDatabase } from './databases.js';
 import { DEFAULT_STRESS_CLIENT, PROJECT_ROOT } from './paths.js';
 import type { PgWindow } from './pg-costs.js';
 import { pgbenchCommand, preparePgbench, runPgbench } from './pgbench.js';
-import { configName, estimatedSeconds, LOADS, type PgbenchStep, type ServerStep, type Step } from './plan.js';
+import {
+  configName,
+  estimatedSeconds,
+  LOADS,
+  type PgbenchStep,
+  type ServerStep,
+  type Step,
+  writeQueueOf,
+} from './plan.js';
 import { progress } from './progress.js';
 import { runServerUnderLoad } from './run.js';
 import { type StressLoad, type StressResult, stressArgs } from './stress.js';
@@ -70,6 +78,7 @@ function halfOfMixed(step: ServerStep, done: ServerRecord[]): number | null {
       record.step.connections === step.connections &&
       record.step.repeat === step.repeat &&
       record.step.workers === step.workers &&
+      record.step.writeQueue === step.writeQueue &&
       record.step.cpus.join() === step.cpus.join(),
   );
   const peak = mixed?.failure === null ? mixed.stress?.requestsPerSecond : undefined;
@@ -85,12 +94,14 @@ async function runServerStep(step: ServerStep, rate: number | null, settings: Se
     // The seed depends on the repeat only, so every configuration sees the same workload.
     workload: [...LOADS[step.load], '--seed', String(step.repeat), ...(rate === null ? [] : ['--rate', String(rate)])],
   };
-  const cores = `${step.cpus.length}c${step.workers}w`;
+  // "mixed_2c_2w_per_worker": the configuration's name, so no two configurations share a database name.
+  const config = configName(step).replace(/[^a-z0-9]+/g, '_');
   const { timestamp, outcome, shutdown, database, failure } = await runServerUnderLoad({
     label: `${configName(step)}, ${step.connections} connections, repeat ${step.repeat}${rate === null ? '' : ` at ${rate} requests/s`}`,
-    database: `bench_${process.pid}_c${step.connections}_${step.load.replace(/[^a-z0-9]/g, '')}_${cores}_r${step.repeat}`,
+    database: `bench_${process.pid}_c${step.connections}_${config}_r${step.repeat}`,
     cpus: step.cpus,
     workers: step.workers,
+    writeQueue: writeQueueOf(step),
     load,
     transport: settings.transport,
   });

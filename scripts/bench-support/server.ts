@@ -1,9 +1,10 @@
 /**
  * The exchange server under test, as a child process: pinned to CPUs with taskset, WORKERS
- * processes, length framing, no Redis, JSON log on stderr. stop() reads the serialization retry
+ * processes, the given WRITE_QUEUE, length framing, no Redis, JSON log on stderr. stop() reads the serialization retry
  * counters every process logs in its "stopped" line.
  */
 import { spawn } from 'node:child_process';
+import type { WriteQueue } from '../../server/config.js';
 import { isRecord } from './json.js';
 import { SERVER_ENTRY } from './paths.js';
 import { freePort, sleep, track } from './processes.js';
@@ -34,8 +35,16 @@ function logRecords(text: string): Array<Record<string, unknown>> {
   return records;
 }
 
-/** Starts `taskset -c <cpus> node dist/server/main.js` with WORKERS=workers and waits until every worker listens. */
-export async function startServer(cpus: number[], workers: number, databaseUrl: string): Promise<RunningServer> {
+/**
+ * Starts `taskset -c <cpus> node dist/server/main.js` with WORKERS=workers and
+ * WRITE_QUEUE=writeQueue, and waits until every worker listens.
+ */
+export async function startServer(
+  cpus: number[],
+  workers: number,
+  writeQueue: WriteQueue,
+  databaseUrl: string,
+): Promise<RunningServer> {
   const port = await freePort();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -44,6 +53,7 @@ export async function startServer(cpus: number[], workers: number, databaseUrl: 
     HOST: '127.0.0.1',
     REPLY_FRAMING: 'length',
     WORKERS: String(workers),
+    WRITE_QUEUE: writeQueue,
     LOG_LEVEL: 'info',
   };
   delete env.REDIS_URL; // measure the server and PostgreSQL, not a cache

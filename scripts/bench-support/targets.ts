@@ -23,6 +23,12 @@ export function failedRequests(records: ServerRecord[]): { total: number; client
 }
 
 /**
+ * The configuration of a load on `cores` cores with `workers` workers and the write queue named,
+ * or, without one, the server's default queue: a per-worker run never stands in for a default one.
+ */
+type Find = (load: Load, cores: number, workers: number, writeQueue?: 'per-worker') => ConfigFigures | undefined;
+
+/**
  * configs, pgbench and records are those of `connections`; allowedCores is how many CPUs the
  * benchmark may use (the "all cores" runs use them all with the default WORKERS).
  */
@@ -33,8 +39,14 @@ export function targetRows(
   records: ServerRecord[],
   allowedCores: number,
 ): TargetRow[] {
-  const find = (load: Load, cores: number, workers: number): ConfigFigures | undefined =>
-    configs.find((config) => config.load === load && config.cpus.length === cores && config.workers === workers);
+  const find: Find = (load, cores, workers, writeQueue) =>
+    configs.find(
+      (config) =>
+        config.load === load &&
+        config.cpus.length === cores &&
+        config.workers === workers &&
+        config.writeQueue === writeQueue,
+    );
   const atFull = (load: Load): ConfigFigures | undefined => find(load, allowedCores, defaultWorkers(allowedCores));
   const mixed = atFull('mixed');
   const cross20 = atFull('cross20');
@@ -125,10 +137,7 @@ export function targetRows(
 }
 
 /** The workers scenario: 2 cores with the default WORKERS against 1 core, and against WORKERS=1. */
-function workerRows(
-  find: (load: Load, cores: number, workers: number) => ConfigFigures | undefined,
-  allowedCores: number,
-): TargetRow[] {
+function workerRows(find: Find, allowedCores: number): TargetRow[] {
   const defaultForTwo = defaultWorkers(2);
   const oneCore = find('mixed', 1, 1);
   const twoDefault = find('mixed', 2, defaultForTwo);
