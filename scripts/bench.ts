@@ -42,8 +42,9 @@ Scenarios, the parts of the plan (a run that two of them need is made once):
   cross20    20 symbols, orders only, every order crossing; all cores, default WORKERS
   half-rate  mixed, paced (--rate) at half the requests/s of the round's mixed run (runs mixed too)
   hot        one symbol, orders only, every order crossing; all cores, default WORKERS
-  workers    mixed on the first CPU with WORKERS=1, and on the first two with WORKERS=1, 2 and
-             the default for two cores
+  workers    mixed on the first CPU with WORKERS=1; on the first two with WORKERS=1, 2 and the
+             default for two cores; and on the first two with WORKERS=2 and WRITE_QUEUE=per-worker
+             (named "per-worker"; every other run gets WRITE_QUEUE=shared)
   cores      mixed on the first k CPUs with WORKERS=k, for each k of --cores (the scaling sweep)
 
 Printed per connection count: the targets (mixed and cross20 >= 1.5x pgbench -N; hot >= 1.0x;

@@ -89,6 +89,8 @@ function configurations(scenario: Scenario, options: PlanOptions): Configuration
         { load: 'mixed', cores: 2, workers: defaultWorkers(2) },
         { load: 'mixed', cores: 2, workers: 1 },
         { load: 'mixed', cores: 2, workers: 2 },
+        // Beside the shared queue's 2c/2w in the same round, so the two queues meet the same machine.
+        { load: 'mixed', cores: 2, workers: 2, writeQueue: 'per-worker' },
       ];
     case 'cores':
       return options.cores.map((cores) => ({ load: 'mixed', cores, workers: cores }));

@@ -136,13 +136,17 @@ export function targetRows(
   return rows;
 }
 
-/** The workers scenario: 2 cores with the default WORKERS against 1 core, and against WORKERS=1. */
+/**
+ * The workers scenario: 2 cores with the default WORKERS against 1 core, and against WORKERS=1;
+ * for information, 2 workers, and 2 workers with per-worker write queues against the shared one.
+ */
 function workerRows(find: Find, allowedCores: number): TargetRow[] {
   const defaultForTwo = defaultWorkers(2);
   const oneCore = find('mixed', 1, 1);
   const twoDefault = find('mixed', 2, defaultForTwo);
   const twoOne = find('mixed', 2, 1);
   const twoTwo = find('mixed', 2, 2);
+  const twoPerWorker = find('mixed', 2, 2, 'per-worker');
   if (allowedCores < 2) {
     return [
       {
@@ -179,6 +183,14 @@ function workerRows(find: Find, allowedCores: number): TargetRow[] {
     rows.push({
       target: 'Mixed orders/s, 2 cores + 2 workers (for information)',
       measured: `${meanAndSd(twoTwo.orders)} (x${fixed(twoTwo.orders.mean / twoOne.orders.mean, 2)} of 2 cores + 1 worker)`,
+      targetValue: '-',
+      met: null,
+    });
+  }
+  if (twoPerWorker && twoTwo) {
+    rows.push({
+      target: 'Mixed orders/s, 2 cores + 2 workers, per-worker write queues (for information)',
+      measured: `${meanAndSd(twoPerWorker.orders)} (x${fixed(twoPerWorker.orders.mean / twoTwo.orders.mean, 2)} of 2 cores + 2 workers, shared)`,
       targetValue: '-',
       met: null,
     });
