@@ -1,6 +1,7 @@
 /** runs.csv: one row per run, pgbench's and the server's, with every figure the run measured. */
 import { writeFileSync } from 'node:fs';
 import { type PgbenchFigures, runFigures } from './figures.js';
+import { writeQueueOf } from './plan.js';
 import type { Results, Settings } from './runner.js';
 import { describeTransport } from './transport.js';
 
@@ -21,6 +22,7 @@ const COLUMNS = [
   'cores',
   'cpus',
   'workers',
+  'write_queue',
   'repeat',
   'scenarios',
   'seconds',
@@ -85,6 +87,7 @@ export function writeRunsCsv(file: string, results: Results, pgbench: PgbenchFig
       cores: step.cpus.length,
       cpus: step.cpus.join(' '),
       workers: step.workers,
+      write_queue: writeQueueOf(step),
       repeat: step.repeat,
       scenarios: step.scenarios.join(' '),
       seconds: settings.seconds,
