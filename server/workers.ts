@@ -43,13 +43,14 @@ export type WorkersOptions = {
   onStopped: () => Promise<void> | undefined;
 };
 
-/** Workers keep their own metrics; the primary asks each for them at scrape time. */
 /** The primary's own families to add to the workers' (the shared write lane batches here, not in a worker). */
 async function primaryMetrics(options: WorkersOptions): Promise<string> {
   if (options.sharedWrites === null) return '';
-  return `${await registry.getSingleMetricAsString(WRITE_BATCH_SIZE_METRIC)}\n`;
+  // A blank line first: the workers' text may or may not end with a line break.
+  return `\n${await registry.getSingleMetricAsString(WRITE_BATCH_SIZE_METRIC)}\n`;
 }
 
+/** Workers keep their own metrics; the primary asks each for them at scrape time. */
 async function serveOperations(options: WorkersOptions, listening: () => number): Promise<() => Promise<void>> {
   const aggregator = new AggregatorRegistry();
   const pool = createPool({ databaseUrl: options.databaseUrl, maxConnections: 1, connectionTimeoutMs: 1_000 });
@@ -126,6 +127,11 @@ export function runWorkers(options: WorkersOptions): void {
   /** Whether any worker has ever listened: until then, a worker's death is a failed start. */
   let started = false;
   const startFailures = new Map<number, string>();
+  // Workers accept connections themselves (SCHED_NONE). With node's default round robin the
+  // primary accepts each one and hands it over; a connection handed to a worker that dies in
+  // that instant stayed open in the primary, unread, and its client waited forever (found by
+  // the worker-kill fault test). Measured on 2 workers: no slower than round robin.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
   const closeWriteLane = options.sharedWrites === null ? null : runSharedWriteLane(options, options.sharedWrites);
   const fork = (): Worker => cluster.fork({ DATABASE_URL: options.databaseUrl });
   for (let index = 0; index < options.workers; index++) fork();

@@ -24,7 +24,7 @@ import {
   type Universe,
 } from '../support/fault-load.js';
 import { DisposableCluster, POSTGRES_SERVER } from '../support/fault-postgres.js';
-import { killAllFaultServers, spawnFaultServer, type FaultServer } from '../support/fault-process.js';
+import { killAllFaultServers, liveGroupMembers, spawnFaultServer, type FaultServer } from '../support/fault-process.js';
 import { FaultRedis, redisCommand } from '../support/fault-redis.js';
 import { REDIS_SERVER } from '../support/redis.js';
 import { skipUnless, titleNeeding } from '../support/requirements.js';
@@ -226,6 +226,61 @@ describe('faults (real processes, killed for real)', function () {
       server = await spawnFaultServer(env, { port });
       await expectDatabaseConsistent(pool, ledger, grants, 'after the last restart');
       await expectServerKnowsOrders(port, ledger, random, 20);
+      server.signal('SIGTERM', 'primary');
+      expect((await exitWithin(server, 15_000)).code).to.equal(0);
+    });
+  });
+
+  describe('kill -9 of one worker under load (WORKERS=2, the primary runs the shared write lane)', () => {
+    let database: TestDatabase;
+    let pool: pg.Pool;
+    before(async () => {
+      database = await createTestDatabase();
+      pool = checkPool(database.url);
+    });
+    after(async () => {
+      await killAllFaultServers();
+      await pool.end();
+      await database.drop();
+    });
+
+    it('three workers killed in turn: the lane goes on, clients reconnect and are served, acknowledged orders survive, failed ones never appear', async () => {
+      const world = universe('75');
+      const ledger = new OrderLedger();
+      const server = await spawnFaultServer(
+        { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2' },
+        { listeners: 2 },
+      );
+      const grants = await createUniverse(server.port, world);
+      const driver = new LoadDriver({
+        port: server.port,
+        connections: 8,
+        seed: 175,
+        universe: world,
+        ledger,
+        doomedRate: 0.15,
+      }).start();
+      try {
+        for (let kill = 1; kill <= 3; kill++) {
+          await sleep(700);
+          const workers = liveGroupMembers(server.pid).filter((pid) => pid !== server.pid);
+          expect(workers, `two live workers before kill ${kill}`).to.have.length(2);
+          process.kill(workers[kill % 2] as number, 'SIGKILL');
+          // The primary replaces it, and the lane keeps answering the other worker meanwhile.
+          await waitFor(`replacement worker ${kill}`, () => logLines(server, 'exchange server listening') >= 2 + kill);
+        }
+        const repliesBefore = driver.stats.replies;
+        await sleep(700);
+        expect(driver.stats.replies, 'served after the last kill').to.be.greaterThan(repliesBefore);
+      } finally {
+        await driver.stop();
+      }
+      expect(problemsOf(driver.stats)).to.deep.equal({ anomalies: [], unexpectedErrors: [] });
+      expect(driver.stats.opened).to.be.greaterThan(0);
+      expect(driver.stats.rejected, 'was told of failures').to.be.greaterThan(0);
+      expect(logLines(server, 'worker died; starting a replacement')).to.equal(3);
+      await expectDatabaseConsistent(pool, ledger, grants, 'after three workers were killed');
+      await expectServerKnowsOrders(server.port, ledger, seededRandom(0x5eed75), 20);
       server.signal('SIGTERM', 'primary');
       expect((await exitWithin(server, 15_000)).code).to.equal(0);
     });

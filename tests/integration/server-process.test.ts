@@ -7,7 +7,14 @@ import { ADMIN_DATABASE_URL, createTestDatabase, type TestDatabase } from '../su
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { freePort, PROJECT_ROOT, runServer, SERVER_ENTRY, startServerProcess } from '../support/process.js';
+import {
+  freePort,
+  PROJECT_ROOT,
+  runServer,
+  SERVER_ENTRY,
+  spawnServer,
+  startServerProcess,
+} from '../support/process.js';
 import { SHARED_REDIS_URL } from '../support/redis.js';
 import { parseResults } from '../support/xml.js';
 
@@ -230,6 +237,33 @@ describe('server process', function () {
       expect(maxFds, 'the limit of one process, not the sum over workers').to.equal(limit);
       expect(server.log(), 'no log line names pid twice').to.not.match(/"pid":\d+[^\n]*"pid":/);
     } finally {
+      expect(await server.stop()).to.equal(0);
+    }
+  });
+
+  it("WORKERS=2: /metrics has the write batch sizes once, from the primary's shared lane, counting every order", async () => {
+    const metricsPort = await freePort();
+    const server = await spawnServer(
+      { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2', METRICS_PORT: String(metricsPort) },
+      { listeners: 2 },
+    );
+    const clients: LengthClient[] = [];
+    try {
+      for (let index = 0; index < 6; index++) clients.push(await LengthClient.connect(server.port));
+      expect(await clients[0]?.send('<create><account id="987654" balance="1000"/></create>')).to.contain('<created');
+      const replies = await Promise.all(
+        clients.map((client, index) =>
+          client.send(`<transactions id="987654"><order sym="M" amount="1" limit="${index + 1}"/></transactions>`),
+        ),
+      );
+      for (const reply of replies) expect(reply).to.contain('<opened');
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(metrics.match(/^# TYPE exchange_write_batch_size histogram$/gm), 'one family').to.have.length(1);
+      expect(Number(/^exchange_write_batch_size_sum (\d+)$/m.exec(metrics)?.[1]), 'every order').to.equal(6);
+      // Still one valid exposition: comments, samples and blank lines only.
+      for (const line of metrics.split('\n')) expect(line).to.match(/^(#.*|[a-zA-Z_:][\w:]*(\{.*\})? \S+|)$/);
+    } finally {
+      for (const client of clients) client.close();
       expect(await server.stop()).to.equal(0);
     }
   });
