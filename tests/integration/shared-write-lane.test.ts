@@ -3,15 +3,15 @@
  * workers forward their orders to the primary's one lane, so writes that arrive on
  * either worker while the lane waits join one batch, and only one writer ever waits
  * for the write lock. With per-worker queues each worker's first write waits for the
- * lock on its own, and the batches stay apart. The test holds the write lock itself,
- * so what forms a batch is decided by the test's steps; each batch's size is read
- * from its record in write_batches.
+ * lock on its own, and the batches stay apart. Each worker gets half the connections.
+ * The test holds the write lock itself, so what forms a batch is decided by the test's
+ * steps; each batch's size is read from its record in write_batches.
  */
 import { expect } from 'chai';
 import pg from 'pg';
 import { LengthClient, sendOnce } from '../support/client.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { spawnServer } from '../support/process.js';
+import { childPids, connectionOwner, spawnServer } from '../support/process.js';
 import { sleep, waitFor } from '../support/waiting.js';
 
 const CONNECTIONS = 8;
@@ -29,6 +29,40 @@ async function batchSizes(pool: pg.Pool): Promise<number[]> {
     'SELECT cardinality(order_ids) AS n FROM write_batches ORDER BY token',
   );
   return rows.map((row) => row.n);
+}
+
+/** The worker that accepted the client's connection (the kernel hands it over at once; a busy host may take a moment). */
+async function acceptedBy(workers: number[], port: number, client: LengthClient): Promise<number> {
+  for (let tries = 0; tries < 500; tries++) {
+    const owner = connectionOwner(workers, port, client.localPort);
+    if (owner !== null) return owner;
+    await sleep(10);
+  }
+  throw new Error(`no worker accepted the connection from port ${client.localPort}`);
+}
+
+/**
+ * `perWorker` connections on each worker. The kernel deals connections to the workers as it
+ * pleases (they accept from one shared socket), so the test connects until each worker has
+ * its share, and closes the rest.
+ */
+async function connectionsOnEveryWorker(port: number, primary: number, perWorker: number): Promise<LengthClient[]> {
+  const workers = childPids(primary);
+  expect(workers, 'two workers').to.have.length(2);
+  const kept = new Map<number, LengthClient[]>(workers.map((pid) => [pid, []]));
+  const spare: LengthClient[] = [];
+  for (let attempt = 0; attempt < 200 && [...kept.values()].some((list) => list.length < perWorker); attempt++) {
+    const client = await LengthClient.connect(port);
+    const owner = await acceptedBy(workers, port, client);
+    const list = kept.get(owner);
+    if (list && list.length < perWorker) list.push(client);
+    else spare.push(client);
+    // Give the other worker a chance at the next accept.
+    if (attempt % 4 === 3) await sleep(20);
+  }
+  for (const client of spare) client.close();
+  for (const [pid, list] of kept) expect(list, `connections on worker ${pid}`).to.have.length(perWorker);
+  return [...kept.values()].flat();
 }
 
 describe('WORKERS=2: one write lane for both workers', function () {
@@ -63,7 +97,7 @@ describe('WORKERS=2: one write lane for both workers', function () {
       expect(await sendOnce(server.port, `<create>${accounts.join('')}</create>`)).not.to.contain('<error');
       // Batches before this point are not the test's.
       const before = (await batchSizes(pool)).length;
-      for (let index = 0; index < CONNECTIONS; index++) clients.push(await LengthClient.connect(server.port));
+      clients.push(...(await connectionsOnEveryWorker(server.port, server.pid, CONNECTIONS / 2)));
       await holder.query('BEGIN; LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE');
       const replies = clients.map((client, index) =>
         client.send(`<transactions id="${index + 1}"><order sym="X" amount="1" limit="${10 + index}"/></transactions>`),

@@ -75,6 +75,11 @@ export class LengthClient {
     });
   }
 
+  /** This end's port: with the server's port, it names the connection (see process.ts connectionOwner). */
+  get localPort(): number {
+    return this.socket.localPort as number;
+  }
+
   send(xml: string): Promise<string> {
     return this.sendRaw(frameRequest(xml));
   }

@@ -5,7 +5,7 @@
  * (fault-process.ts: a process group the test can kill whole) are its two shapes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +40,53 @@ export function groupMembers(pgid: number): Array<{ pid: number; state: string }
     if (Number(fields[2]) === pgid) members.push({ pid: Number(entry), state: fields[0] ?? '?' });
   }
   return members;
+}
+
+/** Live children of a process (a server's workers), from /proc. */
+export function childPids(parent: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === parent && fields[0] !== 'Z') children.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return children;
+}
+
+/**
+ * Which of `pids` holds the server side of the local TCP connection from clientPort to
+ * serverPort (IPv4), from /proc/net/tcp and each process's file descriptors; null if none.
+ * Lets a test see which worker the kernel gave a connection to.
+ */
+export function connectionOwner(pids: number[], serverPort: number, clientPort: number): number | null {
+  const hexPort = (port: number) => port.toString(16).toUpperCase().padStart(4, '0');
+  const line = readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .map((text) => text.trim().split(/\s+/))
+    .find((fields) => fields[1]?.endsWith(`:${hexPort(serverPort)}`) && fields[2]?.endsWith(`:${hexPort(clientPort)}`));
+  const inode = line?.[9];
+  if (!inode) return null;
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`) return pid;
+      } catch {
+        // Closed meanwhile.
+      }
+    }
+  }
+  return null;
 }
 
 export function liveGroupMembers(pgid: number): number[] {
