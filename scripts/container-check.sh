@@ -41,7 +41,7 @@ Options:
   -h, --help           this text
 
 Needs root (podman, debootstrap), and on Debian 12:
-  apt-get install podman buildah docker-compose debootstrap runc
+  apt-get install podman buildah docker-compose debootstrap runc catatonit
 EOF
 }
 
@@ -190,7 +190,9 @@ missing=()
 for tool in podman docker-compose debootstrap runc tar gzip sha256sum findmnt; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
-[ "${#missing[@]}" = 0 ] || fail "missing: ${missing[*]} (Debian: apt-get install podman buildah docker-compose debootstrap runc)"
+# The compose file's `init: true` runs podman's init process in the container.
+[ -x /usr/libexec/podman/catatonit ] || missing+=("catatonit")
+[ "${#missing[@]}" = 0 ] || fail "missing: ${missing[*]} (Debian: apt-get install podman buildah docker-compose debootstrap runc catatonit)"
 log "$(podman --version), docker-compose $(docker-compose version --short), $(runc --version | sed -n 1p)"
 
 mkdir -p "$CACHE_DIR"/{downloads,rootfs,storage}
