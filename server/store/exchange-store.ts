@@ -1,9 +1,10 @@
 /**
  * The storage interface handlers call, and its PostgreSQL implementation.
  * Each method is one atomic SERIALIZABLE transaction (retried on serialization
- * failure); on the order path, one round trip under the write lock, then a wait
- * for the WAL flush (durability.ts): matching lives in schema/002_matching.sql.
- * Decimals cross this boundary as strings.
+ * failure). Orders and cancels go to a write lane (write-lane.ts: one round trip
+ * under the write lock, then a wait for the WAL flush), this process's own or the
+ * primary's; matching lives in schema/002_matching.sql. Decimals cross this
+ * boundary as strings.
  */
 import type pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
