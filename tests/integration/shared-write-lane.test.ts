@@ -13,15 +13,9 @@ import { LengthClient, sendOnce } from '../support/client.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { childPids, connectionOwner, spawnServer } from '../support/process.js';
 import { sleep, waitFor } from '../support/waiting.js';
+import { writeLockWaiters } from '../support/write-lock.js';
 
 const CONNECTIONS = 8;
-
-async function lockWaiters(pool: pg.Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: string }>(
-    `SELECT count(*) AS n FROM pg_locks WHERE relation = 'exchange_write_lock'::regclass AND NOT granted`,
-  );
-  return Number(rows[0]?.n ?? 0);
-}
 
 /** Sizes of the write batches recorded so far, oldest first. */
 async function batchSizes(pool: pg.Pool): Promise<number[]> {
@@ -104,11 +98,11 @@ describe('WORKERS=2: one write lane for both workers', function () {
       );
       await waitFor(
         `${waiters} writer(s) to wait for the write lock`,
-        async () => (await lockWaiters(pool)) >= waiters,
+        async () => (await writeLockWaiters(pool)) >= waiters,
       );
       // The other writes reach their queues meanwhile (a local round trip each).
       await sleep(1_000);
-      const waitersSeen = await lockWaiters(pool);
+      const waitersSeen = await writeLockWaiters(pool);
       await holder.query('COMMIT');
       const answered = await Promise.all(replies);
       const sizes = (await batchSizes(pool)).slice(before);

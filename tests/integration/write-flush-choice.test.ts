@@ -12,6 +12,7 @@ import { createPool } from '../../server/store/pool.js';
 import { writeArrays } from '../support/apply-writes.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { waitFor } from '../support/waiting.js';
+import { writeLockWaiters } from '../support/write-lock.js';
 
 /** The store's batch message up to its lock. */
 const ARRIVE_AND_LOCK = `BEGIN ISOLATION LEVEL SERIALIZABLE;
@@ -56,13 +57,7 @@ describe('the write batch flushes under the lock only when no writer waits for i
     try {
       await holder.query(ARRIVE_AND_LOCK);
       const waiterLocked = waiter.query(ARRIVE_AND_LOCK);
-      const waiting = async () => {
-        const { rows } = await pool.query<{ n: string }>(
-          `SELECT count(*) AS n FROM pg_locks WHERE relation = 'exchange_write_lock'::regclass AND NOT granted`,
-        );
-        return rows[0]?.n === '1';
-      };
-      await waitFor('the second writer to wait for the lock', waiting);
+      await waitFor('the second writer to wait for the lock', async () => (await writeLockWaiters(pool)) === 1);
       expect(await commitChosenByApplyWrites(holder)).to.equal('off');
       await holder.query('COMMIT');
       await waiterLocked;

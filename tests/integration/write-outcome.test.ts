@@ -20,13 +20,13 @@ import {
   uuidV7,
 } from '../../server/store/write-outcome.js';
 import { sendRequest } from '../support/client.js';
+import { sleep, waitFor } from '../support/waiting.js';
+import { writeLockWaiters } from '../support/write-lock.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { GrantLedger } from '../support/ledger.js';
 import { PgProxy, type CutMode } from '../support/pg-proxy.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How many writes a batch message carries (its array of kinds). */
 function writesIn(chunk: Buffer): number {
@@ -116,12 +116,11 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
       port,
       `<transactions id="${account(12)}"><order sym="${sym}0" amount="1" limit="1"/></transactions>`,
     );
-    for (;;) {
-      const waiting = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pg_locks
-        WHERE locktype = 'relation' AND relation = 'exchange_write_lock'::regclass AND NOT granted`);
-      if (Number(waiting.rows[0]?.n) > 0) break;
-      await sleep(20);
-    }
+    await waitFor(
+      'the first order to wait for the write lock',
+      async () => (await writeLockWaiters(admin)) > 0,
+      60_000,
+    );
     const cut = setup.proxy.cutOnce(
       (chunk) => {
         const writes = writesIn(chunk);

@@ -10,11 +10,11 @@ import type pg from 'pg';
 import { findInvariantViolations } from '../../client/invariants.js';
 import { createPool } from '../../server/store/pool.js';
 import { sendRequest } from '../support/client.js';
+import { sleep, waitFor } from '../support/waiting.js';
+import { writeLockWaiters } from '../support/write-lock.js';
 import { GrantLedger } from '../support/ledger.js';
 import { startTestServer, type TestServer } from '../support/server.js';
 import { parseResults, type ReplyNode } from '../support/xml.js';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const WRITE_TIMEOUT_MS = 400;
 /** Resting sells of one share each: about 40 µs of matching per fill, so over a second to sweep. */
@@ -93,12 +93,11 @@ describe('a write that runs past the write time limit', function () {
         server.port,
         `<transactions id="${traders[0]}"><order sym="${OTHER}" amount="1" limit="1"/></transactions>`,
       );
-      for (;;) {
-        const waiting = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM pg_locks
-          WHERE locktype = 'relation' AND relation = 'exchange_write_lock'::regclass AND NOT granted`);
-        if (Number(waiting.rows[0]?.n) > 0) break;
-        await sleep(20);
-      }
+      await waitFor(
+        'the first order to wait for the write lock',
+        async () => (await writeLockWaiters(admin)) > 0,
+        60_000,
+      );
       // Around the sweep, trades among the other accounts: sells resting, buys taking them.
       const requests: Array<[string, string]> = [
         [traders[1] as string, `<order sym="${OTHER}" amount="-5" limit="7"/>`],
