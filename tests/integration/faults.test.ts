@@ -48,6 +48,24 @@ function checkPool(url: string): pg.Pool {
   return pool;
 }
 
+/**
+ * A database and a check pool of the enclosing describe's own: the checks read whole tables,
+ * so each describe's orders must be alone. Dropped after it, once its servers are killed.
+ */
+function ownDatabase(): { database: TestDatabase; pool: pg.Pool } {
+  const own = {} as { database: TestDatabase; pool: pg.Pool };
+  before(async () => {
+    own.database = await createTestDatabase();
+    own.pool = checkPool(own.database.url);
+  });
+  after(async () => {
+    await killAllFaultServers();
+    await own.pool.end();
+    await own.database.drop();
+  });
+  return own;
+}
+
 /** Every acknowledged order in SQL as acknowledged, no failed one there, no stray rows, and the invariants. */
 async function expectDatabaseConsistent(
   pool: pg.Pool,
@@ -177,23 +195,13 @@ describe('faults (real processes, killed for real)', function () {
   after(killAllFaultServers);
 
   describe('kill -9 of the server under load', () => {
-    let database: TestDatabase;
-    let pool: pg.Pool;
-    before(async () => {
-      database = await createTestDatabase();
-      pool = checkPool(database.url);
-    });
-    after(async () => {
-      await killAllFaultServers();
-      await pool.end();
-      await database.drop();
-    });
+    const own = ownDatabase();
 
     it('12 SIGKILLs at seeded random moments (3 of them of a WORKERS=2 process group): acknowledged orders survive, failed ones never appear, invariants hold', async () => {
       const random = seededRandom(0x5eed01);
       const world = universe('71');
       const ledger = new OrderLedger();
-      const env = { DATABASE_URL: database.url, REPLY_FRAMING: 'length' };
+      const env = { DATABASE_URL: own.database.url, REPLY_FRAMING: 'length' };
       let server = await spawnFaultServer(env);
       const port = server.port;
       const grants = await createUniverse(port, world);
@@ -203,7 +211,7 @@ describe('faults (real processes, killed for real)', function () {
         if (cycle > 0) {
           server = await spawnFaultServer({ ...env, WORKERS: String(workers) }, { port, listeners: workers });
           // After each restart: SQL agrees with every reply given before the kill.
-          await expectDatabaseConsistent(pool, ledger, grants, `after restart ${cycle}`);
+          await expectDatabaseConsistent(own.pool, ledger, grants, `after restart ${cycle}`);
           await expectServerKnowsOrders(port, ledger, random, 10);
         }
         const driver = new LoadDriver({
@@ -224,7 +232,7 @@ describe('faults (real processes, killed for real)', function () {
       }
       expect(lost, 'requests were in flight at the kills').to.be.greaterThan(0);
       server = await spawnFaultServer(env, { port });
-      await expectDatabaseConsistent(pool, ledger, grants, 'after the last restart');
+      await expectDatabaseConsistent(own.pool, ledger, grants, 'after the last restart');
       await expectServerKnowsOrders(port, ledger, random, 20);
       server.signal('SIGTERM', 'primary');
       expect((await exitWithin(server, 15_000)).code).to.equal(0);
@@ -232,23 +240,13 @@ describe('faults (real processes, killed for real)', function () {
   });
 
   describe('kill -9 of one worker under load (WORKERS=2, the primary runs the shared write lane)', () => {
-    let database: TestDatabase;
-    let pool: pg.Pool;
-    before(async () => {
-      database = await createTestDatabase();
-      pool = checkPool(database.url);
-    });
-    after(async () => {
-      await killAllFaultServers();
-      await pool.end();
-      await database.drop();
-    });
+    const own = ownDatabase();
 
     it('three workers killed in turn: the lane goes on, clients reconnect and are served, acknowledged orders survive, failed ones never appear', async () => {
       const world = universe('75');
       const ledger = new OrderLedger();
       const server = await spawnFaultServer(
-        { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2' },
+        { DATABASE_URL: own.database.url, REPLY_FRAMING: 'length', WORKERS: '2' },
         { listeners: 2 },
       );
       const grants = await createUniverse(server.port, world);
@@ -279,7 +277,7 @@ describe('faults (real processes, killed for real)', function () {
       expect(driver.stats.opened).to.be.greaterThan(0);
       expect(driver.stats.rejected, 'was told of failures').to.be.greaterThan(0);
       expect(logLines(server, 'worker died; starting a replacement')).to.equal(3);
-      await expectDatabaseConsistent(pool, ledger, grants, 'after three workers were killed');
+      await expectDatabaseConsistent(own.pool, ledger, grants, 'after three workers were killed');
       await expectServerKnowsOrders(server.port, ledger, seededRandom(0x5eed75), 20);
       server.signal('SIGTERM', 'primary');
       expect((await exitWithin(server, 15_000)).code).to.equal(0);

@@ -24,38 +24,36 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Processes of a process group, from /proc, with their state letter (Z = zombie, i.e. dead). */
-export function groupMembers(pgid: number): Array<{ pid: number; state: string }> {
-  const members: Array<{ pid: number; state: string }> = [];
+/** Every process, from /proc: its state letter (Z = zombie, i.e. dead), parent and process group. */
+function processTable(): Array<{ pid: number; state: string; parent: number; group: number }> {
+  const table: Array<{ pid: number; state: string; parent: number; group: number }> = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
     try {
       stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
     } catch {
-      continue;
+      continue; // gone meanwhile
     }
     // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(fields[2]) === pgid) members.push({ pid: Number(entry), state: fields[0] ?? '?' });
+    table.push({ pid: Number(entry), state: fields[0] ?? '?', parent: Number(fields[1]), group: Number(fields[2]) });
   }
-  return members;
+  return table;
 }
 
-/** Live children of a process (a server's workers), from /proc. */
+/** Processes of a process group, with their state letter. */
+export function groupMembers(pgid: number): Array<{ pid: number; state: string }> {
+  return processTable()
+    .filter((entry) => entry.group === pgid)
+    .map(({ pid, state }) => ({ pid, state }));
+}
+
+/** Live children of a process (a server's workers). */
 export function childPids(parent: number): number[] {
-  const children: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === parent && fields[0] !== 'Z') children.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return children;
+  return processTable()
+    .filter((entry) => entry.parent === parent && entry.state !== 'Z' && entry.state !== 'X')
+    .map((entry) => entry.pid);
 }
 
 /**
