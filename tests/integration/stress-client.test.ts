@@ -218,7 +218,10 @@ describe('stress client (smoke)', function () {
       expect(result.code, result.stderr).to.equal(1);
       // It backs off for about 5 s, then stops: far from the 60 s asked for.
       expect(Date.now() - killedAt, 'stopped soon after the server went away').to.be.below(25_000);
-      expect(result.stderr).to.match(/connection refused .*is the server running\?/);
+      // The whole tail in the message: chai cuts the value it shows, and the line it did print instead is the clue.
+      expect(result.stderr, `stderr ends: ${result.stderr.slice(-1500)}`).to.match(
+        /connection refused .*is the server running\?/,
+      );
       const summary = JSON.parse(result.stdout) as StressSummary & { serverGone: string | null };
       expect(summary.serverGone).to.match(/connection refused/);
       expect(summary.requests).to.be.greaterThan(0);
