@@ -12,6 +12,14 @@
  * that moment, and flushes of several processes are merged further by
  * PostgreSQL's own group commit.
  *
+ * A wait does not always need a flush of its own: a status read's mark is the
+ * WAL insert position, which runs ahead of what the read saw (it includes the WAL
+ * of a write batch still running). When this process's write lane has a batch
+ * in flight that commits synchronously, its commit flushes the WAL past that
+ * mark anyway, so the wait first rides on it, briefly, and flushes only if that
+ * did not cover it. (Each read used to force a flush: a second fsync beside the
+ * lane's, which the lane's commit then queued behind.)
+ *
  * WAL positions compare only within one run of one PostgreSQL server: after a
  * crash, WAL that never reached disk is discarded and new WAL reuses its
  * positions (a promoted standby goes on from its own). So every position
@@ -83,8 +91,16 @@ export function walFlusher(pool: pg.Pool): WalFlusher {
 }
 
 /**
+ * How long a wait rides on a synchronous commit in flight before it flushes on
+ * its own: a few batches' time at 8-32 connections, so a long sweep under the
+ * write lock never holds a read up for long.
+ */
+export const RIDE_LIMIT_MS = 5;
+
+/**
  * Coalesces waits for durability: at most one flush runs at a time; every wait
- * that arrives meanwhile joins the next one, which starts when it ends.
+ * that arrives meanwhile joins the next one, which starts when it ends. A wait
+ * first rides on a synchronous commit in flight, if there is one.
  */
 export class DurabilityBarrier {
   /** The epoch last seen, and everything up to `durable` in it is known to be on disk. */
@@ -92,9 +108,34 @@ export class DurabilityBarrier {
   private durable = 0n;
   private inFlight: Promise<void> | null = null;
   private next: Promise<void> | null = null;
+  /** Settles when the synchronous commit in flight has reported what it flushed. */
+  private syncCommit: Promise<void> | null = null;
   flushes = 0;
 
-  constructor(private readonly flush: WalFlusher) {}
+  constructor(
+    private readonly flush: WalFlusher,
+    private readonly rideLimitMs = RIDE_LIMIT_MS,
+  ) {}
+
+  /**
+   * A write batch of this process is committing, synchronously unless other writers
+   * wait for the lock: the flush position it reports afterwards serves the waits
+   * meanwhile. (Whatever it reports, each wait checks its own mark against it.)
+   */
+  syncCommitInFlight(commit: Promise<WalMark>): void {
+    const reported: Promise<void> = commit
+      .then(
+        (mark) => {
+          // A mark of another run of PostgreSQL is left to a flush, which settles the epoch.
+          if (mark.epoch === this.epoch || this.epoch === null) this.observe(mark.epoch, mark.flushed);
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        if (this.syncCommit === reported) this.syncCommit = null;
+      });
+    this.syncCommit = reported;
+  }
 
   /**
    * Resolves once the WAL is durable up to mark.needed; rejects if the flush
@@ -107,10 +148,29 @@ export class DurabilityBarrier {
     // A mark of another run of PostgreSQL makes that run the one waited on (waits of the
     // other run then fail: their positions mean nothing in this one).
     this.observe(mark.epoch, mark.flushed);
+    let rode = false;
     for (;;) {
       if (this.epoch !== mark.epoch) throw new DurabilityLostError();
       if (this.durable >= mark.needed) return;
+      if (!rode && this.syncCommit) {
+        rode = true;
+        await this.rideOn(this.syncCommit);
+        continue;
+      }
       await this.flushAfterNow();
+    }
+  }
+
+  /** Until the commit reported, or the ride limit passed. */
+  private async rideOn(commit: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.rideLimitMs);
+    });
+    try {
+      await Promise.race([commit, limit]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

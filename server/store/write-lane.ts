@@ -239,7 +239,10 @@ export class WriteLane implements WriteSubmitter {
     let failure: unknown;
     let committed: WriteResult[] | null = null;
     try {
-      const { rows, wal } = await this.writeTransaction(batch, token);
+      const transaction = this.writeTransaction(batch, token);
+      // Only 'auto' commits synchronously (unless other writers wait), so only then can waits ride on it.
+      if (this.writeFlush === 'auto') this.durability.syncCommitInFlight(transaction.then((result) => result.wal));
+      const { rows, wal } = await transaction;
       committed = batch.map((request, index) => writeResult(request, rows[index], wal));
       await this.durability.waitFor(wal);
       return committed.map((value) => ({ status: 'fulfilled', value }));

@@ -129,4 +129,83 @@ describe('durability barrier', () => {
     flusher.finish(10n);
     await next;
   });
+
+  describe('riding on a synchronous commit in flight', () => {
+    /** A commit the test reports (or fails) when it chooses. */
+    function commitInFlight(barrier: DurabilityBarrier) {
+      let report: (mark: { needed: bigint; flushed: bigint; epoch: string }) => void = () => undefined;
+      let fail: (error: Error) => void = () => undefined;
+      barrier.syncCommitInFlight(
+        new Promise((resolve, reject) => {
+          report = resolve;
+          fail = reject;
+        }),
+      );
+      return { report, fail };
+    }
+
+    it('a wait the commit covers needs no flush of its own', async () => {
+      const flusher = controlledFlusher();
+      const barrier = new DurabilityBarrier(flusher.flush);
+      await barrier.waitFor(mark(10n, 10n)); // the epoch is known
+      const commit = commitInFlight(barrier);
+      let resolved = false;
+      const wait = barrier.waitFor(mark(100n, 50n)).then(() => (resolved = true));
+      await tick();
+      expect(resolved).to.equal(false);
+      expect(flusher.started(), 'it waits for the commit, not for a flush').to.equal(0);
+      commit.report(mark(130n, 120n));
+      await wait;
+      expect(flusher.started()).to.equal(0);
+      // What the commit reported serves later waits too.
+      await barrier.waitFor(mark(120n, 0n));
+      expect(flusher.started()).to.equal(0);
+    });
+
+    it('a commit that covers too little, fails, or reports another run of PostgreSQL is followed by a flush', async () => {
+      for (const outcome of ['too little', 'failed', 'other epoch'] as const) {
+        const flusher = controlledFlusher();
+        const barrier = new DurabilityBarrier(flusher.flush);
+        await barrier.waitFor(mark(10n, 10n));
+        const commit = commitInFlight(barrier);
+        const wait = barrier.waitFor(mark(100n, 50n));
+        await tick();
+        if (outcome === 'too little') commit.report(mark(90n, 90n));
+        else if (outcome === 'failed') commit.fail(new Error('connection lost'));
+        else commit.report(mark(500n, 500n, E2));
+        await tick();
+        await tick();
+        expect(flusher.started(), outcome).to.equal(1);
+        flusher.finish(100n);
+        await wait;
+      }
+    });
+
+    it('a commit that takes longer than the ride limit is not waited for', async () => {
+      const flusher = controlledFlusher();
+      const barrier = new DurabilityBarrier(flusher.flush, 20);
+      await barrier.waitFor(mark(10n, 10n));
+      commitInFlight(barrier); // never reports: a long sweep under the write lock
+      const wait = barrier.waitFor(mark(100n, 50n));
+      await tick();
+      expect(flusher.started()).to.equal(0);
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      expect(flusher.started(), 'flushed on its own after the limit').to.equal(1);
+      flusher.finish(100n);
+      await wait;
+    });
+
+    it('once the commit has reported, waits flush at once', async () => {
+      const flusher = controlledFlusher();
+      const barrier = new DurabilityBarrier(flusher.flush, 10_000);
+      await barrier.waitFor(mark(10n, 10n));
+      commitInFlight(barrier).report(mark(20n, 20n));
+      await tick();
+      const wait = barrier.waitFor(mark(100n, 50n));
+      await tick();
+      expect(flusher.started()).to.equal(1);
+      flusher.finish(100n);
+      await wait;
+    });
+  });
 });
