@@ -24,7 +24,8 @@ export function parseFramingChoice(text: string): FramingChoice | null {
 }
 
 /**
- * - refused: nothing listens there (ECONNREFUSED), still after backing off;
+ * - refused: nothing listens there (ECONNREFUSED), or the connection was reset before it
+ *   was up (a server dying with it in its backlog), still after backing off;
  * - timeout: no answer to the connection attempt;
  * - unreachable: no route, or the name does not resolve;
  * - lost: the connection broke (or the server closed it) while a reply was awaited, so the
@@ -73,6 +74,9 @@ function connectOnce(host: string, port: number, timeoutMs: number): Promise<net
       socket.destroy();
       if (error.code === 'ECONNREFUSED') {
         reject(new ConnectionError('refused', `cannot connect to ${host}:${port}: connection refused`));
+      } else if (error.code === 'ECONNRESET') {
+        // Reset before it was up: nothing was sent, so it is tried again like a refusal.
+        reject(new ConnectionError('refused', `cannot connect to ${host}:${port}: connection reset while connecting`));
       } else {
         reject(new ConnectionError('unreachable', `cannot connect to ${host}:${port}: ${error.code ?? error.message}`));
       }
