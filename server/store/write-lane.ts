@@ -29,7 +29,7 @@ import {
   type WalMarkRow,
 } from './durability.js';
 import { ERROR_MESSAGES } from '../errors.js';
-import { withPoolClient } from './pool.js';
+import { BackToBackClient } from './pool.js';
 import { CANCEL_REJECTIONS, ORDER_REJECTIONS, codeFromSql } from './sql-codes.js';
 import type { CancelResult, PlaceOrderResult } from './exchange-store.js';
 
@@ -187,6 +187,8 @@ export class WriteLane implements WriteSubmitter {
   private readonly writeFlush: WriteFlush;
   private readonly writeTimeoutMs: number;
   private readonly outcomeLookupMs: number;
+  /** The batches' connection, kept while they run back to back. */
+  private readonly connection: BackToBackClient;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -199,6 +201,7 @@ export class WriteLane implements WriteSubmitter {
     this.writeFlush = options.writeFlush ?? 'auto';
     this.writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     this.outcomeLookupMs = options.outcomeLookupMs ?? DEFAULT_OUTCOME_LOOKUP_MS;
+    this.connection = new BackToBackClient(pool);
   }
 
   async submit(request: WriteRequest): Promise<WriteOutcome> {
@@ -370,7 +373,7 @@ SELECT ${WAL_MARK_COLUMNS};`;
     const attempt = () =>
       withRetry(
         () =>
-          withPoolClient(this.pool, async (client, connection) => {
+          this.connection.run(async (client, connection) => {
             try {
               if (!this.preparedClients.has(client)) {
                 // Its own round trip, before the batch's message, so the lock is not held meanwhile.
