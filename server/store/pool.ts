@@ -125,6 +125,8 @@ export class BackToBackClient {
   }
 
   private keep(checkout: Checkout): void {
+    // Runs that overlapped (not the lane's way, but possible) each end here: one is kept.
+    if (this.kept) giveBack(this.kept);
     this.kept = checkout;
     setImmediate(() => {
       if (this.kept !== checkout) return;

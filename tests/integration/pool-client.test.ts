@@ -46,6 +46,15 @@ describe('a pool client kept for back-to-back work', function () {
     expect(await connection.run(backendPid)).to.be.a('number');
   });
 
+  it('runs that overlap each get a session, and every one goes back to the pool', async () => {
+    const connection = new BackToBackClient(pool);
+    const pids = await Promise.all([1, 2, 3].map(() => connection.run(backendPid)));
+    expect(new Set(pids).size, 'three sessions at once').to.equal(3);
+    await nextTurn();
+    await nextTurn();
+    expect(pool.idleCount, 'none left checked out').to.equal(pool.totalCount);
+  });
+
   it('a client the work discarded is destroyed, not kept', async () => {
     const connection = new BackToBackClient(pool);
     const before = pool.totalCount;
