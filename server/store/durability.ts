@@ -108,6 +108,8 @@ export class DurabilityBarrier {
   private durable = 0n;
   private inFlight: Promise<void> | null = null;
   private next: Promise<void> | null = null;
+  /** The highest position the waits queued for the next flush need. */
+  private nextNeeds = 0n;
   /** Settles when the synchronous commit in flight has reported what it flushed. */
   private syncCommit: Promise<void> | null = null;
   flushes = 0;
@@ -157,7 +159,7 @@ export class DurabilityBarrier {
         await this.rideOn(this.syncCommit);
         continue;
       }
-      await this.flushAfterNow();
+      await this.flushAfterNow(mark.needed);
     }
   }
 
@@ -184,13 +186,19 @@ export class DurabilityBarrier {
   }
 
   /** A flush that starts after this call (one already running may have started before our commit). */
-  private flushAfterNow(): Promise<void> {
+  private flushAfterNow(needed: bigint): Promise<void> {
     if (!this.inFlight) return (this.inFlight = this.runFlush());
+    if (needed > this.nextNeeds) this.nextNeeds = needed;
     if (!this.next) {
       this.next = this.inFlight
         .catch(() => undefined)
         .then(() => {
           this.next = null;
+          const needs = this.nextNeeds;
+          this.nextNeeds = 0n;
+          // The flush that just ended may already cover every wait that queued behind it (their
+          // marks were taken before it started): then none is needed. Each wait checks its own.
+          if (this.durable >= needs) return;
           return (this.inFlight = this.runFlush());
         });
     }

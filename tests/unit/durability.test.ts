@@ -4,33 +4,7 @@
  */
 import { expect } from 'chai';
 import { DurabilityBarrier, DurabilityLostError, parseLsn } from '../../server/store/durability.js';
-
-type Covered = { lsn: bigint; epoch: string };
-
-/** A flusher whose flushes the test ends one by one, each covering what it is told (in epoch E1 unless told otherwise). */
-function controlledFlusher(): {
-  flush: () => Promise<Covered>;
-  started: () => number;
-  finish: (lsn: bigint, epoch?: string) => void;
-  fail: () => void;
-} {
-  const pending: Array<{ resolve: (covered: Covered) => void; reject: (error: Error) => void }> = [];
-  let started = 0;
-  return {
-    flush: () => {
-      started++;
-      return new Promise<Covered>((resolve, reject) => pending.push({ resolve, reject }));
-    },
-    started: () => started,
-    finish: (lsn, epoch = E1) => pending.shift()?.resolve({ lsn, epoch }),
-    fail: () => pending.shift()?.reject(new Error('connection lost')),
-  };
-}
-
-/** Two runs of PostgreSQL (postmaster start times). */
-const E1 = '2026-12-07 10:00:00+00';
-const E2 = '2026-12-07 10:05:00+00';
-const mark = (needed: bigint, flushed: bigint, epoch = E1) => ({ needed, flushed, epoch });
+import { E2, controlledFlusher, mark } from '../support/controlled-flusher.js';
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -73,6 +47,18 @@ describe('durability barrier', () => {
     await Promise.all(later);
     expect(done).to.have.length(21);
     expect(flusher.started()).to.equal(2);
+  });
+
+  it('waits queued behind a flush that turns out to cover them need no flush of their own', async () => {
+    const flusher = controlledFlusher();
+    const barrier = new DurabilityBarrier(flusher.flush);
+    const first = barrier.waitFor(mark(10n, 0n));
+    await tick();
+    const queued = [barrier.waitFor(mark(25n, 0n)), barrier.waitFor(mark(20n, 0n))];
+    await tick();
+    flusher.finish(30n);
+    await Promise.all([first, ...queued]);
+    expect(flusher.started()).to.equal(1);
   });
 
   it('a flush that covers too little is followed by another', async () => {
