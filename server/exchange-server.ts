@@ -12,6 +12,7 @@ import { isCompleteDocument } from './protocol/parse-request.js';
 import { renderRequestError } from './protocol/render-reply.js';
 import { PostgresExchangeStore, type ExchangeStore } from './store/exchange-store.js';
 import type { WriteSubmitter } from './store/write-lane.js';
+import type { DurabilityWaiter } from './store/durability.js';
 import { CachedExchangeStore } from './cache/cached-store.js';
 import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
@@ -56,6 +57,8 @@ export type ExchangeServerDeps = {
   outcomeLookupMs?: number;
   /** Where orders and cancels go (default: a write lane of this process). */
   writes?: WriteSubmitter;
+  /** Where status reads wait for durability (default: this process's barrier). */
+  durability?: DurabilityWaiter;
   /** An idle database connection was lost (default: a warning in the log). */
   onIdleError?: (error: Error) => void;
 };
@@ -116,6 +119,7 @@ export async function startExchangeServer(
       writeTimeoutMs: config.writeTimeoutMs,
       outcomeLookupMs: deps.outcomeLookupMs,
       writes: deps.writes,
+      durability: deps.durability,
     });
     let cache: RedisReadCache | null = null;
     let store: ExchangeStore = database;

@@ -7,8 +7,9 @@ import { createPool } from './store/pool.js';
 import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
-import { WRITE_BATCH_SIZE_METRIC, registerSources, registry } from './observability/metrics.js';
+import { SHARED_LANE_METRICS, registerSources, registry } from './observability/metrics.js';
 import { ForwardedWrites } from './store/forwarded-writes.js';
+import { ForwardedDurability } from './store/forwarded-durability.js';
 import { exitOnStopSignal, onStopSignal } from './signals.js';
 
 async function run(config: Config): Promise<void> {
@@ -86,17 +87,30 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
   });
 }
 
-/** A worker's writes go to the primary's one write lane (workers.ts), over the cluster's IPC channel. */
-function forwardWritesToPrimary(): ForwardedWrites {
-  const writes = new ForwardedWrites((message, sent) => {
-    if (!process.send || !process.connected) return sent(new Error('no channel to the primary'));
-    process.send(message, undefined, {}, (error: Error | null) => sent(error ?? null));
+/** Sends one message to the primary over the cluster's IPC channel. */
+function sendToPrimary(message: unknown, sent: (error: Error | null) => void): void {
+  if (!process.send || !process.connected) {
+    sent(new Error('no channel to the primary'));
+    return;
+  }
+  process.send(message, undefined, {}, (error: Error | null) => sent(error ?? null));
+}
+
+/**
+ * A worker's writes go to the primary's one write lane (workers.ts), and its status reads
+ * wait for durability on the primary's barrier, which rides on that lane's commits.
+ */
+function forwardToPrimary(): { writes: ForwardedWrites; durability: ForwardedDurability } {
+  const writes = new ForwardedWrites(sendToPrimary);
+  const durability = new ForwardedDurability(sendToPrimary);
+  process.on('message', (message) => writes.receive(message) || durability.receive(message));
+  process.once('disconnect', () => {
+    writes.close('the primary process went away');
+    durability.close('the primary process went away');
   });
-  process.on('message', (message) => writes.receive(message));
-  process.once('disconnect', () => writes.close('the primary process went away'));
-  // Batches form in the primary, which reports their sizes.
-  registry.removeSingleMetric(WRITE_BATCH_SIZE_METRIC);
-  return writes;
+  // Batches form, and flushes happen, in the primary, which reports them.
+  for (const name of SHARED_LANE_METRICS) registry.removeSingleMetric(name);
+  return { writes, durability };
 }
 
 async function serve(
@@ -105,11 +119,17 @@ async function serve(
   embedded: EmbeddedDatabase | null,
   migrate: boolean,
 ): Promise<void> {
-  const writes = cluster.isWorker && config.writeQueue === 'shared' ? forwardWritesToPrimary() : null;
+  const forwarded = cluster.isWorker && config.writeQueue === 'shared' ? forwardToPrimary() : null;
+  const writes = forwarded?.writes ?? null;
   // In a multi-process server the primary serves the (aggregated) metrics.
   const server = await startExchangeServer(
     { ...config, databaseUrl },
-    { migrate, operationsPort: !cluster.isWorker, writes: writes ?? undefined },
+    {
+      migrate,
+      operationsPort: !cluster.isWorker,
+      writes: forwarded?.writes,
+      durability: forwarded?.durability,
+    },
   );
   const { pool, store: database, listener, cache } = server;
   // This process's retries, and those the shared write lane reported to it.

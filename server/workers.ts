@@ -15,7 +15,8 @@ import { RedisReadCache } from './cache/read-cache.js';
 import { onStopSignal } from './signals.js';
 import { WriteLane, type WriteFlush } from './store/write-lane.js';
 import { answerForwardedWrites, isForwardedWritesMessage } from './store/forwarded-writes.js';
-import { WRITE_BATCH_SIZE_METRIC, registry } from './observability/metrics.js';
+import { answerForwardedDurability, isForwardedDurabilityMessage } from './store/forwarded-durability.js';
+import { SHARED_LANE_METRICS, registry } from './observability/metrics.js';
 
 /** What a worker tells the primary just before it exits because it could not start. */
 export type StartFailedMessage = { type: 'start-failed'; reason: string };
@@ -43,11 +44,12 @@ export type WorkersOptions = {
   onStopped: () => Promise<void> | undefined;
 };
 
-/** The primary's own families to add to the workers' (the shared write lane batches here, not in a worker). */
+/** The primary's own families to add to the workers' (the shared write lane batches and flushes here, not in a worker). */
 async function primaryMetrics(options: WorkersOptions): Promise<string> {
   if (options.sharedWrites === null) return '';
+  const families = await Promise.all(SHARED_LANE_METRICS.map((name) => registry.getSingleMetricAsString(name)));
   // A blank line first: the workers' text may or may not end with a line break.
-  return `\n${await registry.getSingleMetricAsString(WRITE_BATCH_SIZE_METRIC)}\n`;
+  return `\n${families.join('\n')}\n`;
 }
 
 /** Workers keep their own metrics; the primary asks each for them at scrape time. */
@@ -107,13 +109,17 @@ function runSharedWriteLane(
   const lane = new WriteLane(pool, { writeFlush: settings.writeFlush, writeTimeoutMs: settings.writeTimeoutMs });
   const reported = { retries: 0, exhausted: 0 };
   cluster.on('message', (worker, message: unknown) => {
-    if (!isForwardedWritesMessage(message)) return;
-    void answerForwardedWrites(lane, lane.retryCounters, reported, message, (answer) => {
-      // A worker that died took its clients with it: nobody waits for this answer.
-      if (worker.isConnected()) worker.send(answer, undefined, {}, () => undefined);
-    });
+    // A worker that died took its clients with it: nobody waits for an answer to it.
+    const answer = (reply: object) => {
+      if (worker.isConnected()) worker.send(reply, undefined, {}, () => undefined);
+    };
+    if (isForwardedWritesMessage(message))
+      void answerForwardedWrites(lane, lane.retryCounters, reported, message, answer);
+    else if (isForwardedDurabilityMessage(message)) void answerForwardedDurability(lane.durability, message, answer);
   });
-  log.info('one write lane for every worker: workers forward orders and cancels to the primary');
+  log.info(
+    'one write lane for every worker: workers forward orders and cancels, and their status reads wait for durability, here',
+  );
   return () => pool.end();
 }
 

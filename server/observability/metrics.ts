@@ -18,6 +18,10 @@ if (cluster.isWorker) new client.AggregatorRegistry();
 
 /** Observed where write batches form: the primary when workers share its write lane (workers.ts). */
 export const WRITE_BATCH_SIZE_METRIC = 'exchange_write_batch_size';
+/** Counted where replies wait for durability: the primary too when workers share its lane (forwarded-durability.ts). */
+export const WAL_FLUSHES_METRIC = 'exchange_wal_flushes_total';
+/** The families only the primary observes when workers share its write lane. */
+export const SHARED_LANE_METRICS = [WRITE_BATCH_SIZE_METRIC, WAL_FLUSHES_METRIC];
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -59,6 +63,10 @@ export const metrics = {
     name: WRITE_BATCH_SIZE_METRIC,
     help: 'Writes (orders and cancels) committed per transaction',
     buckets: [1, 2, 4, 8, 16, 32, 64],
+  }),
+  walFlushes: new client.Counter({
+    name: WAL_FLUSHES_METRIC,
+    help: 'WAL flushes forced so that replies wait for durable state (small synchronous commits; waits that rode on a write batch commit force none)',
   }),
   readBatchSize: new client.Histogram({
     name: 'exchange_read_batch_size',

@@ -27,6 +27,7 @@
  * made under another epoch than the flush's has an unknown outcome.
  */
 import type pg from 'pg';
+import { metrics } from '../observability/metrics.js';
 
 /** A WAL position as PostgreSQL prints it ("16/B374D848"), as a number. */
 export function parseLsn(text: string): bigint {
@@ -60,6 +61,12 @@ export function walMarkOf(row: WalMarkRow): WalMark {
 
 /** Flushes the WAL at least up to the current insert position; returns a position now durable, and its epoch. */
 export type WalFlusher = () => Promise<{ lsn: bigint; epoch: string }>;
+
+/** Where replies wait until what they reveal is durable: a barrier of this process, or the primary's. */
+export interface DurabilityWaiter {
+  /** Resolves once the WAL is durable up to mark.needed; rejects when that is unknown. */
+  waitFor(mark: WalMark): Promise<void>;
+}
 
 /** The outcome of a reply whose commit PostgreSQL may have lost in a restart is unknown. */
 export class DurabilityLostError extends Error {
@@ -102,7 +109,7 @@ export const RIDE_LIMIT_MS = 5;
  * that arrives meanwhile joins the next one, which starts when it ends. A wait
  * first rides on a synchronous commit in flight, if there is one.
  */
-export class DurabilityBarrier {
+export class DurabilityBarrier implements DurabilityWaiter {
   /** The epoch last seen, and everything up to `durable` in it is known to be on disk. */
   private epoch: string | null = null;
   private durable = 0n;
@@ -112,7 +119,6 @@ export class DurabilityBarrier {
   private nextNeeds = 0n;
   /** Settles when the synchronous commit in flight has reported what it flushed. */
   private syncCommit: Promise<void> | null = null;
-  flushes = 0;
 
   constructor(
     private readonly flush: WalFlusher,
@@ -207,7 +213,7 @@ export class DurabilityBarrier {
 
   private async runFlush(): Promise<void> {
     try {
-      this.flushes++;
+      metrics.walFlushes.inc();
       const covered = await this.flush();
       this.observe(covered.epoch, covered.lsn);
     } finally {

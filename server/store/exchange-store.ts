@@ -13,6 +13,7 @@ import { DEFAULT_RETRY_POLICY, withReconnects, withRetry, type RetryCounters, ty
 import {
   DurabilityBarrier,
   WAL_MARK_COLUMNS,
+  type DurabilityWaiter,
   walFlusher,
   walMarkOf,
   type WalMark,
@@ -118,8 +119,8 @@ export class PostgresExchangeStore implements ExchangeStore {
     (batch) => this.readStatuses(batch),
     MAX_READS_PER_STATEMENT,
   );
-  /** Replies wait here until what they reveal is on disk. */
-  readonly durability: DurabilityBarrier;
+  /** Status replies wait here until what they reveal is on disk. */
+  private readonly durability: DurabilityWaiter;
   private readonly outcomeLookupMs: number;
 
   constructor(
@@ -131,9 +132,15 @@ export class PostgresExchangeStore implements ExchangeStore {
      * (createPool's isolation), or the main pool. Either is correct, see readStatuses.
      */
     private readonly statusReadPool: pg.Pool = pool,
-    limits: WriteLimits & { writes?: WriteSubmitter } = {},
+    /**
+     * writes: where orders and cancels go (default: a write lane of this process);
+     * durability: where status reads wait for their flush (default: this process's barrier,
+     * shared with its lane, so reads ride on the lane's commits).
+     */
+    limits: WriteLimits & { writes?: WriteSubmitter; durability?: DurabilityWaiter } = {},
   ) {
-    this.durability = new DurabilityBarrier(walFlusher(pool));
+    const barrier = new DurabilityBarrier(walFlusher(pool));
+    this.durability = limits.durability ?? barrier;
     this.outcomeLookupMs = limits.outcomeLookupMs ?? DEFAULT_OUTCOME_LOOKUP_MS;
     this.writes =
       limits.writes ??
@@ -143,7 +150,7 @@ export class PostgresExchangeStore implements ExchangeStore {
         writeTimeoutMs: limits.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS,
         outcomeLookupMs: this.outcomeLookupMs,
         retryCounters: this.retryCounters,
-        durability: this.durability,
+        durability: barrier,
       });
   }
 

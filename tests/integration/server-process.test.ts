@@ -241,10 +241,17 @@ describe('server process', function () {
     }
   });
 
-  it("WORKERS=2: /metrics has the write batch sizes once, from the primary's shared lane, counting every order", async () => {
+  it("WORKERS=2: /metrics has the write batch sizes and the WAL flushes once, from the primary's shared lane, counting every order", async () => {
     const metricsPort = await freePort();
+    // after-lock: every batch commits without its flush, so every reply waits for one in the primary.
     const server = await spawnServer(
-      { DATABASE_URL: database.url, REPLY_FRAMING: 'length', WORKERS: '2', METRICS_PORT: String(metricsPort) },
+      {
+        DATABASE_URL: database.url,
+        REPLY_FRAMING: 'length',
+        WORKERS: '2',
+        METRICS_PORT: String(metricsPort),
+        WRITE_FLUSH: 'after-lock',
+      },
       { listeners: 2 },
     );
     const clients: LengthClient[] = [];
@@ -257,9 +264,19 @@ describe('server process', function () {
         ),
       );
       for (const reply of replies) expect(reply).to.contain('<opened');
+      // Status reads in both workers (they wait for durability on the primary's barrier).
+      const statuses = await Promise.all(
+        clients.map((client, index) => {
+          const id = /<opened [^>]*id="(\d+)"/.exec(replies[index] ?? '')?.[1];
+          return client.send(`<transactions id="987654"><query id="${id}"/></transactions>`);
+        }),
+      );
+      for (const status of statuses) expect(status).to.match(/<status id="\d+">\s*<open shares="1"\/>\s*<\/status>/);
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics.match(/^# TYPE exchange_write_batch_size histogram$/gm), 'one family').to.have.length(1);
       expect(Number(/^exchange_write_batch_size_sum (\d+)$/m.exec(metrics)?.[1]), 'every order').to.equal(6);
+      expect(metrics.match(/^# TYPE exchange_wal_flushes_total counter$/gm), 'one flush family').to.have.length(1);
+      expect(Number(/^exchange_wal_flushes_total (\d+)$/m.exec(metrics)?.[1]), 'flushes made').to.be.at.least(1);
       // Still one valid exposition: comments, samples and blank lines only.
       for (const line of metrics.split('\n')) expect(line).to.match(/^(#.*|[a-zA-Z_:][\w:]*(\{.*\})? \S+|)$/);
     } finally {
