@@ -12,6 +12,7 @@
  * their replies' outcome is unknown, as when a flush fails.
  */
 import { DurabilityLostError, type DurabilityWaiter, type WalMark } from './durability.js';
+import { isMessageWithList } from './ipc-message.js';
 
 /** A WAL mark as IPC carries it (JSON has no bigint). */
 type MarkOnWire = { needed: string; flushed: string; epoch: string };
@@ -21,21 +22,11 @@ type DurabilityAnswer = { ok: true } | { ok: false; lost: boolean; message: stri
 export type ForwardedDurabilityResults = { type: 'exchange-durable-results'; id: number; results: DurabilityAnswer[] };
 
 export function isForwardedDurabilityMessage(message: unknown): message is ForwardedDurabilityMessage {
-  return (
-    typeof message === 'object' &&
-    message !== null &&
-    (message as { type?: unknown }).type === 'exchange-durable' &&
-    Array.isArray((message as { marks?: unknown }).marks)
-  );
+  return isMessageWithList(message, 'exchange-durable', 'marks');
 }
 
 function isForwardedDurabilityResults(message: unknown): message is ForwardedDurabilityResults {
-  return (
-    typeof message === 'object' &&
-    message !== null &&
-    (message as { type?: unknown }).type === 'exchange-durable-results' &&
-    Array.isArray((message as { results?: unknown }).results)
-  );
+  return isMessageWithList(message, 'exchange-durable-results', 'results');
 }
 
 const toWire = (mark: WalMark): MarkOnWire => ({

@@ -19,6 +19,7 @@ import {
   type WriteRequest,
   type WriteSubmitter,
 } from './write-lane.js';
+import { isMessageWithList } from './ipc-message.js';
 
 export type ForwardedWritesMessage = { type: 'exchange-writes'; id: number; requests: WriteRequest[] };
 
@@ -36,21 +37,11 @@ export type ForwardedResultsMessage = {
 };
 
 export function isForwardedWritesMessage(message: unknown): message is ForwardedWritesMessage {
-  return (
-    typeof message === 'object' &&
-    message !== null &&
-    (message as { type?: unknown }).type === 'exchange-writes' &&
-    Array.isArray((message as { requests?: unknown }).requests)
-  );
+  return isMessageWithList(message, 'exchange-writes', 'requests');
 }
 
 function isForwardedResultsMessage(message: unknown): message is ForwardedResultsMessage {
-  return (
-    typeof message === 'object' &&
-    message !== null &&
-    (message as { type?: unknown }).type === 'exchange-write-results' &&
-    Array.isArray((message as { results?: unknown }).results)
-  );
+  return isMessageWithList(message, 'exchange-write-results', 'results');
 }
 
 function encodeError(error: unknown): ForwardedError {
