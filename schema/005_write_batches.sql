@@ -5,7 +5,8 @@
 -- batch's results in write order, an order id for each order that opened (NULL for a
 -- rejected order and for a cancel) and the rejection or the cancel's outcome (NULL for an
 -- order that opened). A canceled order's shares, time and fills are final once canceled,
--- so they are read back from the order itself.
+-- so they are read back from the order itself. A <create> item records its outcome the same
+-- way, in its own statement: no order ids ('{}', never NULL) and one outcome.
 --
 -- After losing the batch, the server inserts the same token with no results (a tombstone)
 -- and reads the row. If the batch committed, the insert does nothing and the row holds the

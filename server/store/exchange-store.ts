@@ -9,7 +9,16 @@
 import type pg from 'pg';
 import { BatchQueue } from './batch-queue.js';
 import { metrics } from '../observability/metrics.js';
-import { DEFAULT_RETRY_POLICY, withReconnects, withRetry, type RetryCounters, type RetryPolicy } from './retry.js';
+import {
+  DEFAULT_RETRY_POLICY,
+  isConnectionFailure,
+  withReconnects,
+  withRetry,
+  type RetryCounters,
+  type RetryPolicy,
+} from './retry.js';
+import { awaitBatchOutcome, newBatchToken } from './write-outcome.js';
+import { log } from '../log.js';
 import {
   DurabilityBarrier,
   WAL_MARK_COLUMNS,
@@ -25,6 +34,7 @@ import {
   DEFAULT_OUTCOME_LOOKUP_MS,
   DEFAULT_WRITE_TIMEOUT_MS,
   WriteLane,
+  WriteNotAppliedError,
   type WriteFlush,
   type WriteLimits,
   type WriteSubmitter,
@@ -173,26 +183,68 @@ export class PostgresExchangeStore implements ExchangeStore {
     return row.instance_id;
   }
 
-  async createAccount(accountId: string, balance: string): Promise<boolean> {
-    const result = await this.query(
-      'INSERT INTO accounts (id, balance) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id',
-      [accountId, balance],
-    );
-    return result.rowCount === 1;
+  /**
+   * A write outside the lane (a <create> item), one statement whose last parameter is a
+   * token under which it records its outcome (write_batches, as a write batch does), so
+   * that a connection lost mid-COMMIT is settled by looking the token up
+   * (write-outcome.ts): committed, the recorded outcome; not, and now never, it runs again
+   * once, then "not applied". Only when PostgreSQL stays away past the lookup deadline is
+   * the outcome unknown. An error of the statement itself rolled it back: thrown as it is.
+   */
+  private async recordedWrite(sql: string, params: unknown[]): Promise<string> {
+    for (let reruns = 1; ; reruns--) {
+      const token = newBatchToken();
+      try {
+        const result = await this.query<{ outcome: string }>(sql, [...params, token]);
+        const outcome = result.rows[0]?.outcome;
+        if (outcome === undefined) throw new Error('the write recorded no outcome');
+        return outcome;
+      } catch (error) {
+        if (!isConnectionFailure(error)) throw error;
+        const looked = await awaitBatchOutcome(this.pool, token, this.outcomeLookupMs);
+        log.warn('create failed; its outcome was looked up', {
+          error: error instanceof Error ? error.message : String(error),
+          outcome: looked === null ? 'unknown' : looked.committed ? 'committed' : 'not committed',
+        });
+        if (looked === null) throw error;
+        if (looked.committed) {
+          await this.durability.waitFor(looked.wal);
+          const recorded = looked.record.outcomes[0];
+          if (recorded === undefined || recorded === null) throw new Error('the write recorded no outcome');
+          return recorded;
+        }
+        if (reruns === 0) throw new WriteNotAppliedError(error);
+      }
+    }
   }
 
+  async createAccount(accountId: string, balance: string): Promise<boolean> {
+    const outcome = await this.recordedWrite(
+      `WITH created AS (
+         INSERT INTO accounts (id, balance) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id
+       )
+       INSERT INTO write_batches (token, order_ids, outcomes)
+       SELECT $3, '{}', ARRAY[CASE WHEN EXISTS (SELECT FROM created) THEN 'created' ELSE 'exists' END]
+       RETURNING outcomes[1] AS outcome`,
+      [accountId, balance],
+    );
+    return outcome === 'created';
+  }
+
+  /** Made again after a lost connection: creating a symbol twice is creating it once. */
   async ensureSymbol(sym: string): Promise<void> {
-    await this.query('INSERT INTO symbols (sym) VALUES ($1) ON CONFLICT (sym) DO NOTHING', [sym]);
+    await this.read(() => this.pool.query('INSERT INTO symbols (sym) VALUES ($1) ON CONFLICT (sym) DO NOTHING', [sym]));
   }
 
   async addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null> {
-    const result = await this.query<{ problem: string | null }>('SELECT add_shares($1, $2, $3) AS problem', [
-      accountId,
-      sym,
-      shares,
-    ]);
-    const problem = result.rows[0]?.problem ?? null;
-    return problem === null ? null : codeFromSql(problem, ADD_SHARES_REJECTIONS);
+    const outcome = await this.recordedWrite(
+      `WITH added AS MATERIALIZED (SELECT add_shares($1, $2, $3) AS problem)
+       INSERT INTO write_batches (token, order_ids, outcomes)
+       SELECT $4, '{}', ARRAY[coalesce(problem, 'added')] FROM added
+       RETURNING outcomes[1] AS outcome`,
+      [accountId, sym, shares],
+    );
+    return outcome === 'added' ? null : codeFromSql(outcome, ADD_SHARES_REJECTIONS);
   }
 
   /**

@@ -257,6 +257,65 @@ describe('a write batch whose connection to PostgreSQL is lost during COMMIT', f
   });
 });
 
+describe('a <create> item whose connection to PostgreSQL is lost during COMMIT', function () {
+  this.timeout(120_000);
+  let setup: Setup | undefined;
+
+  before(async () => {
+    setup = await setUp(20_000);
+  });
+
+  after(async () => {
+    await tearDown(setup);
+  });
+
+  const modes: Array<[CutMode, number]> = [
+    ['after-reply', 0],
+    ['before-sending', 0],
+    ['in-flight', 0],
+    ['after-reply', 1_500],
+    ['before-sending', 1_500],
+  ];
+  modes.forEach(([mode, downMs], index) => {
+    it(`cut ${mode}${downMs > 0 ? `, then PostgreSQL unreachable for ${downMs} ms` : ''}: the account and the shares are created once, and the client is told so`, async () => {
+      const { server, proxy, admin } = setup as Setup;
+      const account = `81${index}`;
+      const sym = `CR${index}`;
+      const accountCut = proxy.cutOnce(
+        (chunk) => chunk.toString('latin1').includes('INSERT INTO accounts'),
+        mode,
+        downMs,
+      );
+      const created = await send(server.port, `<create><account id="${account}" balance="250.5"/></create>`);
+      await accountCut;
+      expect(created.map((node) => [node.name, node.attributes.id])).to.deep.equal([['created', account]]);
+      const sharesCut = proxy.cutOnce((chunk) => chunk.toString('latin1').includes('add_shares('), mode, downMs);
+      const credited = await send(
+        server.port,
+        `<create><symbol sym="${sym}"><account id="${account}">40</account></symbol></create>`,
+      );
+      await sharesCut;
+      expect(credited.map((node) => [node.name, node.attributes.sym, node.attributes.id])).to.deep.equal([
+        ['created', sym, account],
+      ]);
+      // Applied once: a second run of either would show as a doubled position or an "exists".
+      const balance = await admin.query<{ balance: string }>('SELECT balance::text FROM accounts WHERE id = $1', [
+        account,
+      ]);
+      expect(balance.rows.map((row) => Number(row.balance))).to.deep.equal([250.5]);
+      const position = await admin.query<{ shares: string }>(
+        'SELECT shares::text FROM positions WHERE account_id = $1 AND sym = $2',
+        [account, sym],
+      );
+      expect(position.rows.map((row) => Number(row.shares))).to.deep.equal([40]);
+      // A second create of the same account is still refused as existing.
+      const again = await send(server.port, `<create><account id="${account}" balance="1"/></create>`);
+      expect(again[0]?.name).to.equal('error');
+      expect(again[0]?.text).to.match(/exists/);
+    });
+  });
+});
+
 describe('a write batch whose outcome cannot be looked up before the deadline', function () {
   this.timeout(60_000);
   let setup: Setup | undefined;
