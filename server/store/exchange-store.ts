@@ -194,11 +194,9 @@ export class PostgresExchangeStore implements ExchangeStore {
   private async recordedWrite(sql: string, params: unknown[]): Promise<string> {
     for (let reruns = 1; ; reruns--) {
       const token = newBatchToken();
+      let recorded: string | null | undefined;
       try {
-        const result = await this.query<{ outcome: string }>(sql, [...params, token]);
-        const outcome = result.rows[0]?.outcome;
-        if (outcome === undefined) throw new Error('the write recorded no outcome');
-        return outcome;
+        recorded = (await this.query<{ outcome: string }>(sql, [...params, token])).rows[0]?.outcome;
       } catch (error) {
         if (!isConnectionFailure(error)) throw error;
         const looked = await awaitBatchOutcome(this.pool, token, this.outcomeLookupMs);
@@ -207,14 +205,15 @@ export class PostgresExchangeStore implements ExchangeStore {
           outcome: looked === null ? 'unknown' : looked.committed ? 'committed' : 'not committed',
         });
         if (looked === null) throw error;
-        if (looked.committed) {
-          await this.durability.waitFor(looked.wal);
-          const recorded = looked.record.outcomes[0];
-          if (recorded === undefined || recorded === null) throw new Error('the write recorded no outcome');
-          return recorded;
+        if (!looked.committed) {
+          if (reruns === 0) throw new WriteNotAppliedError(error);
+          continue;
         }
-        if (reruns === 0) throw new WriteNotAppliedError(error);
+        await this.durability.waitFor(looked.wal);
+        recorded = looked.record.outcomes[0];
       }
+      if (recorded === undefined || recorded === null) throw new Error('the write recorded no outcome');
+      return recorded;
     }
   }
 
@@ -231,9 +230,14 @@ export class PostgresExchangeStore implements ExchangeStore {
     return outcome === 'created';
   }
 
-  /** Made again after a lost connection: creating a symbol twice is creating it once. */
+  /** Made again after a lost connection, like a read: creating a symbol twice is creating it once. */
   async ensureSymbol(sym: string): Promise<void> {
-    await this.read(() => this.pool.query('INSERT INTO symbols (sym) VALUES ($1) ON CONFLICT (sym) DO NOTHING', [sym]));
+    await withReconnects(
+      () => this.pool.query('INSERT INTO symbols (sym) VALUES ($1) ON CONFLICT (sym) DO NOTHING', [sym]),
+      this.outcomeLookupMs,
+      this.retryPolicy,
+      this.retryCounters,
+    );
   }
 
   async addShares(accountId: string, sym: string, shares: string): Promise<AddSharesRejection | null> {
