@@ -13,6 +13,7 @@
  */
 import { DurabilityLostError, type DurabilityWaiter, type WalMark } from './durability.js';
 import { isMessageWithList } from './ipc-message.js';
+import { TurnBatchedCalls } from './turn-batched-calls.js';
 
 /** A WAL mark as IPC carries it (JSON has no bigint). */
 type MarkOnWire = { needed: string; flushed: string; epoch: string };
@@ -40,66 +41,43 @@ const fromWire = (mark: MarkOnWire): WalMark => ({
   epoch: mark.epoch,
 });
 
-type Waiting = { mark: WalMark; resolve: () => void; reject: (error: unknown) => void };
-
 /** The worker's side: waits for durability through the primary's barrier. */
 export class ForwardedDurability implements DurabilityWaiter {
-  private nextId = 1;
-  private outgoing: Waiting[] = [];
-  private readonly sent = new Map<number, Waiting[]>();
-  private gone: Error | null = null;
+  private readonly calls: TurnBatchedCalls<WalMark, void>;
   /** What the primary confirmed durable, in the epoch it belongs to. */
   private epoch: string | null = null;
   private durable = 0n;
 
   constructor(
     /** Sends one message to the primary; calls back with an error if it could not be sent. */
-    private readonly send: (message: ForwardedDurabilityMessage, sent: (error: Error | null) => void) => void,
-  ) {}
+    send: (message: ForwardedDurabilityMessage, sent: (error: Error | null) => void) => void,
+  ) {
+    // A wait that failed, whether or not it reached the primary, leaves its reply's outcome unknown.
+    const unknown = (reason: Error) => unknownOutcome(reason.message);
+    this.calls = new TurnBatchedCalls(
+      (id, marks, sent) => send({ type: 'exchange-durable', id, marks: marks.map(toWire) }, sent),
+      { notSent: unknown, lost: unknown },
+    );
+  }
 
   waitFor(mark: WalMark): Promise<void> {
     // Already on disk when the mark was taken, or confirmed since: nothing to ask.
     if (mark.flushed >= mark.needed) return Promise.resolve();
     if (mark.epoch === this.epoch && mark.needed <= this.durable) return Promise.resolve();
-    if (this.gone) return Promise.reject(this.gone);
-    return new Promise<void>((resolve, reject) => {
-      this.outgoing.push({ mark, resolve, reject });
-      if (this.outgoing.length === 1) setImmediate(() => this.sendOutgoing());
-    });
-  }
-
-  private sendOutgoing(): void {
-    const group = this.outgoing;
-    this.outgoing = [];
-    if (group.length === 0) return;
-    if (this.gone) {
-      for (const waiting of group) waiting.reject(this.gone);
-      return;
-    }
-    const id = this.nextId++;
-    this.sent.set(id, group);
-    this.send({ type: 'exchange-durable', id, marks: group.map((waiting) => toWire(waiting.mark)) }, (error) => {
-      if (error === null || !this.sent.delete(id)) return;
-      for (const waiting of group) waiting.reject(unknownOutcome(error.message));
-    });
+    return this.calls.call(mark);
   }
 
   /** Takes an answer of the primary; false for any other message. */
   receive(message: unknown): boolean {
     if (!isForwardedDurabilityResults(message)) return false;
-    const group = this.sent.get(message.id);
-    if (!group) return true;
-    this.sent.delete(message.id);
-    group.forEach((waiting, index) => {
+    this.calls.answer(message.id, (mark, index) => {
       const result = message.results[index];
       if (result?.ok) {
-        this.confirmed(waiting.mark);
-        waiting.resolve();
-      } else if (result?.lost) {
-        waiting.reject(new DurabilityLostError());
-      } else {
-        waiting.reject(unknownOutcome(result?.message ?? 'no answer for this wait'));
+        this.confirmed(mark);
+        return { ok: true, value: undefined };
       }
+      if (result?.lost) return { ok: false, error: new DurabilityLostError() };
+      return { ok: false, error: unknownOutcome(result?.message ?? 'no answer for this wait') };
     });
     return true;
   }
@@ -115,12 +93,7 @@ export class ForwardedDurability implements DurabilityWaiter {
 
   /** The primary went away: the waits it held, and any later one, fail. */
   close(reason: string): void {
-    this.gone = unknownOutcome(reason);
-    for (const group of this.sent.values()) for (const waiting of group) waiting.reject(this.gone);
-    this.sent.clear();
-    const unsent = this.outgoing;
-    this.outgoing = [];
-    for (const waiting of unsent) waiting.reject(this.gone);
+    this.calls.close(reason);
   }
 }
 

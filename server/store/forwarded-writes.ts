@@ -20,6 +20,7 @@ import {
   type WriteSubmitter,
 } from './write-lane.js';
 import { isMessageWithList } from './ipc-message.js';
+import { TurnBatchedCalls } from './turn-batched-calls.js';
 
 export type ForwardedWritesMessage = { type: 'exchange-writes'; id: number; requests: WriteRequest[] };
 
@@ -61,54 +62,32 @@ function decodeError(error: ForwardedError): Error {
   return new Error(`write lane: ${error.message}`);
 }
 
-type Waiting = { resolve: (outcome: WriteOutcome) => void; reject: (error: unknown) => void };
-
 /** The worker's side: a WriteSubmitter whose lane is in another process. */
 export class ForwardedWrites implements WriteSubmitter {
-  private nextId = 1;
-  private outgoing: Array<Waiting & { request: WriteRequest }> = [];
-  private readonly sent = new Map<number, Waiting[]>();
-  private gone: Error | null = null;
+  private readonly calls: TurnBatchedCalls<WriteRequest, WriteOutcome>;
   /** The lane's serialization retries, as its answers report them. */
   readonly retryCounters: RetryCounters = { retries: 0, exhausted: 0 };
 
   constructor(
     /** Sends one message to the lane; calls back with an error if it could not be sent. */
-    private readonly send: (message: ForwardedWritesMessage, sent: (error: Error | null) => void) => void,
-  ) {}
+    send: (message: ForwardedWritesMessage, sent: (error: Error | null) => void) => void,
+  ) {
+    // Writes of the same event-loop turn (many sockets' data) travel as one message.
+    this.calls = new TurnBatchedCalls((id, requests, sent) => send({ type: 'exchange-writes', id, requests }, sent), {
+      // Never reached the lane: nothing of it was applied.
+      notSent: (reason) => new WriteNotAppliedError(reason),
+      // What the lane held may or may not have committed.
+      lost: (reason) => new Error(`write lane: ${reason.message}; the outcome of writes in flight is unknown`),
+    });
+  }
 
   /** Writes waiting for an answer (sent or not yet). */
   get pendingCount(): number {
-    let count = this.outgoing.length;
-    for (const group of this.sent.values()) count += group.length;
-    return count;
+    return this.calls.pendingCount;
   }
 
   submit(request: WriteRequest): Promise<WriteOutcome> {
-    // Never sent: known not applied.
-    if (this.gone) return Promise.reject(new WriteNotAppliedError(this.gone));
-    return new Promise<WriteOutcome>((resolve, reject) => {
-      this.outgoing.push({ request, resolve, reject });
-      // Writes of the same event-loop turn (many sockets' data) travel as one message.
-      if (this.outgoing.length === 1) setImmediate(() => this.sendOutgoing());
-    });
-  }
-
-  private sendOutgoing(): void {
-    const group = this.outgoing;
-    this.outgoing = [];
-    if (group.length === 0) return;
-    if (this.gone) {
-      for (const waiting of group) waiting.reject(new WriteNotAppliedError(this.gone));
-      return;
-    }
-    const id = this.nextId++;
-    this.sent.set(id, group);
-    this.send({ type: 'exchange-writes', id, requests: group.map((waiting) => waiting.request) }, (error) => {
-      if (error === null || !this.sent.delete(id)) return;
-      // Never reached the lane: nothing of it was applied.
-      for (const waiting of group) waiting.reject(new WriteNotAppliedError(error));
-    });
+    return this.calls.call(request);
   }
 
   /** Takes an answer of the lane; false for any other message. */
@@ -116,26 +95,20 @@ export class ForwardedWrites implements WriteSubmitter {
     if (!isForwardedResultsMessage(message)) return false;
     this.retryCounters.retries += message.retries;
     this.retryCounters.exhausted += message.exhausted;
-    const group = this.sent.get(message.id);
-    if (!group) return true;
-    this.sent.delete(message.id);
-    group.forEach((waiting, index) => {
+    this.calls.answer(message.id, (_request, index) => {
       const result = message.results[index];
-      if (result?.ok) waiting.resolve(result.outcome);
-      else waiting.reject(result ? decodeError(result.error) : new Error('write lane: no result for this write'));
+      if (result?.ok) return { ok: true, value: result.outcome };
+      return {
+        ok: false,
+        error: result ? decodeError(result.error) : new Error('write lane: no result for this write'),
+      };
     });
     return true;
   }
 
-  /** The lane went away: what it held may or may not have committed, and nothing more is sent. */
+  /** The lane went away: nothing more is sent. */
   close(reason: string): void {
-    this.gone = new Error(`write lane: ${reason}; the outcome of writes in flight is unknown`);
-    for (const group of this.sent.values()) for (const waiting of group) waiting.reject(this.gone);
-    this.sent.clear();
-    const unsent = this.outgoing;
-    this.outgoing = [];
-    // Not sent: known not applied.
-    for (const waiting of unsent) waiting.reject(new WriteNotAppliedError(this.gone));
+    this.calls.close(reason);
   }
 }
 
