@@ -245,9 +245,11 @@ export class WriteLane implements WriteSubmitter {
       const transaction = this.writeTransaction(batch, token);
       // Only 'auto' commits synchronously (unless other writers wait), so only then can waits ride on it.
       if (this.writeFlush === 'auto') this.durability.syncCommitInFlight(transaction.then((result) => result.wal));
-      const { rows, wal } = await transaction;
+      const { rows, wal, synchronous } = await transaction;
       committed = batch.map((request, index) => writeResult(request, rows[index], wal));
-      await this.durability.waitFor(wal);
+      // A synchronous commit returned only once its commit record, and all WAL before it, was
+      // flushed: nothing more to wait for (nor a flush, or a connection, to wait on).
+      if (!synchronous) await this.durability.waitFor(wal);
       return committed.map((value) => ({ status: 'fulfilled', value }));
     } catch (error) {
       if (committed === null && isStatementError(error)) {
@@ -355,7 +357,10 @@ export class WriteLane implements WriteSubmitter {
    * no parameters: values are inlined as escaped literals, after the parser
    * already checked each against its strict format.)
    */
-  private writeTransaction(batch: WriteRequest[], token: string): Promise<{ rows: WriteRow[]; wal: WalMark }> {
+  private writeTransaction(
+    batch: WriteRequest[],
+    token: string,
+  ): Promise<{ rows: WriteRow[]; wal: WalMark; synchronous: boolean }> {
     const column = (value: (request: WriteRequest) => string | null) => arrayLiteral(batch.map(value));
     // statement_timeout bounds how long a batch holds the write lock: set once the lock is
     // held, so that waiting for it (while another batch runs) does not count.
@@ -368,6 +373,7 @@ EXECUTE apply_batch(${pg.escapeLiteral(token)}, ${column((request) => request.ki
   ${column((request) => (request.kind === 'order' ? request.amount : null))},
   ${column((request) => (request.kind === 'order' ? request.limit : null))},
   ${column((request) => (request.kind === 'cancel' ? request.orderId : null))});
+SELECT current_setting('synchronous_commit') AS commit_mode;
 COMMIT;
 SELECT ${WAL_MARK_COLUMNS};`;
     const attempt = () =>
@@ -382,9 +388,11 @@ SELECT ${WAL_MARK_COLUMNS};`;
               }
               const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
               const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
-              const mark = (results[6] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
+              const commitMode = (results[5] as pg.QueryResult<{ commit_mode: string }> | undefined)?.rows[0];
+              const mark = (results[7] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
               if (!selected || !mark) throw new Error('the write transaction returned no batch result');
-              return { rows: selected.rows, wal: walMarkOf(mark) };
+              // apply_writes turns it off only for this transaction, when other writers wait.
+              return { rows: selected.rows, wal: walMarkOf(mark), synchronous: commitMode?.commit_mode !== 'off' };
             } catch (error) {
               // A statement that failed left the transaction open and aborted (the rest of the
               // message was skipped): roll it back. A lost connection is discarded instead.
