@@ -39,6 +39,8 @@ export type Config = {
   maxConnections: number;
   maxBufferedBytes: number;
   dbPoolSize: number;
+  /** PostgreSQL connections opened at start and kept open, per pool (at most dbPoolSize). */
+  dbPoolMin: number;
   /** 'auto': write batches flush WAL under the write lock unless other writers wait; 'after-lock': never under it. */
   writeFlush: WriteFlush;
   /** The longest one write batch may hold the write lock. */
@@ -273,6 +275,14 @@ const SETTINGS: Setting[] = [
     default: '10',
     help: 'PostgreSQL connections per server process',
     parse: integer(1, 1000),
+  },
+  {
+    key: 'dbPoolMin',
+    env: 'DB_POOL_MIN',
+    flag: 'db-pool-min',
+    default: '4',
+    help: 'PostgreSQL connections each process opens at start and keeps open, so load never waits for a new one (at most DB_POOL_SIZE)',
+    parse: integer(0, 1000),
   },
   {
     key: 'dataDir',

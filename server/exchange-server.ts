@@ -16,7 +16,7 @@ import type { DurabilityWaiter } from './store/durability.js';
 import { CachedExchangeStore } from './cache/cached-store.js';
 import { RedisReadCache } from './cache/read-cache.js';
 import { applySchema } from './store/migrate.js';
-import { createPool } from './store/pool.js';
+import { createPool, poolWarmed } from './store/pool.js';
 import { log } from './log.js';
 import { metrics, registry } from './observability/metrics.js';
 import { reachable } from './observability/http.js';
@@ -36,6 +36,7 @@ export type ExchangeServerConfig = Pick<
   | 'maxConnections'
   | 'maxBufferedBytes'
   | 'dbPoolSize'
+  | 'dbPoolMin'
   | 'writeFlush'
   | 'writeTimeoutMs'
   | 'slowRequestMs'
@@ -99,7 +100,15 @@ export async function startExchangeServer(
   const onIdleError =
     deps.onIdleError ?? ((error: Error) => log.warn('idle database connection lost', { error: error.message }));
   const { databaseUrl } = config;
-  const pool = createPool({ databaseUrl, maxConnections: config.dbPoolSize, onIdleError });
+  const onWarmFailure = (error: Error) =>
+    log.warn('cannot open a kept database connection; retrying', { error: error.message });
+  const pool = createPool({
+    databaseUrl,
+    maxConnections: config.dbPoolSize,
+    minConnections: config.dbPoolMin,
+    onIdleError,
+    onWarmFailure,
+  });
   // Everything opened so far is released if a later step fails (a port in use, Redis down).
   const opened: Array<() => Promise<void>> = [() => pool.end()];
   const release = async () => {
@@ -111,10 +120,15 @@ export async function startExchangeServer(
     const statusReadPool = createPool({
       databaseUrl,
       maxConnections: 1,
+      minConnections: config.dbPoolMin > 0 ? 1 : 0,
       isolation: 'read committed',
       onIdleError,
+      onWarmFailure,
     });
     opened.push(() => statusReadPool.end());
+    // Open the kept connections before serving; if that fails the pools open them on demand.
+    // (A failure is logged and retried by the pool's warmer.)
+    await Promise.all([poolWarmed(pool), poolWarmed(statusReadPool)]).catch(() => undefined);
     const database = new PostgresExchangeStore(pool, undefined, config.writeFlush, statusReadPool, {
       writeTimeoutMs: config.writeTimeoutMs,
       outcomeLookupMs: deps.outcomeLookupMs,

@@ -80,7 +80,12 @@ async function start(config: Config, databaseUrl: string, embedded: EmbeddedData
     adminToken: config.adminToken,
     sharedWrites:
       config.writeQueue === 'shared'
-        ? { writeFlush: config.writeFlush, writeTimeoutMs: config.writeTimeoutMs, poolSize: config.dbPoolSize }
+        ? {
+            writeFlush: config.writeFlush,
+            writeTimeoutMs: config.writeTimeoutMs,
+            poolSize: config.dbPoolSize,
+            poolMin: config.dbPoolMin,
+          }
         : null,
     onListening: () => logReady(config, databaseUrl, embedded),
     onStopped: () => embedded?.stop(),

@@ -6,7 +6,7 @@
  * restarted forever: the primary exits 1 with the reason, as one process would.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { createPool } from './store/pool.js';
+import { createPool, poolWarmed } from './store/pool.js';
 import { log } from './log.js';
 import { reachable } from './observability/http.js';
 import { startOperationsPort } from './admin/operations-port.js';
@@ -37,7 +37,7 @@ export type WorkersOptions = {
   /** The operator API's token (null: /api/accounts is off). */
   adminToken: string | null;
   /** When set, the primary runs the one write lane every worker forwards its orders and cancels to. */
-  sharedWrites: { writeFlush: WriteFlush; writeTimeoutMs: number; poolSize: number } | null;
+  sharedWrites: { writeFlush: WriteFlush; writeTimeoutMs: number; poolSize: number; poolMin: number } | null;
   /** Runs once the first worker listens (the "ready" line). */
   onListening: () => void;
   /** Runs after the last worker stopped (stops the embedded PostgreSQL). */
@@ -104,8 +104,11 @@ function runSharedWriteLane(
   const pool = createPool({
     databaseUrl: options.databaseUrl,
     maxConnections: settings.poolSize,
+    minConnections: settings.poolMin,
     onIdleError: (error) => log.warn('idle database connection lost', { error: error.message }),
+    onWarmFailure: (error) => log.warn('cannot open a kept database connection; retrying', { error: error.message }),
   });
+  void poolWarmed(pool).catch(() => undefined);
   const lane = new WriteLane(pool, { writeFlush: settings.writeFlush, writeTimeoutMs: settings.writeTimeoutMs });
   const reported = { retries: 0, exhausted: 0 };
   cluster.on('message', (worker, message: unknown) => {

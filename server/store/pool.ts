@@ -1,6 +1,8 @@
 /** The PostgreSQL connection pool: every session defaults to SERIALIZABLE unless told otherwise. */
 import pg from 'pg';
 
+import { PoolWarmer } from './pool-warmer.js';
+
 export type PoolOptions = {
   databaseUrl: string;
   maxConnections: number;
@@ -13,12 +15,28 @@ export type PoolOptions = {
    * only for reads that need no more than one statement's snapshot: see ExchangeStore's status reads.
    */
   isolation?: 'serializable' | 'read committed';
+  /**
+   * Connections opened at start and kept open, replaced in the background when one fails
+   * (default 0: all on demand). See pool-warmer.ts.
+   */
+  minConnections?: number;
+  /** Called when replacing a kept connection failed (it is retried). */
+  onWarmFailure?: (error: Error) => void;
 };
 
+const warmers = new WeakMap<pg.Pool, PoolWarmer>();
+
+/** Settles once a pool made with minConnections has them open (at once for any other pool). */
+export function poolWarmed(pool: pg.Pool): Promise<void> {
+  return warmers.get(pool)?.fill() ?? Promise.resolve();
+}
+
 export function createPool(options: PoolOptions): pg.Pool {
+  const min = Math.min(options.minConnections ?? 0, options.maxConnections);
   const pool = new pg.Pool({
     connectionString: options.databaseUrl,
     max: options.maxConnections,
+    min,
     // Statements outside an explicit BEGIN are their own SERIALIZABLE transaction,
     // so a single-statement operation costs one round trip and keeps the isolation.
     // synchronous_commit=on: an acknowledged order must survive a crash, whatever the server default.
@@ -30,6 +48,7 @@ export function createPool(options: PoolOptions): pg.Pool {
   });
   // An idle client losing its connection must not crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));
+  if (min > 0) warmers.set(pool, new PoolWarmer(pool, min, options.onWarmFailure));
   return pool;
 }
 

@@ -30,6 +30,8 @@ export type TestServerOptions = {
   idleTimeoutMs?: number;
   graceMs?: number;
   poolSize?: number;
+  /** Connections each pool opens at start and keeps (default 0: on demand, as most tests need). */
+  poolMin?: number;
   /** Reuse a database (several servers on one database, like several processes). */
   database?: TestDatabase;
   /** Put the Redis read-through cache in front of the store. */
@@ -60,6 +62,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       maxConnections: options.maxConnections ?? 10_000,
       maxBufferedBytes: options.maxBufferedBytes ?? 64 * 1024 * 1024,
       dbPoolSize: options.poolSize ?? 10,
+      dbPoolMin: options.poolMin ?? 0,
       writeFlush: 'auto',
       writeTimeoutMs: options.writeLimits?.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS,
       slowRequestMs: 1_000,
