@@ -17,8 +17,23 @@ export const OUTCOME_RETENTION_MS = 10 * 60_000;
 /** Records older than the retention are deleted at most this often (by each process). */
 const PRUNE_INTERVAL_MS = 60_000;
 
+// Random bits for tokens come from a pool, filled once per 256 tokens: each randomBytes
+// call costs a system call (OpenSSL checks the pid for forks), once per batch otherwise.
+const RANDOM_BYTES_PER_TOKEN = 10;
+let randomPool = Buffer.alloc(0);
+let randomOffset = 0;
+
+function tokenRandomBytes(): Buffer {
+  if (randomOffset + RANDOM_BYTES_PER_TOKEN > randomPool.length) {
+    randomPool = randomBytes(256 * RANDOM_BYTES_PER_TOKEN);
+    randomOffset = 0;
+  }
+  randomOffset += RANDOM_BYTES_PER_TOKEN;
+  return randomPool.subarray(randomOffset - RANDOM_BYTES_PER_TOKEN, randomOffset);
+}
+
 /** A UUID version 7: 48 bits of milliseconds since the epoch, then 74 random bits. */
-export function uuidV7(milliseconds: number, random: Buffer = randomBytes(10)): string {
+export function uuidV7(milliseconds: number, random: Buffer = tokenRandomBytes()): string {
   const bytes = Buffer.alloc(16);
   bytes.writeUIntBE(Math.max(0, Math.floor(milliseconds)), 0, 6);
   random.copy(bytes, 6, 0, 10);
