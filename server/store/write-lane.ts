@@ -93,6 +93,12 @@ type WriteRow = {
   fills: Array<[string, string, string]> | null;
 };
 
+/**
+ * A row of apply_batch: the write's, and how the transaction commits as apply_writes left
+ * it (the same in every row: no row exists before apply_writes returned).
+ */
+type BatchRow = WriteRow & { commit_mode: string };
+
 /** A PostgreSQL array literal ({"a","b",NULL}) as an SQL string literal. */
 function arrayLiteral(values: Array<string | null>): string {
   const elements = values.map((value) =>
@@ -116,7 +122,8 @@ WITH w AS MATERIALIZED (
   INSERT INTO write_batches (token, order_ids, outcomes)
   SELECT $1, array_agg(w.order_id ORDER BY w.n), array_agg(coalesce(w.rejection, w.outcome) ORDER BY w.n) FROM w
 )
-SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills
+SELECT w.order_id, w.rejection, w.fill_count, w.outcome, w.shares_canceled, w.time_canceled, w.fills,
+       current_setting('synchronous_commit') AS commit_mode
   FROM w ORDER BY w.n`;
 
 function writeResult(request: WriteRequest, row: WriteRow | undefined, wal: WalMark): WriteResult {
@@ -364,8 +371,8 @@ export class WriteLane implements WriteSubmitter {
     const column = (value: (request: WriteRequest) => string | null) => arrayLiteral(batch.map(value));
     // statement_timeout bounds how long a batch holds the write lock: set once the lock is
     // held, so that waiting for it (while another batch runs) does not count.
-    const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;
-SET LOCAL synchronous_commit = ${this.writeFlush === 'after-lock' ? 'off' : 'on'};
+    // The session commits synchronously (createPool) unless told otherwise here.
+    const sql = `BEGIN ISOLATION LEVEL SERIALIZABLE;${this.writeFlush === 'after-lock' ? '\nSET LOCAL synchronous_commit = off;' : ''}
 LOCK TABLE exchange_write_lock IN EXCLUSIVE MODE;
 SET LOCAL statement_timeout = ${this.writeTimeoutMs};
 EXECUTE apply_batch(${pg.escapeLiteral(token)}, ${column((request) => request.kind)}, ${column((request) => request.accountId)},
@@ -373,7 +380,6 @@ EXECUTE apply_batch(${pg.escapeLiteral(token)}, ${column((request) => request.ki
   ${column((request) => (request.kind === 'order' ? request.amount : null))},
   ${column((request) => (request.kind === 'order' ? request.limit : null))},
   ${column((request) => (request.kind === 'cancel' ? request.orderId : null))});
-SELECT current_setting('synchronous_commit') AS commit_mode;
 COMMIT;
 SELECT ${WAL_MARK_COLUMNS};`;
     const attempt = () =>
@@ -387,12 +393,15 @@ SELECT ${WAL_MARK_COLUMNS};`;
                 this.preparedClients.add(client);
               }
               const results = (await client.query(sql)) as unknown as Array<pg.QueryResult>;
-              const selected = results[4] as pg.QueryResult<WriteRow> | undefined;
-              const commitMode = (results[5] as pg.QueryResult<{ commit_mode: string }> | undefined)?.rows[0];
-              const mark = (results[7] as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
+              // ..., EXECUTE apply_batch, COMMIT, SELECT the WAL mark.
+              const selected = results.at(-3) as pg.QueryResult<BatchRow> | undefined;
+              const mark = (results.at(-1) as pg.QueryResult<WalMarkRow> | undefined)?.rows[0];
               if (!selected || !mark) throw new Error('the write transaction returned no batch result');
               // apply_writes turns it off only for this transaction, when other writers wait.
-              return { rows: selected.rows, wal: walMarkOf(mark), synchronous: commitMode?.commit_mode !== 'off' };
+              // Anything but 'on' (set for the database, say) is not what the flusher's commit
+              // gives: the replies then wait for it.
+              const synchronous = selected.rows[0]?.commit_mode === 'on';
+              return { rows: selected.rows, wal: walMarkOf(mark), synchronous };
             } catch (error) {
               // A statement that failed left the transaction open and aborted (the rest of the
               // message was skipped): roll it back. A lost connection is discarded instead.
