@@ -16,6 +16,7 @@ const MAX_RETRY_MS = 5_000;
 
 export class PoolWarmer {
   private filling: Promise<void> | null = null;
+  private again = false;
   private timer: NodeJS.Timeout | null = null;
   private retryMs = FIRST_RETRY_MS;
 
@@ -32,13 +33,23 @@ export class PoolWarmer {
    * when one failed, and then tries again later by itself.
    */
   fill(): Promise<void> {
-    this.filling ??= this.openMissing().then(
+    if (this.filling) {
+      // A connection dropped while this fill runs may not be counted by it: fill again after.
+      this.again = true;
+      return this.filling;
+    }
+    this.filling = this.openMissing().then(
       () => {
         this.filling = null;
         this.retryMs = FIRST_RETRY_MS;
+        if (this.again) {
+          this.again = false;
+          this.schedule(0);
+        }
       },
       (error: Error) => {
         this.filling = null;
+        this.again = false;
         this.onFailure(error);
         this.schedule(this.retryMs);
         this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);

@@ -45,6 +45,11 @@ export function createPool(options: PoolOptions): pg.Pool {
     options: `-c default_transaction_isolation=${(options.isolation ?? 'serializable').replace(' ', '\\ ')} -c synchronous_commit=on -c jit=off`,
     connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
     idleTimeoutMillis: 30_000,
+    // Kept connections (minConnections) may sit idle for as long as the exchange is quiet: a
+    // NAT or firewall that drops idle flows would otherwise leave the next batch waiting on a
+    // dead connection until the kernel gave up on it (minutes).
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
   });
   // An idle client losing its connection must not crash the process.
   pool.on('error', (error) => options.onIdleError?.(error));

@@ -114,15 +114,13 @@ describe('kept database connections', function () {
         server.port,
         '<create><account id="1" balance="1000"/><account id="2" balance="0"/><symbol sym="X"><account id="2">50</account></symbol></create>',
       );
-      const requests: Array<Promise<string>> = [];
+      // One at a time: a burst of concurrent requests may still need more than the kept ones.
       for (let n = 0; n < 4; n++) {
-        requests.push(
-          sendRequest(server.port, `<transactions id="1"><order sym="X" amount="2" limit="${10 + n}"/></transactions>`),
-          sendRequest(server.port, `<transactions id="2"><order sym="X" amount="-1" limit="${9 + n}"/></transactions>`),
-        );
+        const buy = `<transactions id="1"><order sym="X" amount="2" limit="${10 + n}"/></transactions>`;
+        const sell = `<transactions id="2"><order sym="X" amount="-1" limit="${9 + n}"/></transactions>`;
+        expect(await sendRequest(server.port, buy)).to.contain('<opened');
+        expect(await sendRequest(server.port, sell)).to.contain('<opened');
       }
-      const replies = await Promise.all(requests);
-      for (const reply of replies) expect(reply).to.contain('<opened');
       await sendRequest(server.port, '<transactions id="1"><query id="1"/><query id="2"/></transactions>');
 
       const after = await sessionsOf(admin, server.database.name);
