@@ -400,7 +400,7 @@ SELECT ${WAL_MARK_COLUMNS};`;
               // apply_writes turns it off only for this transaction, when other writers wait.
               // Anything but 'on' (set for the database, say) is not what the flusher's commit
               // gives: the replies then wait for it.
-              const synchronous = selected.rows[0]?.commit_mode === 'on';
+              const synchronous = selected.rows.length > 0 && selected.rows.every((row) => row.commit_mode === 'on');
               return { rows: selected.rows, wal: walMarkOf(mark), synchronous };
             } catch (error) {
               // A statement that failed left the transaction open and aborted (the rest of the
