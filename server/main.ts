@@ -7,7 +7,7 @@ import { createPool } from './store/pool.js';
 import { configureLog, log } from './log.js';
 import cluster from 'node:cluster';
 import { runWorkers, type StartFailedMessage } from './workers.js';
-import { SHARED_LANE_METRICS, registerSources, registry } from './observability/metrics.js';
+import { SHARED_LANE_METRICS, registerSources, registry, writeLaneTotals } from './observability/metrics.js';
 import { ForwardedWrites } from './store/forwarded-writes.js';
 import { ForwardedDurability } from './store/forwarded-durability.js';
 import { exitOnStopSignal, onStopSignal } from './signals.js';
@@ -158,6 +158,7 @@ async function serve(
     log.info('stopped', {
       serializationRetries: retries().retries,
       retriesExhausted: retries().exhausted,
+      writeLane: await writeLaneTotals(),
       cache: cache ? cache.counters : 'off',
     });
   };

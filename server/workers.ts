@@ -16,7 +16,7 @@ import { onStopSignal } from './signals.js';
 import { WriteLane, type WriteFlush } from './store/write-lane.js';
 import { answerForwardedWrites, isForwardedWritesMessage } from './store/forwarded-writes.js';
 import { answerForwardedDurability, isForwardedDurabilityMessage } from './store/forwarded-durability.js';
-import { SHARED_LANE_METRICS, registry } from './observability/metrics.js';
+import { SHARED_LANE_METRICS, registry, writeLaneTotals } from './observability/metrics.js';
 
 /** What a worker tells the primary just before it exits because it could not start. */
 export type StartFailedMessage = { type: 'start-failed'; reason: string };
@@ -231,7 +231,8 @@ export function runWorkers(options: WorkersOptions): void {
     stopping = true;
     log.info('stopping workers', { signal });
     await stopAll();
-    log.info('stopped');
+    // The shared write lane runs here; with per-worker queues these are zero.
+    log.info('stopped', { writeLane: await writeLaneTotals() });
     process.exit(0);
   };
   onStopSignal((signal) => void stop(signal));

@@ -57,6 +57,9 @@ const COLUMNS = [
   'client_us_per_request',
   'server_us_per_order',
   'wal_bytes_per_order',
+  'write_lane_busy',
+  'write_lane_ms_per_batch',
+  'writes_per_batch',
   'invariants_checked',
   'run_failure',
 ] as const;
@@ -122,6 +125,9 @@ export function writeRunsCsv(file: string, results: Results, pgbench: PgbenchFig
       client_us_per_request: fixed(figures.clientUsPerRequest, 1),
       server_us_per_order: fixed(figures.serverUsPerOrder, 1),
       wal_bytes_per_order: fixed(figures.walBytesPerOrder, 0),
+      write_lane_busy: fixed(figures.writeLaneBusy, 3),
+      write_lane_ms_per_batch: fixed(figures.writeLaneMsPerBatch, 3),
+      writes_per_batch: fixed(figures.writesPerBatch, 2),
       invariants_checked: stress?.invariants.checked ?? '',
       run_failure: record.failure ?? '',
     };

@@ -30,6 +30,14 @@ export type RunFigures = {
   clientUsPerRequest: number;
   serverUsPerOrder: number;
   walBytesPerOrder: number;
+  /**
+   * The write lanes' time in transactions over warm-up plus window, summed over lanes (so
+   * per-worker queues can pass 1); per batch, ms; and writes per batch. The lane is idle
+   * before and after the load, so the whole run's totals stand for the loaded seconds.
+   */
+  writeLaneBusy: number;
+  writeLaneMsPerBatch: number;
+  writesPerBatch: number;
 };
 
 export function runFigures(record: ServerRecord, settings: Settings): RunFigures {
@@ -50,6 +58,23 @@ export function runFigures(record: ServerRecord, settings: Settings): RunFigures
     clientUsPerRequest: cpuPer(record.cpu?.client, stress?.requestsPerSecond),
     serverUsPerOrder: cpuPer(record.cpu?.server, stress?.ordersPerSecond),
     walBytesPerOrder: record.postgres && windowOrders > 0 ? record.postgres.walBytes / windowOrders : Number.NaN,
+    ...laneFigures(record, settings),
+  };
+}
+
+function laneFigures(
+  record: ServerRecord,
+  settings: Settings,
+): Pick<RunFigures, 'writeLaneBusy' | 'writeLaneMsPerBatch' | 'writesPerBatch'> {
+  // Records from before the lane was timed have none.
+  const lane = record.writeLane as ServerRecord['writeLane'] | undefined;
+  if (!lane || lane.batches === 0) {
+    return { writeLaneBusy: Number.NaN, writeLaneMsPerBatch: Number.NaN, writesPerBatch: Number.NaN };
+  }
+  return {
+    writeLaneBusy: lane.busySeconds / (settings.warmup + settings.seconds),
+    writeLaneMsPerBatch: (1000 * lane.busySeconds) / lane.batches,
+    writesPerBatch: lane.writes / lane.batches,
   };
 }
 
@@ -135,6 +160,9 @@ export function configFigures(records: ServerRecord[], pgbench: PgbenchFigures[]
         clientUsPerRequest: cost((figures) => figures.clientUsPerRequest),
         serverUsPerOrder: cost((figures) => figures.serverUsPerOrder),
         walBytesPerOrder: cost((figures) => figures.walBytesPerOrder),
+        writeLaneBusy: cost((figures) => figures.writeLaneBusy),
+        writeLaneMsPerBatch: cost((figures) => figures.writeLaneMsPerBatch),
+        writesPerBatch: cost((figures) => figures.writesPerBatch),
         cpu: meanCpu(passed.flatMap((record) => (record.cpu ? [record.cpu] : []))),
         rate: rates.length === 0 ? null : mean(rates),
       },

@@ -19,6 +19,7 @@ import {
 } from './plan.js';
 import { progress } from './progress.js';
 import { runServerUnderLoad } from './run.js';
+import type { WriteLaneTotals } from './server.js';
 import { type StressLoad, type StressResult, stressArgs } from './stress.js';
 import type { PgTransport } from './transport.js';
 
@@ -39,6 +40,8 @@ export type ServerRecord = {
   postgres: PgWindow | null;
   serializationRetries: number;
   retriesExhausted: number;
+  /** The write lanes' time in transactions, batches and writes over the whole run. */
+  writeLane: WriteLaneTotals;
   /** PostgreSQL's counters for the run's database over the whole run, or null if unavailable. */
   database: DatabaseCounters | null;
   /** Why the run counts as failed, or null. */
@@ -127,6 +130,7 @@ async function runServerStep(step: ServerStep, rate: number | null, settings: Se
     postgres: outcome.postgres,
     serializationRetries: shutdown.serializationRetries,
     retriesExhausted: shutdown.retriesExhausted,
+    writeLane: shutdown.writeLane,
     database,
     failure: problems.length > 0 ? problems.join('; ') : null,
   };

@@ -1,7 +1,7 @@
 /**
  * The exchange server under test, as a child process: pinned to CPUs with taskset, WORKERS
  * processes, the given WRITE_QUEUE, length framing, no Redis, JSON log on stderr. stop() reads the serialization retry
- * counters every process logs in its "stopped" line.
+ * counters and write-lane totals every process logs in its "stopped" line.
  */
 import { spawn } from 'node:child_process';
 import type { WriteQueue } from '../../server/config.js';
@@ -13,11 +13,14 @@ export type ServerShutdown = {
   exitCode: number | null;
   serializationRetries: number;
   retriesExhausted: number;
+  /** Summed over the processes' write lanes, over the server's life (from the same lines). */
+  writeLane: WriteLaneTotals;
   /** The server's warn and error log lines, which explain a failed run. */
   problems: string[];
   /** Set when the server was gone before we stopped it (crashed, or someone else signalled it). */
   exitedEarly: string | null;
 };
+export type WriteLaneTotals = { busySeconds: number; batches: number; writes: number };
 export type RunningServer = { pid: number; port: number; stop: () => Promise<ServerShutdown> };
 
 /** The server's JSON log lines; anything that is not one is ignored. */
@@ -98,15 +101,23 @@ export async function startServer(
     // Each process that served requests logs its retry counters in its "stopped" line.
     let serializationRetries = 0;
     let retriesExhausted = 0;
+    const writeLane: WriteLaneTotals = { busySeconds: 0, batches: 0, writes: 0 };
     for (const record of logRecords(log)) {
       if (record.msg !== 'stopped') continue;
       if (typeof record.serializationRetries === 'number') serializationRetries += record.serializationRetries;
       if (typeof record.retriesExhausted === 'number') retriesExhausted += record.retriesExhausted;
+      const lane = record.writeLane;
+      if (isRecord(lane)) {
+        for (const key of ['busySeconds', 'batches', 'writes'] as const) {
+          const value = lane[key];
+          if (typeof value === 'number') writeLane[key] += value;
+        }
+      }
     }
     const problems = logRecords(log)
       .filter((record) => record.level === 'warn' || record.level === 'error')
       .map((record) => JSON.stringify(record));
-    return { exitCode, serializationRetries, retriesExhausted, problems, exitedEarly };
+    return { exitCode, serializationRetries, retriesExhausted, writeLane, problems, exitedEarly };
   };
   if (child.pid === undefined) throw new Error('taskset did not start');
   return { pid: child.pid, port, stop };

@@ -119,7 +119,7 @@ export function configurationsTable(configs: ConfigFigures[]): string[] {
   );
 }
 
-/** What a request cost per configuration: CPU of server, PostgreSQL and client; WAL per order. */
+/** What a request cost per configuration: CPU of server, PostgreSQL and client; WAL per order; the write lane's load. */
 export function costTable(configs: ConfigFigures[]): string[] {
   return markdownTable(
     [
@@ -131,6 +131,9 @@ export function costTable(configs: ConfigFigures[]): string[] {
       'client µs/request',
       'other (cores)',
       'WAL bytes/order',
+      'write lane busy',
+      'lane ms/batch',
+      'writes/batch',
     ],
     configs.map((config) => [
       config.name,
@@ -141,6 +144,9 @@ export function costTable(configs: ConfigFigures[]): string[] {
       fixed(config.clientUsPerRequest),
       fixed(config.cpu?.other ?? Number.NaN, 2),
       fixed(config.walBytesPerOrder),
+      Number.isFinite(config.writeLaneBusy) ? `${fixed(100 * config.writeLaneBusy)}%` : 'n/a',
+      fixed(config.writeLaneMsPerBatch, 2),
+      fixed(config.writesPerBatch, 1),
     ]),
   );
 }

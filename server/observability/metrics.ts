@@ -20,8 +20,10 @@ if (cluster.isWorker) new client.AggregatorRegistry();
 export const WRITE_BATCH_SIZE_METRIC = 'exchange_write_batch_size';
 /** Counted where replies wait for durability: the primary too when workers share its lane (forwarded-durability.ts). */
 export const WAL_FLUSHES_METRIC = 'exchange_wal_flushes_total';
+/** Observed where write batches run: the primary when workers share its write lane. */
+export const WRITE_LANE_BUSY_METRIC = 'exchange_write_lane_busy_seconds_total';
 /** The families only the primary observes when workers share its write lane. */
-export const SHARED_LANE_METRICS = [WRITE_BATCH_SIZE_METRIC, WAL_FLUSHES_METRIC];
+export const SHARED_LANE_METRICS = [WRITE_BATCH_SIZE_METRIC, WAL_FLUSHES_METRIC, WRITE_LANE_BUSY_METRIC];
 
 const latencyBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -67,6 +69,10 @@ export const metrics = {
   walFlushes: new client.Counter({
     name: WAL_FLUSHES_METRIC,
     help: 'WAL flushes forced so that replies wait for durable state (small synchronous commits; waits that rode on a write batch commit force none)',
+  }),
+  writeLaneBusy: new client.Counter({
+    name: WRITE_LANE_BUSY_METRIC,
+    help: "Seconds the write lane had a batch's transaction in flight, from its message to its results (retries included); its rate is the share of time the lane is busy, near 1 when it limits the exchange",
   }),
   readBatchSize: new client.Histogram({
     name: 'exchange_read_batch_size',
@@ -158,3 +164,15 @@ export function registerSources(sources: MetricSources): void {
 
 export const registry = client.register;
 export const AggregatorRegistry = client.AggregatorRegistry;
+
+/** This process's write lane so far, for its "stopped" log line (the benchmark reads it there). */
+export async function writeLaneTotals(): Promise<{ busySeconds: number; batches: number; writes: number }> {
+  const busy = await metrics.writeLaneBusy.get();
+  const sizes = await metrics.writeBatchSize.get();
+  const sampleValue = (name: string) => sizes.values.find((value) => value.metricName === name)?.value ?? 0;
+  return {
+    busySeconds: busy.values[0]?.value ?? 0,
+    batches: sampleValue(`${WRITE_BATCH_SIZE_METRIC}_count`),
+    writes: sampleValue(`${WRITE_BATCH_SIZE_METRIC}_sum`),
+  };
+}

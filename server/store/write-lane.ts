@@ -423,9 +423,13 @@ SELECT ${WAL_MARK_COLUMNS};`;
         this.retryCounters,
       );
     // A connection that lost the prepared statement (nothing committed) prepares it again, once.
-    return attempt().catch((error: unknown) => {
+    const started = performance.now();
+    const transaction = attempt().catch((error: unknown) => {
       if (!isPreparedStatementError(error)) throw error;
       return attempt();
     });
+    const busy = () => metrics.writeLaneBusy.inc((performance.now() - started) / 1000);
+    transaction.then(busy, busy);
+    return transaction;
   }
 }

@@ -277,12 +277,36 @@ describe('server process', function () {
       expect(Number(/^exchange_write_batch_size_sum (\d+)$/m.exec(metrics)?.[1]), 'every order').to.equal(6);
       expect(metrics.match(/^# TYPE exchange_wal_flushes_total counter$/gm), 'one flush family').to.have.length(1);
       expect(Number(/^exchange_wal_flushes_total (\d+)$/m.exec(metrics)?.[1]), 'flushes made').to.be.at.least(1);
+      expect(
+        metrics.match(/^# TYPE exchange_write_lane_busy_seconds_total counter$/gm),
+        'one lane family',
+      ).to.have.length(1);
+      expect(Number(/^exchange_write_lane_busy_seconds_total (\S+)$/m.exec(metrics)?.[1]), 'lane time').to.be.above(0);
       // Still one valid exposition: comments, samples and blank lines only.
       for (const line of metrics.split('\n')) expect(line).to.match(/^(#.*|[a-zA-Z_:][\w:]*(\{.*\})? \S+|)$/);
     } finally {
       for (const client of clients) client.close();
       expect(await server.stop()).to.equal(0);
     }
+    // Every process's "stopped" line (what the benchmark reads): the primary's lane ran every order.
+    const lanes = server
+      .log()
+      .split('\n')
+      .filter((line) => line.includes('"msg":"stopped"'))
+      .map(
+        (line) =>
+          (JSON.parse(line) as { writeLane?: { busySeconds: number; batches: number; writes: number } }).writeLane,
+      );
+    expect(lanes, 'the primary and both workers').to.have.length(3);
+    expect(
+      lanes.reduce((sum, lane) => sum + (lane?.writes ?? 0), 0),
+      'writes, summed',
+    ).to.equal(6);
+    expect(
+      lanes.filter((lane) => (lane?.writes ?? 0) > 0),
+      'one lane ran them',
+    ).to.have.length(1);
+    expect(lanes.reduce((sum, lane) => sum + (lane?.busySeconds ?? 0), 0)).to.be.above(0);
   });
 
   it('LOG_FORMAT=pretty (what a terminal gets): one readable line per event, not JSON', async () => {
