@@ -422,12 +422,13 @@ SELECT ${WAL_MARK_COLUMNS};`;
         this.retryPolicy,
         this.retryCounters,
       );
-    // A connection that lost the prepared statement (nothing committed) prepares it again, once.
     const started = performance.now();
+    // A connection that lost the prepared statement (nothing committed) prepares it again, once.
     const transaction = attempt().catch((error: unknown) => {
       if (!isPreparedStatementError(error)) throw error;
       return attempt();
     });
+    // The lane's busy time: every attempt, until the transaction is settled either way.
     const busy = () => metrics.writeLaneBusy.inc((performance.now() - started) / 1000);
     transaction.then(busy, busy);
     return transaction;
