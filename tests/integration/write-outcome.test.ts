@@ -59,6 +59,21 @@ async function tearDown(setup: Setup | undefined): Promise<void> {
   await setup.database.drop();
 }
 
+/** Sets up a server behind a cutting proxy for the enclosing describe; the getter returns it. */
+function useCutProxy(outcomeLookupMs: number): () => Setup {
+  let setup: Setup | undefined;
+  before(async () => {
+    setup = await setUp(outcomeLookupMs);
+  });
+  after(async () => {
+    await tearDown(setup);
+  });
+  return () => {
+    if (!setup) throw new Error('the set-up did not run');
+    return setup;
+  };
+}
+
 async function send(port: number, xml: string): Promise<ReplyNode[]> {
   return parseResults(await sendRequest(port, xml));
 }
@@ -215,15 +230,7 @@ async function round(setup: Setup, tag: string, mode: CutMode, downMs: number): 
 
 describe('a write batch whose connection to PostgreSQL is lost during COMMIT', function () {
   this.timeout(120_000);
-  let setup: Setup | undefined;
-
-  before(async () => {
-    setup = await setUp(20_000);
-  });
-
-  after(async () => {
-    await tearDown(setup);
-  });
+  const setup = useCutProxy(20_000);
 
   const cases: Array<[string, CutMode, number]> = [
     ['cut once the batch committed, before its reply: every client gets its real outcome, read back', 'after-reply', 0],
@@ -251,23 +258,15 @@ describe('a write batch whose connection to PostgreSQL is lost during COMMIT', f
   ];
   cases.forEach(([title, mode, downMs], index) => {
     it(title, async () => {
-      await round(setup as Setup, `7${index}0`, mode, downMs);
-      if (downMs > 0) expect((setup as Setup).proxy.refused, 'connections were refused meanwhile').to.be.greaterThan(0);
+      await round(setup(), `7${index}0`, mode, downMs);
+      if (downMs > 0) expect(setup().proxy.refused, 'connections were refused meanwhile').to.be.greaterThan(0);
     });
   });
 });
 
 describe('a <create> item whose connection to PostgreSQL is lost during COMMIT', function () {
   this.timeout(120_000);
-  let setup: Setup | undefined;
-
-  before(async () => {
-    setup = await setUp(20_000);
-  });
-
-  after(async () => {
-    await tearDown(setup);
-  });
+  const setup = useCutProxy(20_000);
 
   const modes: Array<[CutMode, number]> = [
     ['after-reply', 0],
@@ -278,7 +277,7 @@ describe('a <create> item whose connection to PostgreSQL is lost during COMMIT',
   ];
   modes.forEach(([mode, downMs], index) => {
     it(`cut ${mode}${downMs > 0 ? `, then PostgreSQL unreachable for ${downMs} ms` : ''}: the account and the shares are created once, and the client is told so`, async () => {
-      const { server, proxy, admin } = setup as Setup;
+      const { server, proxy, admin } = setup();
       const account = `81${index}`;
       const sym = `CR${index}`;
       const accountCut = proxy.cutOnce(
@@ -318,18 +317,10 @@ describe('a <create> item whose connection to PostgreSQL is lost during COMMIT',
 
 describe('a write batch whose outcome cannot be looked up before the deadline', function () {
   this.timeout(60_000);
-  let setup: Setup | undefined;
-
-  before(async () => {
-    setup = await setUp(500);
-  });
-
-  after(async () => {
-    await tearDown(setup);
-  });
+  const setup = useCutProxy(500);
 
   it('says the outcome is unknown (never a false success or failure), and the lookup deadline is what bounds it', async () => {
-    const { server, proxy, admin } = setup as Setup;
+    const { server, proxy, admin } = setup();
     await send(server.port, '<create><account id="9001" balance="100"/></create>');
     const cut = proxy.cutOnce((chunk) => writesIn(chunk) >= 1, 'after-reply', 3_000);
     const reply = await send(
